@@ -1,0 +1,9 @@
+"""``python -m xprospect`` runs the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+from xprospect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""The ``xprospect`` command line.
+
+Errors a user can fix (``XprospectError``) print one line on stderr and exit with code 2; other
+failures print one line and exit with code 1. ``--debug`` shows the full traceback instead.
+Subcommands import heavy modules (TensorFlow) only when they run, so ``xprospect info`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from xprospect import __version__
+from xprospect.errors import XprospectError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+# === Subcommands ===
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from xprospect.io import X2CTCase, read_any
+
+    obj = read_any(args.path)
+    if isinstance(obj, X2CTCase):
+        info: dict[str, Any] = {
+            "kind": "x2ct-case",
+            "volume": obj.volume.describe(),
+            "frontal": obj.frontal.describe(),
+            "lateral": obj.lateral.describe(),
+        }
+    else:
+        info = obj.describe()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        _print_info(info)
+    return 0
+
+
+def _print_info(info: dict[str, Any], indent: str = "") -> None:
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_info(value, indent + "  ")
+        else:
+            print(f"{indent}{key:<18} {_fmt(value)}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return " x ".join(_fmt(v) for v in value) if value else "-"
+    return str(value)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from xprospect.datasets import sample_ct
+    from xprospect.io import read_nifti, write_nifti
+    from xprospect.preprocessing import ct_preprocessing
+    from xprospect.viz import save_orthogonal_slices
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sample = sample_ct()
+    raw = read_nifti(sample.ct_path)
+    print(f"read     {raw}")
+    volume = ct_preprocessing(size=args.size)(raw)
+    print(f"prepared {volume}")
+    nifti = write_nifti(volume, out / f"sample_ct_{args.size}.nii.gz")
+    fig = save_orthogonal_slices(
+        [raw, volume],
+        out / "sample_ct_slices.png",
+        titles=["original", f"preprocessed {args.size}^3"],
+    )
+    print(f"wrote    {nifti}\nwrote    {fig}")
+    print(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out.resolve()}")
+    return 0
+
+
+# === Parser ===
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="xprospect",
+        description="Chest X-rays to 3D CT: data, DRRs, training, evaluation and export.",
+    )
+    parser.add_argument("--version", action="version", version=f"xprospect {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="print what a CT or X-ray file holds")
+    p.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, X2CT .h5/case, PNG/JPEG")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=_cmd_info)
+
+    p = sub.add_parser("demo", help="run the main job on built-in data")
+    p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--size", type=int, default=128, choices=(64, 128), help="cube size")
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    if not args.debug:
+        # Library warnings are messages for the user, not stack dumps.
+        warnings.showwarning = _one_line_warning
+    try:
+        return handler(args)
+    except XprospectError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"xprospect: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("xprospect: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()
+        detail = first[0] if first else ""
+        print(
+            f"xprospect: internal error: {type(exc).__name__}: {detail} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    print(f"xprospect: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
