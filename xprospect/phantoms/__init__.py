@@ -1,0 +1,7 @@
+"""Synthetic volumes: a small asymmetric test phantom and (in ``chest``) a procedural chest phantom."""
+
+from __future__ import annotations
+
+from xprospect.phantoms.asymmetric import AsymmetricPhantom, asymmetric_phantom
+
+__all__ = ["AsymmetricPhantom", "asymmetric_phantom"]
