@@ -9,7 +9,7 @@ import pytest
 # TensorFlow's C++ start-up chatter hides test output; must be set before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from xprospect.phantoms import AsymmetricPhantom, asymmetric_phantom  # noqa: E402
+from xprospect.phantoms import AsymmetricPhantom, asymmetric_phantom
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def test_from_spacing_is_canonical_and_centred():
     np.testing.assert_allclose(step, [[0, 0, -1], [0, -2, 0], [-3, 0, 0]], atol=1e-12)
 
 
-@pytest.mark.parametrize("codes", [("R", "A", "S"), ("L", "P", "S"), ("S", "P", "L"), ("A", "S", "R")])
+@pytest.mark.parametrize(
+    "codes", [("R", "A", "S"), ("L", "P", "S"), ("S", "P", "L"), ("A", "S", "R")]
+)
 def test_affine_from_spacing_matches_nibabel_axis_codes(codes):
     aff = affine_from_spacing((0.5, 1.5, 2.5), (10, 20, 30), codes)
     assert nib.aff2axcodes(aff) == codes
@@ -33,7 +35,9 @@ def test_affine_from_spacing_matches_nibabel_axis_codes(codes):
 
 def test_world_index_round_trip_on_oblique_affine():
     theta = np.deg2rad(20)
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
     aff = np.eye(4)
     aff[:3, :3] = rot @ np.diag([0.7, 0.7, 2.5])
     aff[:3, 3] = [-100, 50, 12]
@@ -65,9 +69,18 @@ def test_invalid_geometry_and_arrays_are_refused():
 
 @pytest.mark.parametrize(
     ("text", "view"),
-    [("PA", View.PA), ("AP Supine", View.AP), ("ap", View.AP), ("L", View.LATERAL),
-     ("LL", View.LATERAL), ("RL", View.LATERAL), ("lateral", View.LATERAL),
-     ("frontal", View.PA), (None, View.UNKNOWN), ("", View.UNKNOWN)],
+    [
+        ("PA", View.PA),
+        ("AP Supine", View.AP),
+        ("ap", View.AP),
+        ("L", View.LATERAL),
+        ("LL", View.LATERAL),
+        ("RL", View.LATERAL),
+        ("lateral", View.LATERAL),
+        ("frontal", View.PA),
+        (None, View.UNKNOWN),
+        ("", View.UNKNOWN),
+    ],
 )
 def test_view_parse(text, view):
     assert View.parse(text) is view

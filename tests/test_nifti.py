@@ -64,7 +64,9 @@ def test_multimember_gzip_is_read_whole(tmp_path, phantom):
     raw = path.read_bytes()
     half = len(raw) // 2
     (tmp_path / "multi.nii.gz").write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
-    np.testing.assert_array_equal(read_nifti(tmp_path / "multi.nii.gz").array, read_nifti(path).array)
+    np.testing.assert_array_equal(
+        read_nifti(tmp_path / "multi.nii.gz").array, read_nifti(path).array
+    )
 
 
 def test_singleton_4d_is_squeezed(tmp_path):
@@ -76,7 +78,7 @@ def test_singleton_4d_is_squeezed(tmp_path):
 def test_2d_and_4d_are_refused(tmp_path, shape):
     path = tmp_path / "bad.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    with pytest.raises(ImageFormatError, match=r"expected a 3D volume.*" + str(len(shape)) + "D"):
+    with pytest.raises(ImageFormatError, match=rf"expected a 3D volume.*{len(shape)}D"):
         read_nifti(path)
 
 
@@ -103,7 +105,7 @@ def test_empty_missing_truncated_and_garbage_files(tmp_path, phantom):
     with pytest.raises(ImageFormatError, match="truncated"):
         read_nifti(tmp_path / "cut.nii.gz")
     (tmp_path / "junk.nii").write_bytes(b"this is not a nifti header" * 20)
-    with pytest.raises(ImageFormatError, match="junk.nii"):
+    with pytest.raises(ImageFormatError, match=r"junk\.nii"):
         read_volume(tmp_path / "junk.nii")
 
 

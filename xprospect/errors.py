@@ -1,7 +1,8 @@
 """Typed errors for everything a user can get wrong.
 
 Every error raised on bad input derives from :class:`XprospectError`, names the file (or folder) it
-concerns and says what is wrong in one line, so the CLI can print ``str(error)`` and exit with code 2.
+concerns and says what is wrong in one line, so the CLI can print ``str(error)`` and exit with
+code 2.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class DicomError(ImageFormatError):
 
 
 class DicomSeriesError(XprospectError):
-    """A DICOM series cannot form a volume: gaps, duplicate positions, mixed series, tilted slices."""
+    """A DICOM series cannot form a volume: gaps, duplicate positions, mixed geometry."""
 
 
 class ModalityError(XprospectError):

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 CANONICAL_AXCODES: tuple[str, str, str] = ("I", "P", "L")
-"""Orientation of canonical volume arrays: axis 0 towards Inferior, 1 Posterior, 2 patient's Left."""
+"""Canonical volume orientation: axis 0 towards Inferior, 1 Posterior, 2 patient's Left."""
 
 
 def affine_from_spacing(
@@ -93,7 +93,7 @@ class Volume:
 
     Args:
         array: 3D array; HU as float32/int16, or integer labels.
-        affine: 4x4 map from array index (i, j, k, 1) to RAS+ world mm (see ``docs/conventions.md``).
+        affine: 4x4 map from array index (i, j, k, 1) to RAS+ world mm (``docs/conventions.md``).
         source: Where it came from (a path), for messages.
         metadata: Free-form facts from the file (series UID, modality, ...). Patient-identifying
             tags, where a reader keeps them, live under ``metadata["patient"]``.
@@ -170,7 +170,7 @@ class Volume:
     @property
     def orientation(self) -> tuple[str, str, str]:
         """Nibabel axis codes: the anatomical direction each array axis increases towards."""
-        return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
+        return tuple(nib.aff2axcodes(self.affine))
 
     @property
     def is_canonical(self) -> bool:
@@ -250,7 +250,7 @@ class Volume:
         )
 
 
-class View(str, enum.Enum):
+class View(enum.StrEnum):
     """Which way the X-ray beam went through the patient."""
 
     PA = "PA"
@@ -312,9 +312,7 @@ class Radiograph:
     def __post_init__(self) -> None:
         arr = np.asarray(self.array)
         if arr.ndim != 2:
-            raise ImageFormatError(
-                f"a radiograph must be 2D, got shape {arr.shape}", self.source
-            )
+            raise ImageFormatError(f"a radiograph must be 2D, got shape {arr.shape}", self.source)
         if min(arr.shape) < 1:
             raise ImageFormatError(f"radiograph has an empty axis: shape {arr.shape}", self.source)
         if arr.dtype.kind not in "fiub":

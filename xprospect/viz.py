@@ -86,8 +86,16 @@ def save_orthogonal_slices(
             left, right = ("R", "L") if plane in ("axial", "coronal") else ("A", "P")
             top = "A" if plane == "axial" else "S"
             for x, y, t in ((0.02, 0.5, left), (0.98, 0.5, right), (0.5, 0.97, top)):
-                ax.text(x, y, t, color="yellow", fontsize=8, transform=ax.transAxes,
-                        ha="center", va="center")
+                ax.text(
+                    x,
+                    y,
+                    t,
+                    color="yellow",
+                    fontsize=8,
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                )
     return save_figure(fig, path)
 
 

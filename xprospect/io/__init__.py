@@ -72,10 +72,10 @@ def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
     if p.suffix.lower() in (".h5", ".hdf5"):
         return read_x2ct_case(p, **kwargs).volume
     if _is_dicom_file(p):
-        from xprospect.io.dicom import read_dicom_series
-
         # One slice names its series: read the whole series from the slice's folder.
         from pydicom import dcmread
+
+        from xprospect.io.dicom import read_dicom_series
 
         uid = str(dcmread(p, stop_before_pixels=True, force=True).get("SeriesInstanceUID", ""))
         return read_dicom_series(p.parent, series_uid=uid or None, **kwargs)

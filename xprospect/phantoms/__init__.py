@@ -1,4 +1,4 @@
-"""Synthetic volumes: a small asymmetric test phantom and (in ``chest``) a procedural chest phantom."""
+"""Synthetic volumes: an asymmetric test phantom and (``chest``) a procedural chest phantom."""
 
 from __future__ import annotations
 

@@ -88,9 +88,9 @@ def asymmetric_phantom(
     ] = LIVER_HU
 
     apex = (round(0.1 * n0), round(0.5 * n1), round(0.3 * n2))
-    a[
-        (np.abs(i - apex[0]) <= 1) & (np.abs(j - apex[1]) <= 1) & (np.abs(k - apex[2]) <= 1)
-    ] = BONE_HU
+    a[(np.abs(i - apex[0]) <= 1) & (np.abs(j - apex[1]) <= 1) & (np.abs(k - apex[2]) <= 1)] = (
+        BONE_HU
+    )
 
     volume = Volume.from_spacing(a, spacing_mm, source="asymmetric_phantom")
     landmarks = {"heart": heart, "spine": spine, "liver": liver, "apex_marker": apex}

@@ -1,0 +1,102 @@
+"""The command line: subcommands, `info` on real and bad inputs, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from xprospect.cli import main
+from xprospect.io import write_nifti
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("info", "demo"):
+        assert name in out
+
+
+def test_console_script_entry_point_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "xprospect", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("xprospect ")
+
+
+def test_info_on_nifti_prints_geometry(capsys, tmp_path, phantom):
+    path = write_nifti(phantom.volume, tmp_path / "p.nii.gz")
+    code, out, _ = _run(capsys, "info", str(path), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["shape"] == [32, 32, 32] and info["orientation"] == "IPL"
+    np.testing.assert_allclose(info["spacing_mm"], phantom.volume.spacing_mm)
+    assert info["value_range"] == [-1000.0, 1000.0]
+    code, out, _ = _run(capsys, "info", str(path))
+    assert code == 0 and "spacing_mm" in out and "IPL" in out
+
+
+def test_info_on_png(capsys, tmp_path):
+    Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "x.png")
+    code, out, _ = _run(capsys, "info", str(tmp_path / "x.png"), "--json")
+    assert code == 0 and json.loads(out)["shape"] == [8, 12]
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    a = np.zeros((4, 4, 4), np.float32)
+    a[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(a, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((4, 4), np.float32), np.eye(4)), str(tmp_path / "flat.nii"))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (tmp_path / "notes.xyz").write_text("hello")
+    return {
+        "empty.nii.gz": "empty",
+        "nan.nii.gz": "NaN or Inf",
+        "flat.nii": "expected a 3D volume",
+        "corrupt.png": "corrupt",
+        "notes.xyz": "not a CT volume format",
+        "absent.nii": "no such file",
+    }
+
+
+def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
+    for name, message in _bad_inputs(tmp_path).items():
+        code, _, err = _run(capsys, "info", str(tmp_path / name))
+        assert code == 2, (name, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (name, err)
+        assert lines[0].startswith("xprospect: error: ") and message in lines[0], lines[0]
+        assert name in lines[0]
+        assert "Traceback" not in err
+
+
+def test_debug_shows_traceback(capsys, tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    code, _, err = _run(capsys, "--debug", "info", str(tmp_path / "empty.nii.gz"))
+    assert code == 2 and "Traceback" in err and "EmptyFileError" in err
+
+
+@pytest.mark.realdata
+def test_info_on_real_ct(capsys, sample_ct_paths):
+    code, out, _ = _run(capsys, "info", str(sample_ct_paths.ct_path), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["shape"] == [512, 512, 133] and info["orientation"] == "LAS"
+    assert info["value_range"][0] <= -1000 and info["value_range"][1] >= 1000
