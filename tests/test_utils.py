@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -38,6 +41,19 @@ def test_atomic_dir_swaps_only_when_complete(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in dest.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_atomic_outputs_respect_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750
 
 
 def test_seed_everything_reproduces_numpy_and_keras():

@@ -17,6 +17,13 @@ from xprospect.errors import OutputExistsError
 __all__ = ["atomic_dir", "atomic_path", "seed_everything"]
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _suffixes(path: Path) -> str:
     # Keep ".nii.gz" whole: nibabel and PIL choose the format from the temp file's suffix.
     return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
@@ -44,6 +51,8 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -66,6 +75,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if dest.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
             os.replace(dest, trash / "old")
