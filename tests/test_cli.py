@@ -100,3 +100,34 @@ def test_info_on_real_ct(capsys, sample_ct_paths):
     info = json.loads(out)
     assert info["shape"] == [512, 512, 133] and info["orientation"] == "LAS"
     assert info["value_range"][0] <= -1000 and info["value_range"][1] >= 1000
+
+
+@pytest.mark.realdata
+def test_info_on_real_cr(capsys, sample_cr_path):
+    code, out, err = _run(capsys, "info", str(sample_cr_path), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["kind"] == "radiograph" and info["view"] == "PA"
+    assert info["shape"] == [1955, 1841] and info["pixel_spacing_mm"] is None
+    assert info["photometric_interpretation"] == "MONOCHROME1"
+    assert "pixel spacing unknown" in err and err.count("\n") == 1  # the warning, one line
+
+
+def test_dicom_folder_errors_are_one_line(capsys, tmp_path, phantom):
+    from xprospect.io.dicom import write_dicom_series
+
+    series = write_dicom_series(phantom.volume, tmp_path / "series")
+    code, out, _ = _run(capsys, "info", str(series), "--json")
+    assert code == 0 and json.loads(out)["shape"] == [32, 32, 32]
+    files = sorted(series.iterdir())
+    files[len(files) // 2].unlink()  # a missing slice
+    code, _, err = _run(capsys, "info", str(series))
+    assert code == 2 and err.count("\n") == 1 and "gap" in err and str(series) in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("not dicom")
+    code, _, err = _run(capsys, "info", str(tmp_path / "junk"))
+    assert code == 2 and err.count("\n") == 1 and "not DICOM" in err and "junk" in err
+    broken = tmp_path / "cut.dcm"
+    broken.write_bytes(files[0].read_bytes()[:600])
+    code, _, err = _run(capsys, "info", str(broken))
+    assert code == 2 and err.count("\n") == 1 and "cut.dcm" in err and "truncated" in err

@@ -73,11 +73,9 @@ def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
         return read_x2ct_case(p, **kwargs).volume
     if _is_dicom_file(p):
         # One slice names its series: read the whole series from the slice's folder.
-        from pydicom import dcmread
+        from xprospect.io.dicom import read_dicom_header, read_dicom_series
 
-        from xprospect.io.dicom import read_dicom_series
-
-        uid = str(dcmread(p, stop_before_pixels=True, force=True).get("SeriesInstanceUID", ""))
+        uid = str(read_dicom_header(p).get("SeriesInstanceUID", ""))
         return read_dicom_series(p.parent, series_uid=uid or None, **kwargs)
     raise UnsupportedFormatError(
         "not a CT volume format xprospect reads (DICOM folder, .nii, .nii.gz, X2CT .h5)", p
@@ -85,25 +83,32 @@ def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
 
 
 def read_radiograph(
-    path: str | os.PathLike[str], *, view: str | View | None = None, **kwargs: Any
+    path: str | os.PathLike[str],
+    *,
+    view: str | View | None = None,
+    invert: bool = False,
+    pixel_spacing_mm: tuple[float, float] | None = None,
 ) -> Radiograph:
     """Reads an X-ray from DICOM (CR/DX) or PNG/JPEG/TIFF/BMP.
 
     Args:
         path: The image file.
         view: Overrides the view stored in the file (raster files store none).
-        **kwargs: Passed to the reader (e.g. ``invert`` for raster files).
+        invert: Raster files only: pixels are stored bright = air (DICOM says so itself).
+        pixel_spacing_mm: Raster files only: the detector pixel spacing, if known.
     """
     p = Path(path)
     _check_exists(p)
     if p.is_dir():
         raise UnsupportedFormatError("expected an image file, got a folder", p)
     if p.suffix.lower() in RASTER_SUFFIXES:
-        return read_raster_radiograph(p, view=view, **kwargs)
+        return read_raster_radiograph(
+            p, view=view, invert=invert, pixel_spacing_mm=pixel_spacing_mm
+        )
     if _is_dicom_file(p):
         from xprospect.io.dicom import read_dicom_radiograph
 
-        return read_dicom_radiograph(p, view=view, **kwargs)
+        return read_dicom_radiograph(p, view=view)
     raise UnsupportedFormatError(
         "not an X-ray format xprospect reads (DICOM CR/DX, PNG, JPEG, TIFF, BMP)", p
     )
