@@ -3,5 +3,26 @@
 from __future__ import annotations
 
 from xprospect.phantoms.asymmetric import AsymmetricPhantom, asymmetric_phantom
+from xprospect.phantoms.chest import (
+    BONE_LABELS,
+    FOV_MM,
+    LABELS,
+    LUNG_LABELS,
+    ChestPhantom,
+    Nodule,
+    chest_phantom,
+    chest_phantoms,
+)
 
-__all__ = ["AsymmetricPhantom", "asymmetric_phantom"]
+__all__ = [
+    "BONE_LABELS",
+    "FOV_MM",
+    "LABELS",
+    "LUNG_LABELS",
+    "AsymmetricPhantom",
+    "ChestPhantom",
+    "Nodule",
+    "asymmetric_phantom",
+    "chest_phantom",
+    "chest_phantoms",
+]

@@ -1,0 +1,269 @@
+"""The procedural chest phantom: determinism, HU levels, anatomy and orientation, lung mask,
+nodules and geometry (docs/conventions.md). Small grids (32^3, 64^3) and a single 128^3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xprospect.image import CANONICAL_AXCODES
+from xprospect.phantoms import (
+    BONE_LABELS,
+    FOV_MM,
+    LABELS,
+    LUNG_LABELS,
+    ChestPhantom,
+    chest_phantom,
+    chest_phantoms,
+)
+
+
+@pytest.fixture(scope="module")
+def ph64() -> ChestPhantom:
+    return chest_phantom(64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ph64_nodules() -> ChestPhantom:
+    return chest_phantom(64, seed=3, nodules=6)
+
+
+def _centroid(ph: ChestPhantom, *names: str) -> np.ndarray:
+    idx = np.argwhere(ph.mask(*names))
+    assert len(idx), f"no voxels labelled {names}"
+    return idx.mean(axis=0)
+
+
+def _midline(ph: ChestPhantom) -> float:
+    """Axis-2 index of the body's midline (the body outline is left-right symmetric)."""
+    return float(np.argwhere(ph.labels.array != LABELS["background"])[:, 2].mean())
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+
+def test_same_seed_same_phantom_and_different_seed_different():
+    a, b, c = chest_phantom(32, seed=11), chest_phantom(32, seed=11), chest_phantom(32, seed=12)
+    np.testing.assert_array_equal(a.volume.array, b.volume.array)
+    np.testing.assert_array_equal(a.labels.array, b.labels.array)
+    np.testing.assert_array_equal(a.lung_mask.array, b.lung_mask.array)
+    assert dict(a.params) == dict(b.params)
+    assert not np.array_equal(a.volume.array, c.volume.array)
+    assert not np.array_equal(a.labels.array, c.labels.array)
+    assert dict(a.params) != dict(c.params)
+
+
+def test_the_global_random_state_is_left_alone():
+    # The legacy global generator is exactly what must not be touched, so look at it directly.
+    np.random.seed(1234)  # noqa: NPY002
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    chest_phantom(32, seed=0, nodules=2)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+
+
+def test_series_uses_spawned_seeds_that_rebuild_each_case():
+    cases = list(chest_phantoms(3, 32, seed=5, noise_hu=0.0))
+    assert len(cases) == 3
+    assert len({p.seed for p in cases}) == 3
+    assert [p.seed for p in chest_phantoms(2, 32, seed=5, noise_hu=0.0)] == [
+        p.seed for p in cases[:2]
+    ]  # case i does not depend on how many are asked for
+    again = chest_phantom(32, cases[1].seed, noise_hu=0.0)
+    np.testing.assert_array_equal(again.volume.array, cases[1].volume.array)
+    assert not np.array_equal(cases[0].labels.array, cases[1].labels.array)
+
+
+def test_anatomy_does_not_depend_on_the_grid():
+    small, large = chest_phantom(32, seed=4), chest_phantom(64, seed=4)
+    assert dict(small.params) == dict(large.params)
+    assert small.lung_volume_ml == pytest.approx(large.lung_volume_ml, rel=0.08)
+    for name in ("heart", "liver", "vertebra"):
+        mm_small = small.volume.index_to_world(_centroid(small, name))
+        mm_large = large.volume.index_to_world(_centroid(large, name))
+        np.testing.assert_allclose(mm_small, mm_large, atol=10.0)
+
+
+# --- HU levels --------------------------------------------------------------------------------
+
+
+def test_hu_levels_per_structure(ph64):
+    a = ph64.volume.array
+
+    def median(*names: str) -> float:
+        return float(np.median(a[ph64.mask(*names)]))
+
+    assert -900.0 <= median("lung") <= -700.0
+    # Bone as a whole is dense; each bone has a cancellous core (~+250) inside a dense cortex.
+    assert median(*BONE_LABELS) > 300.0
+    for name in BONE_LABELS:
+        assert median(name) > 200.0, name
+        assert np.percentile(a[ph64.mask(name)], 90) > 500.0, name
+    for name in ("skin", "fat", "muscle", "mediastinum", "heart", "aorta", "liver", "spleen"):
+        assert -150.0 <= median(name) <= 100.0, name
+    assert median("fat") < -50.0 < 20.0 < median("muscle")
+    assert median("liver") > median("fat") + 100.0
+    assert median("disc") == pytest.approx(80.0, abs=40.0)
+    for name in ("trachea", "airway", "stomach_gas"):
+        assert median(name) < -900.0, name
+    air = a[ph64.mask("background")]
+    assert median("background") == pytest.approx(-1000.0, abs=3.0)
+    assert 0.8 * 15.0 < float(air.std()) < 1.1 * 15.0  # the default noise_hu
+
+
+def test_noise_free_air_is_exactly_air():
+    ph = chest_phantom(32, seed=2, noise_hu=0.0)
+    outside = ph.volume.array[ph.mask("background")]
+    assert outside.size and np.all(outside == -1000.0)
+
+
+# --- anatomy and orientation ------------------------------------------------------------------
+
+
+def test_anatomy_sits_where_the_conventions_say(ph64):
+    n0 = ph64.volume.shape[0]
+    mid = _midline(ph64)
+    heart, liver = _centroid(ph64, "heart"), _centroid(ph64, "liver")
+    spine = _centroid(ph64, "vertebra")
+    body = np.argwhere(ph64.labels.array != LABELS["background"]).mean(axis=0)
+    # Heart: patient's left (higher axis 2) and anterior of the spine (lower axis 1).
+    assert heart[2] > mid + 2
+    assert heart[1] < spine[1] - 3
+    # Liver: patient's right, below the heart.
+    assert liver[2] < mid - 2
+    assert liver[0] > heart[0]
+    # Spine: posterior midline.
+    assert spine[1] > body[1] + 3
+    assert abs(spine[2] - mid) < 1.0
+    # Lungs: apices near the top, both sides of the midline.
+    lungs = np.argwhere(ph64.lung_mask.array > 0)
+    assert lungs[:, 0].min() < 0.25 * n0
+    assert (lungs[:, 2] < mid).any() and (lungs[:, 2] > mid).any()
+    # Trachea: midline, above the heart and anterior of the spine.
+    trachea = _centroid(ph64, "trachea")
+    assert abs(trachea[2] - mid) < 2.0
+    assert trachea[0] < heart[0] and trachea[1] < spine[1]
+    # Descending aorta left of the spine (its lower half).
+    aorta = np.argwhere(ph64.mask("aorta"))
+    low = aorta[aorta[:, 0] > np.median(aorta[:, 0])]
+    assert low[:, 2].mean() > mid
+
+
+def test_right_hemidiaphragm_is_higher_than_the_left(ph64):
+    mid = _midline(ph64)
+    dia = np.argwhere(ph64.mask("diaphragm"))
+    half = 20.0 / ph64.volume.spacing_mm[2]  # leave out the central tendon
+    right_top = dia[dia[:, 2] < mid - half, 0].min()
+    left_top = dia[dia[:, 2] > mid + half, 0].min()
+    assert right_top < left_top
+    liver_top = np.argwhere(ph64.mask("liver"))[:, 0].min()
+    assert liver_top <= left_top
+
+
+def test_frontal_projection_shows_the_heart_on_the_image_right(ph64):
+    frontal = (ph64.volume.array + 1000.0).clip(0).sum(axis=1)  # (I, L)
+    heart_cols = np.argwhere(ph64.mask("heart").any(axis=1))[:, 1]
+    assert heart_cols.mean() > frontal.shape[1] / 2
+
+
+# --- lung mask --------------------------------------------------------------------------------
+
+
+def test_lung_mask_matches_the_labels(ph64_nodules):
+    ph = ph64_nodules
+    mask = ph.lung_mask.array
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    inside = np.unique(ph.labels.array[mask > 0])
+    assert set(inside) <= {LABELS[n] for n in LUNG_LABELS}
+    assert np.all(mask[ph.mask("lung", "nodule")] == 1)
+    assert np.mean(ph.labels.array[mask > 0] == LABELS["lung"]) > 0.8
+    assert ph.lung_volume_ml == pytest.approx(mask.sum() * ph.volume.voxel_volume_ml)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lung_volume_is_adult_at_64(seed):
+    ph = chest_phantom(64, seed=seed, noise_hu=0.0)
+    assert 2500.0 <= ph.lung_volume_ml <= 6500.0
+
+
+def test_full_size_phantom_is_adult_sized():
+    ph = chest_phantom(128, seed=0)
+    assert ph.volume.shape == (128, 128, 128)
+    assert ph.volume.spacing_mm == pytest.approx((2.5, 2.5, 2.5))
+    assert 2500.0 <= ph.lung_volume_ml <= 6500.0
+    body = ph.labels.array != LABELS["background"]
+    width_mm = body.any(axis=(0, 1)).sum() * 2.5  # patient's right to left
+    depth_mm = body[64:].any(axis=(0, 2)).sum() * 2.5  # front to back, chest and below
+    assert 280.0 <= width_mm <= 320.0  # at most the field of view
+    assert 190.0 <= depth_mm <= 270.0
+    assert 280.0 <= ph.params["chest_width_mm"] <= 360.0
+    assert set(np.unique(ph.labels.array)) == set(LABELS.values()) - {LABELS["nodule"]}
+
+
+# --- nodules ----------------------------------------------------------------------------------
+
+
+def test_nodules_lie_inside_the_lungs(ph64_nodules):
+    ph = ph64_nodules
+    assert len(ph.nodules) == 6
+    mid = _midline(ph)
+    labelled = ph.mask("nodule")
+    assert labelled.any() and np.all(ph.lung_mask.array[labelled] == 1)
+    for nod in ph.nodules:
+        assert ph.lung_mask.array[nod.index] == 1
+        assert ph.labels.array[nod.index] == LABELS["nodule"]
+        assert 3.0 <= nod.diameter_mm <= 15.0
+        assert -100.0 <= nod.hu <= 100.0
+        np.testing.assert_allclose(nod.center_mm, ph.volume.index_to_world(nod.index))
+        assert nod.side == ("right" if nod.index[2] < mid else "left")
+
+
+def test_nodules_leave_the_rest_of_the_phantom_alone(ph64, ph64_nodules):
+    assert not ph64.nodules and not ph64.mask("nodule").any()
+    outside = ~ph64_nodules.mask("nodule")
+    np.testing.assert_array_equal(ph64.labels.array[outside], ph64_nodules.labels.array[outside])
+    np.testing.assert_array_equal(ph64.volume.array[outside], ph64_nodules.volume.array[outside])
+
+
+# --- geometry and arguments -------------------------------------------------------------------
+
+
+def test_volumes_are_canonical_with_the_expected_spacing(ph64):
+    for v in (ph64.volume, ph64.lung_mask, ph64.labels):
+        assert v.is_canonical and v.orientation == CANONICAL_AXCODES
+        assert v.shape == (64, 64, 64)
+        assert v.spacing_mm == pytest.approx((5.0, 5.0, 5.0))
+        np.testing.assert_array_equal(v.affine, ph64.volume.affine)
+    np.testing.assert_allclose(ph64.volume.center_mm, 0.0, atol=1e-9)
+    assert ph64.volume.extent_mm == pytest.approx((FOV_MM,) * 3)
+    assert ph64.volume.array.dtype == np.float32
+    assert ph64.labels.array.dtype == np.uint8
+    assert ph64.LABELS["heart"] == LABELS["heart"]
+
+
+def test_shape_and_spacing_options():
+    ph = chest_phantom((24, 32, 40), seed=1, spacing_mm=8.0)
+    assert ph.volume.shape == (24, 32, 40)
+    assert ph.volume.spacing_mm == pytest.approx((8.0, 8.0, 8.0))
+    assert ph.volume.is_canonical
+    assert chest_phantom((20, 32, 32), seed=1).volume.spacing_mm == pytest.approx((10.0,) * 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"size": 8},
+        {"size": (32, 32)},
+        {"spacing_mm": 0.0},
+        {"nodules": -1},
+        {"noise_hu": -1.0},
+    ],
+)
+def test_bad_arguments_are_refused(kwargs):
+    args = {"size": 32, **kwargs}
+    with pytest.raises(ValueError):
+        chest_phantom(**args)
+
+
+def test_unknown_label_names_are_refused(ph64):
+    with pytest.raises(KeyError, match="kidney"):
+        ph64.mask("kidney")
