@@ -126,3 +126,16 @@ def test_float_output_keeps_fractions(tmp_path):
     back = read_nifti(write_nifti(v, tmp_path / "f.nii", dtype="float32"))
     np.testing.assert_allclose(back.array, 0.25)
     np.testing.assert_allclose(back.spacing_mm, (2.0, 2.0, 2.0))
+
+
+def test_itk_places_written_nifti_landmarks_at_our_world_coordinates(tmp_path, phantom):
+    """ITK (what ITK-SNAP and 3D Slicer read with) sees the same physical landmark positions."""
+    itk = pytest.importorskip("itk")
+    path = write_nifti(phantom.volume, tmp_path / "ct.nii.gz")
+    image = itk.imread(str(path))
+    arr = itk.array_view_from_image(image)  # ITK arrays are (k, j, i) of NIfTI's (i, j, k)
+    for name, ijk in phantom.landmarks.items():
+        lps = np.asarray(image.TransformIndexToPhysicalPoint([int(v) for v in ijk]))
+        ras = lps * np.array([-1.0, -1.0, 1.0])
+        np.testing.assert_allclose(ras, phantom.landmark_world_mm(name), atol=1e-4)
+        assert arr[ijk[2], ijk[1], ijk[0]] == phantom.volume.array[ijk]
