@@ -92,6 +92,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drr(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from xprospect.io import read_volume, write_png
+    from xprospect.preprocessing import ct_preprocessing
+    from xprospect.projection import render_drr
+    from xprospect.utils import atomic_path
+
+    volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(read_volume(args.ct))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    geometry = {"mean": "xprospect_mean"}.get(args.geometry, args.geometry)
+    for view in ("frontal", "lateral"):
+        line = render_drr(volume, view, geometry, args.size, "line_integral", backend=args.backend)
+        with atomic_path(out / f"{view}.npy") as tmp, tmp.open("wb") as f:
+            np.save(f, line.array)
+        peak = float(line.array.max()) or 1.0
+        png = write_png(line.array / peak, out / f"{view}.png", bits=args.bits)
+        print(f"{view:<8} {line.shape[0]}x{line.shape[1]}  line integral max {peak:.3f}  -> {png}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from xprospect.prepare import PrepareConfig, prepare_dataset
+
+    cfg = PrepareConfig(
+        size=args.size,
+        fov_mm=args.fov_mm,
+        geometry={"mean": "xprospect_mean"}.get(args.geometry, args.geometry),
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        split_seed=args.seed,
+        shard_size=args.shard_size,
+    )
+    result = prepare_dataset(
+        args.inputs,
+        args.output,
+        cfg,
+        phantoms=args.phantoms,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        split_file=args.splits,
+    )
+    print(
+        f"wrote {len(result.written)} case(s), skipped {len(result.skipped)} already done, "
+        f"{len(result.failed)} failed (see failures.json) in {result.seconds:.1f} s "
+        f"-> {result.output}"
+    )
+    return 0 if not result.failed else EXIT_USER_ERROR
+
+
 # === Parser ===
 
 Handler = Callable[[argparse.Namespace], int]
@@ -112,6 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, X2CT .h5/case, PNG/JPEG")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=_cmd_info)
+
+    p = sub.add_parser("drr", help="render frontal and lateral DRRs of one CT (PNG + .npy)")
+    p.add_argument("ct", help="CT file or DICOM folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--geometry", default="x2ct", choices=("x2ct", "mean", "parallel"))
+    p.add_argument("--size", type=int, default=128, help="cube and detector size (default 128)")
+    p.add_argument("--fov-mm", type=float, default=320.0, help="field of view of the cube")
+    p.add_argument("--bits", type=int, default=16, choices=(8, 16), help="PNG bit depth")
+    p.add_argument("--backend", default="tensorflow", choices=("tensorflow", "plastimatch"))
+    p.set_defaults(handler=_cmd_drr)
+
+    p = sub.add_parser("prepare", help="build a TFRecord dataset (CT + DRRs) from CT or phantoms")
+    p.add_argument("inputs", nargs="*", help="DICOM folders, NIfTI files, X2CT case folders")
+    p.add_argument("--output", required=True, help="dataset folder")
+    p.add_argument("--phantoms", type=int, default=0, help="add N procedural chest phantoms")
+    p.add_argument("--size", type=int, default=128, help="cube size, e.g. 64 or 128")
+    p.add_argument("--fov-mm", type=float, default=320.0, help="field of view of the cube")
+    p.add_argument("--geometry", default="x2ct", choices=("x2ct", "mean", "parallel"))
+    p.add_argument("--workers", type=int, default=1, help="processes reading cases")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+    p.add_argument("--splits", help="JSON or CSV (id,split) assigning cases or patients")
+    p.add_argument("--shard-size", type=int, default=16, help="cases per TFRecord shard")
+    p.set_defaults(handler=_cmd_prepare)
 
     p = sub.add_parser("demo", help="run the main job on built-in data")
     p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")

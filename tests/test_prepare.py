@@ -1,0 +1,175 @@
+"""`xprospect prepare`: records, manifest, splits, resume after a kill, failures, overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from xprospect.cli import main
+from xprospect.data import parse_case
+from xprospect.errors import OutputExistsError
+from xprospect.phantoms import chest_phantom
+from xprospect.prepare import CaseSpec, PrepareConfig, assign_splits, prepare_dataset
+from xprospect.preprocessing import ct_preprocessing
+from xprospect.projection import render_drr_batch
+
+CFG = PrepareConfig(size=32, geometry="parallel", shard_size=2, val_fraction=0.2, test_fraction=0.2)
+
+
+def _records(path):
+    return [parse_case(r) for r in tf.data.TFRecordDataset(str(path))]
+
+
+def _all_files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_phantom_dataset_records_match_an_independent_rebuild(tmp_path):
+    out = tmp_path / "ds"
+    result = prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    assert sorted(result.written) == [f"phantom-{i:05d}" for i in range(5)] and not result.failed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["size"] == 32 and manifest["config"]["spacing_mm"] == [10.0] * 3
+    splits = {c["split"] for c in manifest["cases"].values()}
+    assert splits == {"train", "val", "test"}
+    assert json.loads((out / "failures.json").read_text()) == []
+    case = manifest["cases"]["phantom-00003"]
+    rec = next(r for r in _records(out / case["shard"]) if r["case_id"] == b"phantom-00003")
+    expected = ct_preprocessing(size=32, fov_mm=320.0)(
+        chest_phantom(32, seed=3, spacing_mm=10.0).volume
+    )
+    np.testing.assert_array_equal(rec["volume"].numpy(), np.rint(expected.array))
+    drrs = render_drr_batch(np.rint(expected.array)[None], 10.0, "parallel", size=32).numpy()[0]
+    np.testing.assert_allclose(rec["frontal"].numpy(), drrs[0], rtol=2e-3, atol=1e-3)
+    np.testing.assert_allclose(rec["lateral"].numpy(), drrs[1], rtol=2e-3, atol=1e-3)
+    assert not [n for n in _all_files(out) if "tmp" in n]
+
+
+def test_resume_after_kill_skips_done_shards_and_leaves_no_partial_shard(tmp_path):
+    out = tmp_path / "ds"
+    calls = []
+
+    def kill_after_first(name):
+        calls.append(name)
+        raise KeyboardInterrupt  # the user pressing Ctrl-C right after the first shard
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset([], out, CFG, phantoms=5, progress=False, on_shard=kill_after_first)
+    first = calls[0]
+    done = json.loads((out / "manifest.json").read_text())["shards"]
+    assert list(done) == [first]
+
+    # A kill in the middle of writing the next shard: nothing half-written may remain.
+    real_write = tf.io.TFRecordWriter.write
+
+    def crash_on_write(self, record):
+        raise OSError("disk vanished")
+
+    tf.io.TFRecordWriter.write = crash_on_write
+    try:
+        with pytest.raises(OSError):
+            prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    finally:
+        tf.io.TFRecordWriter.write = real_write
+    assert [n for n in _all_files(out) if n.endswith(".tfrecord")] == [f"{first}.tfrecord"]
+    assert not [n for n in _all_files(out) if "tmp" in n]
+
+    resumed = prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    prepare_dataset([], tmp_path / "fresh", CFG, phantoms=5, progress=False)
+    assert len(resumed.skipped) == 2 and len(resumed.written) == 3
+    assert _all_files(out) == _all_files(tmp_path / "fresh")
+    for name in _all_files(out):
+        if name.endswith(".tfrecord"):
+            assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+    again = prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    assert again.written == [] and len(again.skipped) == 5
+
+
+def test_broken_input_is_listed_in_failures_json(tmp_path, capsys):
+    bad = np.zeros((8, 8, 8), np.float32)
+    bad[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), str(tmp_path / "broken.nii.gz"))
+    out = tmp_path / "ds"
+    code = main(
+        [
+            "prepare",
+            str(tmp_path / "broken.nii.gz"),
+            "--phantoms",
+            "2",
+            "--size",
+            "32",
+            "--geometry",
+            "parallel",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 2
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["case_id"] for f in failures] == ["broken"]
+    assert "NaN or Inf" in failures[0]["error"] and "broken.nii.gz" in failures[0]["source"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["cases"]) == ["phantom-00000", "phantom-00001"]
+    assert "1 failed" in capsys.readouterr().out
+
+
+def test_existing_dataset_is_never_overwritten_without_flag(tmp_path):
+    out = tmp_path / "ds"
+    prepare_dataset([], out, CFG, phantoms=2, progress=False)
+    before = {n: (out / n).read_bytes() for n in _all_files(out)}
+    other = PrepareConfig(size=32, geometry="xprospect_mean", shard_size=2)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        prepare_dataset([], out, other, phantoms=2, progress=False)
+    assert {n: (out / n).read_bytes() for n in _all_files(out)} == before
+    prepare_dataset([], out, other, phantoms=2, progress=False, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["config"]["geometry"] == "xprospect_mean"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(OutputExistsError, match="not an xprospect dataset"):
+        prepare_dataset([], tmp_path / "mine", CFG, phantoms=1, progress=False)
+
+
+def test_splits_are_patient_level_and_follow_a_given_list(tmp_path):
+    cases = [CaseSpec(f"p{p}_s{s}", "nifti", "x", f"p{p}") for p in range(20) for s in range(3)]
+    splits = assign_splits(cases, val_fraction=0.2, test_fraction=0.2, seed=1)
+    for p in range(20):
+        assert len({splits[f"p{p}_s{s}"] for s in range(3)}) == 1
+    counts = {k: list(splits.values()).count(k) // 3 for k in ("train", "val", "test")}
+    assert counts == {"train": 12, "val": 4, "test": 4}
+    assert splits == assign_splits(cases, val_fraction=0.2, test_fraction=0.2, seed=1)
+    listing = tmp_path / "splits.csv"
+    listing.write_text("id,split\np3,test\np4_s1,val\n")
+    given = assign_splits(cases, val_fraction=0, test_fraction=0, seed=0, split_file=listing)
+    assert {given[f"p3_s{s}"] for s in range(3)} == {"test"} and given["p4_s1"] == "val"
+    assert given["p4_s0"] == "train"
+
+
+def test_parallel_workers_give_the_same_records(tmp_path):
+    one = prepare_dataset([], tmp_path / "one", CFG, phantoms=2, progress=False, workers=1)
+    two = prepare_dataset([], tmp_path / "two", CFG, phantoms=2, progress=False, workers=2)
+    assert sorted(one.written) == sorted(two.written)
+    for name in _all_files(tmp_path / "one"):
+        if name.endswith(".tfrecord"):
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+@pytest.mark.realdata
+def test_real_ct_builds_with_heart_on_the_image_right(tmp_path, sample_ct_paths):
+    out = tmp_path / "ds"
+    cfg = PrepareConfig(size=64, geometry="x2ct", shard_size=4, val_fraction=0, test_fraction=0)
+    result = prepare_dataset([sample_ct_paths.ct_path], out, cfg, progress=False)
+    assert result.written == ["cxr"]
+    rec = _records(out / "train-00000.tfrecord")[0]
+    vol = rec["volume"].numpy()
+    # Scanner padding (-2048 outside the reconstruction circle) is clamped to air.
+    assert vol.shape == (64, 64, 64) and vol.min() == -1024 and 1000 < vol.max() <= 3071
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cases"]["cxr"]["original_shape"] == [512, 512, 133]
+    frontal = rec["frontal"].numpy()
+    # The heart (dense, patient's left) makes the image's right half of the mid-chest denser.
+    mid = frontal[24:44]
+    assert mid[:, 32:].mean() > mid[:, :32].mean()
