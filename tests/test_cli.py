@@ -131,3 +131,33 @@ def test_dicom_folder_errors_are_one_line(capsys, tmp_path, phantom):
     broken.write_bytes(files[0].read_bytes()[:600])
     code, _, err = _run(capsys, "info", str(broken))
     assert code == 2 and err.count("\n") == 1 and "cut.dcm" in err and "truncated" in err
+
+
+def test_drr_command_writes_png_and_npy_in_display_layout(capsys, tmp_path, phantom):
+    from xprospect.io import read_radiograph
+
+    path = write_nifti(phantom.volume, tmp_path / "p.nii.gz")
+    code = main(
+        [
+            "drr",
+            str(path),
+            "--out",
+            str(tmp_path / "drr"),
+            "--geometry",
+            "parallel",
+            "--size",
+            "32",
+            "--fov-mm",
+            "128",
+        ]
+    )
+    assert code == 0
+    frontal = np.load(tmp_path / "drr" / "frontal.npy")
+    lateral = np.load(tmp_path / "drr" / "lateral.npy")
+    assert frontal.shape == (32, 32) and lateral.shape == (32, 32)
+    png = read_radiograph(tmp_path / "drr" / "frontal.png").array
+    np.testing.assert_allclose(png, frontal / frontal.max(), atol=1 / 65535 + 1e-6)
+    # The phantom's heart (patient's left, top half) makes the frontal image's upper right dense.
+    top = frontal[:16]
+    assert top[:, 16:].sum() > top[:, :16].sum()
+    assert "frontal" in capsys.readouterr().out

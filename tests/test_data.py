@@ -169,3 +169,39 @@ def test_pipeline_with_augmentation_runs_in_model_fit_shapes(dataset):
     x, y = _one(ds)
     assert x["frontal"].shape == (2, 32, 32, 1) and y.shape == (2, 32, 32, 32, 1)
     assert float(tf.reduce_min(x["lateral"])) >= 0 and float(tf.reduce_max(x["lateral"])) <= 1
+
+
+_MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from xprospect.data import load_dataset
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+dist = strategy.distribute_datasets_from_function(
+    lambda ctx: load_dataset(sys.argv[1], "train", batch_size=2, shuffle=False,
+                             input_context=ctx, with_case_id=True))
+seen = []
+for x, y in dist:
+    for ids, vol in zip(strategy.experimental_local_results(x["case_id"]),
+                        strategy.experimental_local_results(y)):
+        assert vol.shape[1:] == (32, 32, 32, 1), vol.shape
+        seen += [i.decode() for i in ids.numpy()]
+print(",".join(sorted(seen)))
+"""
+
+
+def test_mirrored_strategy_on_two_cpus_sees_every_case_once(dataset):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, str(dataset)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = proc.stdout.strip().splitlines()[-1].split(",")
+    assert seen == [f"phantom-{i:05d}" for i in range(4)]

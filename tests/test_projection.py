@@ -186,6 +186,24 @@ def test_chord_lengths_through_ellipsoid(ellipsoid, geometry):
     assert_allclose(out.sum(), ref.sum(), rtol=0.01)
 
 
+def test_cubic_interpolation_is_exact_for_quadratics_and_sharper_at_the_edge(ellipsoid):
+    from xprospect.projection.renderers import _cubic_taps
+
+    # Keys' kernel (a = -0.5) reproduces polynomials up to degree 2 exactly (third-order accurate).
+    f = lambda t: 0.3 * t**2 - 2.0 * t + 1.0  # noqa: E731
+    grid = f(np.arange(20.0))
+    at = np.array([3.25, 7.5, 11.9, 15.01])
+    idx, w = _cubic_taps(at, 20)
+    assert_allclose((grid[idx] * w).sum(-1), f(at), rtol=1e-12)
+    assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
+    geom = ANALYTIC_CASES[2]
+    ref = chord_lengths(*reference_rays(geom, (32, 32), geom.pixel_spacing_mm), CENTRE, SEMI)
+    lin = project(ellipsoid[None], geom, SPACING).numpy()[0]
+    cub = project(ellipsoid[None], geom, SPACING, method="cubic").numpy()[0]
+    assert rel_rms(cub, ref) < rel_rms(lin, ref)
+    assert_allclose(cub.sum(), ref.sum(), rtol=0.01)
+
+
 def test_trilinear_ray_marching_agrees(ellipsoid):
     geom = ANALYTIC_CASES[3]
     joseph = project(ellipsoid[None], geom, SPACING).numpy()[0]
@@ -207,6 +225,8 @@ ADJOINT_CASES = [
     (ConeBeam("frontal", 300.0, 500.0, (12, 14), (90.0, 80.0), (4.0, 2.0, -3.0)), "joseph"),
     (ConeBeam("lateral", 300.0, 500.0, (13, 11), (90.0, 80.0)), "joseph"),
     (ConeBeam("lateral", 300.0, 500.0, (9, 10), (90.0, 80.0)), "trilinear"),
+    (ConeBeam("frontal", 300.0, 500.0, (12, 14), (90.0, 80.0), (4.0, 2.0, -3.0)), "cubic"),
+    (ParallelBeam("frontal", detector_shape_px=(9, 11), pixel_spacing_mm=(5.0, 3.0)), "cubic"),
 ]
 
 

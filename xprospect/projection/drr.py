@@ -158,7 +158,7 @@ def render_drr(
         output: ``"line_integral"``, ``"intensity"`` or ``"display"`` (see the module docstring).
         backend: ``"tensorflow"`` (this package's renderers) or ``"plastimatch"`` (cone beam only;
             Plastimatch's exact ray tracer on the same geometry and the same HU conversion).
-        method: ``"joseph"`` or ``"trilinear"`` (TensorFlow backend).
+        method: ``"joseph"``, ``"cubic"`` or ``"trilinear"`` (TensorFlow backend).
         step_mm: Step of the trilinear ray marcher.
 
     Returns:
@@ -231,7 +231,7 @@ def render_drr_batch(
         views: Views for a preset.
         size: Detector size for a preset.
         output: ``"line_integral"``, ``"intensity"`` or ``"display"`` (per-image maximum).
-        method: ``"joseph"`` or ``"trilinear"``.
+        method: ``"joseph"``, ``"cubic"`` or ``"trilinear"``.
         step_mm: Step of the trilinear ray marcher.
 
     Returns:
