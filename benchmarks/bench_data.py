@@ -11,6 +11,8 @@
     Target: xprospect >= 5x the X2CT-style cases per minute.
 (b) Input pipeline: ``load_dataset`` over the 128^3 TFRecords just built (batch 4, repeated, no
     augmentation), volumes per second after a warm-up. Target >= 30 volumes/s on 2 cores.
+(c) Procedural chest phantom: seconds per 128^3 ``chest_phantom`` (median of 5 seeds after one
+    warm-up call). Target <= 1 s.
 
 Run: ``.venv/bin/python benchmarks/bench_data.py [--cases 20] [--workers 2] [--repeats 3]``.
 Prints a table and writes ``benchmarks/results/bench_data.json``.
@@ -37,6 +39,7 @@ from PIL import Image
 import xprospect
 from xprospect.data import load_dataset
 from xprospect.datasets import sample_ct
+from xprospect.phantoms import chest_phantom
 from xprospect.prepare import PrepareConfig, prepare_dataset
 from xprospect.projection import ConeBeam, plastimatch_available, plastimatch_drr
 from xprospect.projection.geometry import X2CT_DETECTOR_SIZE_MM, X2CT_SAD_MM, X2CT_SID_MM
@@ -44,6 +47,7 @@ from xprospect.projection.geometry import X2CT_DETECTOR_SIZE_MM, X2CT_SAD_MM, X2
 RESULTS = Path(__file__).parent / "results" / "bench_data.json"
 BUILD_TARGET_X = 5.0
 PIPELINE_TARGET_VPS = 30.0
+PHANTOM_TARGET_S = 1.0
 
 
 def x2ct_style_case(path: Path, out_dir: Path) -> None:
@@ -129,6 +133,14 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    chest_phantom(128, seed=100)  # warm-up: SciPy's lazily imported modules
+    phantom_s = []
+    for seed in range(5):
+        t0 = time.perf_counter()
+        chest_phantom(128, seed=seed)
+        phantom_s.append(time.perf_counter() - t0)
+    phantom_med = statistics.median(phantom_s)
+
     ours_cpm = args.cases / ours_s * 60
     peer_cpm = args.cases / peer_s * 60 if peer_s else None
     speedup = ours_cpm / peer_cpm if peer_cpm else None
@@ -152,6 +164,11 @@ def main() -> None:
         f"{[round(r, 1) for r in rates]} (target >= {PIPELINE_TARGET_VPS}: "
         f"{'met' if vps >= PIPELINE_TARGET_VPS else 'MISSED'})"
     )
+    print(
+        f"(c) chest_phantom(128): median {phantom_med:.3f} s over 5 seeds "
+        f"(target <= {PHANTOM_TARGET_S} s: "
+        f"{'met' if phantom_med <= PHANTOM_TARGET_S else 'MISSED'})"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -167,6 +184,11 @@ def main() -> None:
                     "x2ct_style_per_case_s": per_case,
                     "speedup": speedup,
                     "target_x": BUILD_TARGET_X,
+                },
+                "phantom": {
+                    "seconds": phantom_s,
+                    "median_s": phantom_med,
+                    "target_s": PHANTOM_TARGET_S,
                 },
                 "pipeline": {
                     "volumes_per_s": rates,

@@ -173,3 +173,45 @@ def test_real_ct_builds_with_heart_on_the_image_right(tmp_path, sample_ct_paths)
     # The heart (dense, patient's left) makes the image's right half of the mid-chest denser.
     mid = frontal[24:44]
     assert mid[:, 32:].mean() > mid[:, :32].mean()
+
+
+def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, phantom):
+    from xprospect.io import write_nifti, write_x2ct_case
+    from xprospect.io.dicom import write_dicom_series
+    from xprospect.prepare import discover_cases
+
+    root = tmp_path / "dicom_root"
+    write_dicom_series(phantom.volume, root / "patA" / "s1", patient={"PatientID": "PAT-A"})
+    write_dicom_series(phantom.volume, root / "patA" / "s2", patient={"PatientID": "PAT-A"})
+    flat = np.zeros((8, 8), np.float32)
+    write_x2ct_case(tmp_path / "x2ct" / "LIDC-IDRI-0007.2000.1", phantom.volume, flat, flat)
+    write_x2ct_case(tmp_path / "x2ct" / "LIDC-IDRI-0007.2001.2", phantom.volume, flat, flat)
+    nifti = write_nifti(phantom.volume, tmp_path / "ct_b.nii.gz")
+    cases = discover_cases([root, tmp_path / "x2ct", nifti], phantoms=1)
+    kinds = sorted((c.kind, c.patient_id) for c in cases)
+    assert kinds == [
+        ("dicom", "PAT-A"),
+        ("dicom", "PAT-A"),
+        ("nifti", "ct_b"),
+        ("phantom", "phantom-00000"),
+        ("x2ct", "LIDC-IDRI-0007"),
+        ("x2ct", "LIDC-IDRI-0007"),
+    ]
+    assert len({c.case_id for c in cases}) == 6
+    splits = assign_splits(cases, val_fraction=0.3, test_fraction=0.3, seed=0)
+    for pid in ("PAT-A", "LIDC-IDRI-0007"):
+        assert len({splits[c.case_id] for c in cases if c.patient_id == pid}) == 1
+    out = tmp_path / "ds"
+    cfg = PrepareConfig(size=32, geometry="parallel", val_fraction=0, test_fraction=0)
+    result = prepare_dataset([root, tmp_path / "x2ct"], out, cfg, progress=False)
+    assert len(result.written) == 4 and not result.failed
+    manifest = json.loads((out / "manifest.json").read_text())
+    dicom = [c for c in manifest["cases"].values() if c["kind"] == "dicom"]
+    # Each series is hashed on its own files: the two identical-pixel series differ in UIDs.
+    assert len({c["source_sha256"] for c in dicom}) == 2
+    series = {c["series_uid"]: c["source_sha256"] for c in dicom}
+    from xprospect.io.dicom import list_dicom_series
+    from xprospect.prepare import _sha256_paths
+
+    for s in list_dicom_series(root):
+        assert series[s.uid] == _sha256_paths(sorted(s.files))

@@ -275,6 +275,21 @@ def _sha256_paths(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def _source_files(spec: CaseSpec) -> list[Path]:
+    """The files a case is read from (only its own series when a folder holds several)."""
+    src = Path(spec.source)
+    if spec.kind == "dicom":
+        from xprospect.io.dicom import list_dicom_series
+
+        for series in list_dicom_series(src):
+            if series.uid == spec.series_uid:
+                return sorted(series.files)
+        raise MissingDataError(f"series {spec.series_uid} is no longer in this folder", src)
+    if src.is_dir():
+        return sorted(f for f in src.rglob("*") if f.is_file())
+    return [src]
+
+
 def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
     """Reads and preprocesses one case to a canonical ``size^3`` HU cube (NumPy, no TF).
 
@@ -294,9 +309,7 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
 
         kwargs = {"series_uid": spec.series_uid} if spec.kind == "dicom" else {}
         volume = read_volume(spec.source, **kwargs)
-        src = Path(spec.source)
-        files = sorted(f for f in src.rglob("*") if f.is_file()) if src.is_dir() else [src]
-        digest = _sha256_paths(files)
+        digest = _sha256_paths(_source_files(spec))
     prepared = ct_preprocessing(size=size, fov_mm=fov_mm)(volume)
     return {
         "volume": np.clip(np.rint(prepared.array), *STORED_HU_RANGE).astype(np.int16),

@@ -17,12 +17,14 @@ Modules:
   :func:`render_drr_batch` (tensors, several views).
 - :mod:`~xprospect.projection.plastimatch`: the optional Plastimatch backend.
 
-Axis and display conventions are those of ``docs/conventions.md``; this package imports TensorFlow.
+Axis and display conventions are those of ``docs/conventions.md``. The renderers import TensorFlow
+on first use; geometry and physics are NumPy only.
 """
 
 from __future__ import annotations
 
-from xprospect.projection.drr import canonical_array, render_drr, render_drr_batch
+from typing import TYPE_CHECKING, Any
+
 from xprospect.projection.geometry import (
     X2CT_DETECTOR_SIZE_MM,
     X2CT_SAD_MM,
@@ -43,14 +45,41 @@ from xprospect.projection.physics import (
     intensity,
 )
 from xprospect.projection.plastimatch import plastimatch_available, plastimatch_drr
-from xprospect.projection.renderers import (
-    Projector,
-    back_project,
-    back_project_views,
-    get_projector,
-    project,
-    project_views,
-)
+
+if TYPE_CHECKING:
+    from xprospect.projection.drr import canonical_array, render_drr, render_drr_batch
+    from xprospect.projection.renderers import (
+        Projector,
+        back_project,
+        back_project_views,
+        get_projector,
+        project,
+        project_views,
+    )
+
+# The renderers need TensorFlow; geometry and physics do not. Importing them on first use keeps
+# ``xprospect.projection.geometry`` usable from backend-agnostic Keras code (e.g. on JAX).
+_LAZY = {
+    "canonical_array": "drr",
+    "render_drr": "drr",
+    "render_drr_batch": "drr",
+    "Projector": "renderers",
+    "back_project": "renderers",
+    "back_project_views": "renderers",
+    "get_projector": "renderers",
+    "project": "renderers",
+    "project_views": "renderers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"xprospect.projection.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'xprospect.projection' has no attribute {name!r}")
+
 
 __all__ = [
     "EFFECTIVE_ENERGY_KEV",
