@@ -1,0 +1,277 @@
+"""Reconstruction losses for volumes, written with ``keras.ops`` (any Keras backend).
+
+Every loss takes ``y_true`` and ``y_pred`` of shape ``(B, D, H, W, 1)`` (channels-last canonical
+volumes, see ``docs/conventions.md``; ``(B, D, H, W)`` works too), usually window-normalised to
+[0, 1]. ``call`` returns one value per example, shape ``(B,)``, and Keras' ``reduction`` then
+applies as for any :class:`keras.losses.Loss`: the default ``"sum_over_batch_size"`` gives the
+batch mean, ``"none"`` (or ``None``) keeps the per-example losses for a custom training loop (e.g.
+to scale by the global batch size under a distribution strategy), ``"sum"`` sums them, and
+``sample_weight`` of shape ``(B,)`` weights examples.
+
+Terms:
+
+- :class:`MAELoss`: mean absolute error over all voxels of an example (the XprospeCT paper's loss).
+- :class:`MSELoss`: mean squared error over all voxels of an example.
+- :class:`ProjectionLoss`: X2CT-GAN's projection ("map") loss. The volume is averaged along each
+  spatial axis (axes 1, 2, 3 of ``(B, D, H, W, 1)``: the mean projections along head-feet,
+  front-back and right-left), each pair of projections is compared by L1 (mean absolute
+  difference), and the three are averaged. X2CT-GAN averages ``|v|``, which is the same for the
+  non-negative volumes it and xprospect use.
+- :class:`WeightedLoss` / :func:`build_loss`: a non-negative weighted sum of named terms, from a
+  config mapping such as ``{"mae": 1.0, "projection": 0.1}`` (keys in :data:`LOSS_TERMS`).
+
+Under mixed precision the predictions may arrive as ``bfloat16`` or ``float16``; every loss casts
+both inputs to ``float32`` first and returns ``float32``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+from keras import ops
+
+from xprospect.errors import ConfigError
+
+__all__ = [
+    "LOSS_TERMS",
+    "MAELoss",
+    "MSELoss",
+    "ProjectionLoss",
+    "WeightedLoss",
+    "build_loss",
+    "mae_per_example",
+    "mse_per_example",
+    "projection_per_example",
+]
+
+_COMPUTE_DTYPE = "float32"
+
+
+def _float32(x: Any) -> Any:
+    return ops.cast(x, _COMPUTE_DTYPE)
+
+
+def _mean_over_examples(x: Any) -> Any:
+    """Mean over every axis but the first: ``(B, ...) -> (B,)``."""
+    return ops.mean(ops.reshape(x, (ops.shape(x)[0], -1)), axis=1)
+
+
+def mae_per_example(y_true: Any, y_pred: Any) -> Any:
+    """Mean absolute error of each example.
+
+    Args:
+        y_true: Tensor ``(B, ...)``.
+        y_pred: Tensor of the same shape.
+
+    Returns:
+        float32 tensor ``(B,)``.
+    """
+    return _mean_over_examples(ops.abs(_float32(y_pred) - _float32(y_true)))
+
+
+def mse_per_example(y_true: Any, y_pred: Any) -> Any:
+    """Mean squared error of each example.
+
+    Args:
+        y_true: Tensor ``(B, ...)``.
+        y_pred: Tensor of the same shape.
+
+    Returns:
+        float32 tensor ``(B,)``.
+    """
+    return _mean_over_examples(ops.square(_float32(y_pred) - _float32(y_true)))
+
+
+def projection_per_example(y_true: Any, y_pred: Any) -> Any:
+    """X2CT-GAN's projection loss of each example: mean of the L1s of the three mean projections.
+
+    Args:
+        y_true: Tensor ``(B, D, H, W, C)`` or ``(B, D, H, W)``.
+        y_pred: Tensor of the same shape.
+
+    Returns:
+        float32 tensor ``(B,)``.
+
+    Raises:
+        ValueError: If the tensors are not 4D or 5D.
+    """
+    rank = len(ops.shape(y_pred))
+    if rank not in (4, 5):
+        raise ValueError(f"ProjectionLoss needs (B, D, H, W[, C]) volumes, got rank {rank}")
+    t, p = _float32(y_true), _float32(y_pred)
+    terms = [mae_per_example(ops.mean(t, axis=axis), ops.mean(p, axis=axis)) for axis in (1, 2, 3)]
+    return (terms[0] + terms[1] + terms[2]) / 3.0
+
+
+LOSS_TERMS: dict[str, Callable[[Any, Any], Any]] = {
+    "mae": mae_per_example,
+    "mse": mse_per_example,
+    "projection": projection_per_example,
+}
+"""Names usable in :func:`build_loss`, each a per-example loss ``(y_true, y_pred) -> (B,)``."""
+
+
+class _VolumeLoss(keras.losses.Loss):
+    """Base of the single-term losses: float32 computation, per-example ``call``."""
+
+    term: str = ""
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size", name: str | None = None):
+        super().__init__(name=name, reduction=reduction, dtype=_COMPUTE_DTYPE)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Per-example loss.
+
+        Args:
+            y_true: Tensor ``(B, D, H, W, 1)``.
+            y_pred: Tensor of the same shape (any float dtype).
+
+        Returns:
+            float32 tensor ``(B,)``.
+        """
+        return LOSS_TERMS[self.term](y_true, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class MAELoss(_VolumeLoss):
+    """Mean absolute error per example (see the module docstring).
+
+    Args:
+        reduction: Keras reduction of the per-example values (``"sum_over_batch_size"``,
+            ``"sum"``, ``"mean"``, ``"mean_with_sample_weight"``, ``"none"`` or ``None``).
+        name: Loss name; defaults to ``"mae_loss"``.
+    """
+
+    term = "mae"
+
+    def __init__(
+        self, reduction: str | None = "sum_over_batch_size", name: str | None = "mae_loss"
+    ) -> None:
+        super().__init__(reduction=reduction, name=name)
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class MSELoss(_VolumeLoss):
+    """Mean squared error per example (see the module docstring).
+
+    Args:
+        reduction: Keras reduction of the per-example values.
+        name: Loss name; defaults to ``"mse_loss"``.
+    """
+
+    term = "mse"
+
+    def __init__(
+        self, reduction: str | None = "sum_over_batch_size", name: str | None = "mse_loss"
+    ) -> None:
+        super().__init__(reduction=reduction, name=name)
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class ProjectionLoss(_VolumeLoss):
+    """X2CT-GAN's projection loss per example (see the module docstring).
+
+    Args:
+        reduction: Keras reduction of the per-example values.
+        name: Loss name; defaults to ``"projection_loss"``.
+    """
+
+    term = "projection"
+
+    def __init__(
+        self, reduction: str | None = "sum_over_batch_size", name: str | None = "projection_loss"
+    ) -> None:
+        super().__init__(reduction=reduction, name=name)
+
+
+def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(weights, Mapping):
+        raise ConfigError(f"loss weights must be a mapping of term name to weight, got {weights!r}")
+    valid = ", ".join(sorted(LOSS_TERMS))
+    unknown = sorted(str(k) for k in weights if k not in LOSS_TERMS)
+    if unknown:
+        raise ConfigError(f"unknown loss term(s) {', '.join(unknown)}; valid terms: {valid}")
+    checked: dict[str, float] = {}
+    for key, value in weights.items():
+        try:
+            w = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"loss weight {key!r} must be a number, got {value!r}") from exc
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"loss weight {key!r} must be finite and >= 0, got {value!r}")
+        checked[str(key)] = w
+    if not any(w > 0 for w in checked.values()):
+        raise ConfigError(f"at least one loss weight must be > 0 (valid terms: {valid})")
+    return checked
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class WeightedLoss(keras.losses.Loss):
+    """Weighted sum of named loss terms: ``sum(weights[k] * term_k(y_true, y_pred))`` per example.
+
+    Args:
+        weights: Term name (a key of :data:`LOSS_TERMS`: ``"mae"``, ``"mse"``, ``"projection"``)
+            to its weight; weights are finite, ``>= 0`` and not all 0. Zero-weight terms are not
+            computed.
+        reduction: Keras reduction of the per-example values.
+        name: Loss name; defaults to ``"weighted_loss"``.
+
+    Raises:
+        ConfigError: On an unknown term (the message lists the valid ones), a negative or
+            non-finite weight, or all weights 0.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = "weighted_loss",
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=_COMPUTE_DTYPE)
+        self.weights = _check_weights(weights)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Per-example weighted sum.
+
+        Args:
+            y_true: Tensor ``(B, D, H, W, 1)``.
+            y_pred: Tensor of the same shape (any float dtype).
+
+        Returns:
+            float32 tensor ``(B,)``.
+        """
+        total = None
+        for key, weight in self.weights.items():
+            if weight == 0:
+                continue
+            term = weight * LOSS_TERMS[key](y_true, y_pred)
+            total = term if total is None else total + term
+        return total
+
+    def get_config(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights), "name": self.name, "reduction": self.reduction}
+
+
+def build_loss(
+    weights: Mapping[str, float], reduction: str | None = "sum_over_batch_size"
+) -> keras.losses.Loss:
+    """Builds the training loss from a config mapping, e.g. ``{"mae": 1.0, "projection": 0.1}``.
+
+    Args:
+        weights: Term name (``"mae"``, ``"mse"``, ``"projection"``) to a weight ``>= 0``; at least
+            one weight must be positive.
+        reduction: Keras reduction of the per-example values; ``"none"`` for custom loops.
+
+    Returns:
+        A :class:`WeightedLoss`, usable in ``model.compile(loss=...)``.
+
+    Raises:
+        ConfigError: On an unknown term (listing the valid ones) or invalid weights.
+    """
+    return WeightedLoss(weights, reduction=reduction)

@@ -1,0 +1,39 @@
+"""Reconstruction networks: the XprospeCT DualUNet and its presets.
+
+Quick start::
+
+    from xprospect.models import build_model, list_presets
+    model = build_model("512-ProjInj", size=64, base_filters=8)
+    volume = model({"frontal": frontal, "lateral": lateral})  # (B, 64, 64, 64, 1) in [0, 1]
+
+- :class:`DualUNet` (:mod:`xprospect.models.dualunet`): the network, a functional ``keras.Model``
+  subclass configured by its constructor arguments (keras-hub ``Backbone`` style).
+- :data:`PRESETS`, :func:`build_model`, :func:`list_presets` (:mod:`xprospect.models.presets`): the
+  paper's rows (64-Dense, 512-Dense, 512-Dense-MAE, 512-ProjInj) and their training settings.
+
+The building blocks (connections A-D, back-projection) live in :mod:`xprospect.layers`. Everything
+is ``keras.ops`` / ``keras.layers`` only, so the models also run on the JAX backend.
+"""
+
+from __future__ import annotations
+
+from xprospect.models.dualunet import VIEWS, DualUNet
+from xprospect.models.presets import (
+    MODEL_KEYS,
+    PRESETS,
+    PresetInfo,
+    build_model,
+    list_presets,
+    preset_config,
+)
+
+__all__ = [
+    "MODEL_KEYS",
+    "PRESETS",
+    "VIEWS",
+    "DualUNet",
+    "PresetInfo",
+    "build_model",
+    "list_presets",
+    "preset_config",
+]
