@@ -1,0 +1,306 @@
+"""Scoring reconstructions on a prepared dataset, with the two baselines a model must beat.
+
+Baselines, fitted on the dataset's ``train`` split and scored on the same cases as the model:
+
+- **mean volume**: the voxel-wise mean of the training targets (what a model that ignores its
+  input would learn);
+- **back-projection**: the unfiltered back-projection (exact adjoint of the dataset's DRR
+  projector) of the input DRRs, summed over views, mapped to the target scale with the one affine
+  map ``a * bp + b`` that fits the training targets best in least squares, then clipped to [0, 1]
+  (so the baseline is judged on its shape, not on an arbitrary scale).
+
+Outputs in the output folder: ``per_case.csv`` (one row per case and method), ``summary.json`` and
+``summary.md`` (mean ± standard deviation of every metric per method) and ``panels/*.png``
+(truth | prediction | error, three planes) for the first few cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xprospect.data import load_dataset, read_manifest
+from xprospect.inference import Predictor
+from xprospect.metrics import EvaluationMode
+from xprospect.utils import atomic_path
+
+__all__ = [
+    "BackProjectionBaseline",
+    "EvaluationResult",
+    "MeanVolumeBaseline",
+    "evaluate_dataset",
+    "save_comparison_panel",
+]
+
+Reconstructor = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
+@dataclass
+class MeanVolumeBaseline:
+    """Predicts the mean training volume for every case."""
+
+    mean: np.ndarray
+
+    @classmethod
+    def fit(
+        cls, data_dir: str | os.PathLike[str], hu_window: Any = "xprospect"
+    ) -> MeanVolumeBaseline:
+        total, n = None, 0
+        for _, y in load_dataset(
+            data_dir, "train", batch_size=8, shuffle=False, hu_window=hu_window
+        ):
+            batch = y.numpy()[..., 0]
+            total = batch.sum(0) if total is None else total + batch.sum(0)
+            n += len(batch)
+        if total is None:
+            raise ValueError("the train split is empty")
+        return cls(total / n)
+
+    def __call__(self, case: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.mean
+
+
+@dataclass
+class BackProjectionBaseline:
+    """Calibrated unfiltered back-projection of the DRR line integrals (see module docstring)."""
+
+    geometry: str
+    drr_size: int
+    spacing_mm: Sequence[float]
+    views: tuple[str, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def back_project(self, case: Mapping[str, np.ndarray]) -> np.ndarray:
+        from xprospect.projection import back_project, geometry_preset
+
+        first = np.asarray(case[self.views[0] + "_line"])
+        size = first.shape[-2]
+        total = np.zeros((size, size, size), np.float32)
+        for v in self.views:
+            geom = geometry_preset(self.geometry, v, self.drr_size)
+            line = np.asarray(case[v + "_line"], np.float32).reshape(
+                1, self.drr_size, self.drr_size
+            )
+            total += back_project(line, geom, (size,) * 3, self.spacing_mm).numpy()[0]
+        return total
+
+    @classmethod
+    def fit(
+        cls, data_dir: str | os.PathLike[str], views: Sequence[str], hu_window: Any = "xprospect"
+    ) -> BackProjectionBaseline:
+        cfg = read_manifest(data_dir)["config"]
+        base = cls(
+            str(cfg["geometry"]),
+            int(cfg.get("drr_size", cfg["size"])),
+            tuple(cfg["spacing_mm"]),
+            tuple(views),
+        )
+        sxx = sx = sxy = sy = 0.0
+        n = 0
+        for case, target in _cases(data_dir, "train", hu_window):
+            bp = base.back_project(case).ravel().astype(np.float64)
+            t = target.ravel().astype(np.float64)
+            sxx += float(bp @ bp)
+            sx += float(bp.sum())
+            sxy += float(bp @ t)
+            sy += float(t.sum())
+            n += bp.size
+        det = n * sxx - sx * sx
+        if n == 0 or det <= 0:
+            raise ValueError(
+                "cannot calibrate the back-projection baseline on an empty train split"
+            )
+        base.scale = float((n * sxy - sx * sy) / det)
+        base.offset = float((sy - base.scale * sx) / n)
+        return base
+
+    def __call__(self, case: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.clip(self.scale * self.back_project(case) + self.offset, 0.0, 1.0)
+
+
+def _cases(
+    data_dir: str | os.PathLike[str], split: str, hu_window: Any
+) -> Iterable[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Yields (case dict with model inputs, line integrals and id; target (S, S, S) in [0, 1])."""
+    shown = load_dataset(
+        data_dir, split, batch_size=1, shuffle=False, hu_window=hu_window, with_case_id=True
+    )
+    raw = load_dataset(
+        data_dir,
+        split,
+        batch_size=1,
+        shuffle=False,
+        hu_window=hu_window,
+        xray_mapping="line_integral",
+    )
+    for (x, y), (xl, _) in zip(shown, raw, strict=True):
+        case: dict[str, Any] = {"case_id": x["case_id"].numpy()[0].decode()}
+        for v in ("frontal", "lateral"):
+            if v in x:
+                case[v] = x[v].numpy()
+                case[v + "_line"] = xl[v].numpy()[0, ..., 0]
+        yield case, y.numpy()[0, ..., 0]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-case metrics per method and their summaries."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    def mean(self, method: str, metric: str) -> float:
+        return self.summary[method][metric]["mean"]
+
+
+def _score(
+    truth: np.ndarray, pred: np.ndarray, hu_window: Any, mode: EvaluationMode
+) -> dict[str, float]:
+    from xprospect.metrics import evaluate_case
+
+    return dict(evaluate_case(truth, pred, hu_window=hu_window, mode=mode))
+
+
+def evaluate_dataset(
+    predictor: Predictor | None,
+    data_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    baselines: bool = True,
+    mode: EvaluationMode = "xprospect",
+    panels: int = 3,
+    max_cases: int | None = None,
+) -> EvaluationResult:
+    """Scores a model (and the baselines) on one split and writes the report files.
+
+    Args:
+        predictor: The model to score (None to score the baselines alone).
+        data_dir: A dataset made by ``xprospect prepare``.
+        output_dir: Where ``per_case.csv``, ``summary.json``, ``summary.md`` and ``panels/`` go.
+        split: The split to score.
+        baselines: Also score the mean-volume and back-projection baselines.
+        mode: ``"xprospect"`` or ``"x2ct_compatible"`` metric definitions.
+        panels: Number of cases to draw truth | prediction | error panels for.
+        max_cases: Stop after this many cases.
+
+    Returns:
+        The per-case rows and the summary.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hu_window = predictor.hu_window if predictor is not None else (-1000.0, 1000.0)
+    views = predictor.views if predictor is not None else ("frontal", "lateral")
+    methods: dict[str, Reconstructor] = {}
+    if predictor is not None:
+        methods["model"] = lambda case: predictor.predict({v: case[v] for v in views})[0]
+    if baselines:
+        methods["mean_volume"] = MeanVolumeBaseline.fit(data_dir, hu_window)
+        methods["back_projection"] = BackProjectionBaseline.fit(data_dir, views, hu_window)
+    result = EvaluationResult(output_dir=out)
+    for i, (case, truth) in enumerate(_cases(data_dir, split, hu_window)):
+        if max_cases is not None and i >= max_cases:
+            break
+        preds = {name: fn(case) for name, fn in methods.items()}
+        for name, pred in preds.items():
+            row = {"case_id": case["case_id"], "method": name}
+            row.update(_score(truth, pred, hu_window, mode))
+            result.rows.append(row)
+        if i < panels:
+            shown = preds.get("model", next(iter(preds.values())))
+            case_id = str(case["case_id"])
+            save_comparison_panel(truth, shown, out / "panels" / f"{case_id}.png", title=case_id)
+    result.summary = _summarise(result.rows)
+    _write_reports(result, out, split, mode)
+    return result
+
+
+def _summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        metrics = [k for k in mine[0] if k not in ("case_id", "method")]
+        summary[method] = {}
+        for m in metrics:
+            vals = np.asarray([r[m] for r in mine], dtype=np.float64)
+            finite = vals[np.isfinite(vals)]
+            summary[method][m] = {
+                "mean": float(finite.mean()) if finite.size else float("nan"),
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                "n": int(finite.size),
+            }
+    return summary
+
+
+def _write_reports(result: EvaluationResult, out: Path, split: str, mode: str) -> None:
+    if not result.rows:
+        return
+    fields = list(result.rows[0])
+    with atomic_path(out / "per_case.csv") as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(result.rows)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(
+            json.dumps({"split": split, "mode": mode, "summary": result.summary}, indent=2) + "\n"
+        )
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(result.summary, title=f"{split} split ({mode} metrics)"))
+
+
+def summary_markdown(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:
+    """A Markdown table: one row per method, one column per metric, mean ± std."""
+    methods = list(summary)
+    metrics = list(next(iter(summary.values())))
+    lines = [
+        f"### {title}",
+        "",
+        "| method | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
+    for m in methods:
+        cells = [f"{summary[m][k]['mean']:.4g} ± {summary[m][k]['std']:.2g}" for k in metrics]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_comparison_panel(
+    truth: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Truth | prediction | |error| through the centre, axial / coronal / sagittal rows ([0, 1])."""
+    from matplotlib.figure import Figure
+
+    from xprospect.viz import save_figure
+
+    err = np.abs(pred - truth)
+    fig = Figure(figsize=(8.4, 8.4))
+    axes = fig.subplots(3, 3)
+    c = [n // 2 for n in truth.shape]
+    planes = [lambda a: a[c[0]], lambda a: a[:, c[1]], lambda a: a[:, :, c[2]]]
+    for r, (plane, name) in enumerate(zip(planes, ("axial", "coronal", "sagittal"), strict=True)):
+        for col, (img, label, cmap, vmax) in enumerate(
+            (
+                (truth, "truth", "gray", 1.0),
+                (pred, "prediction", "gray", 1.0),
+                (err, "|error|", "magma", 0.5),
+            )
+        ):
+            ax = axes[r][col]
+            im = ax.imshow(plane(img), cmap=cmap, vmin=0.0, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{label} - {name}", fontsize=8)
+            if col == 2:
+                fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,168 @@
+"""From trained models to CT volumes: loading, input preparation, prediction to HU.
+
+A trained model maps window-normalised X-rays (``{"frontal": (B, S, S, 1), "lateral": ...}``,
+[0, 1], bright = dense) to a window-normalised canonical volume ``(B, S, S, S, 1)`` in [0, 1].
+:class:`Predictor` wraps a model with what it needs to be used on new data: its input views and
+size, the HU window its targets were normalised with, and the field of view of its volumes, read
+from the run folder's ``config.yaml`` where there is one.
+
+Real radiographs are prepared like the DRRs the model saw in training: padded to a square,
+resized, and windowed between their 0.5th and 99.5th percentiles to [0, 1]
+(:func:`xprospect.preprocessing.radiograph_preprocessing`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xprospect.errors import ConfigError, MissingDataError
+from xprospect.image import Radiograph, Volume
+from xprospect.preprocessing import radiograph_preprocessing, resolve_hu_window, unwindow_hu
+
+__all__ = ["Predictor", "load_predictor", "prepare_xray", "volume_from_output"]
+
+DEFAULT_FOV_MM = 320.0
+
+
+def _register_custom_objects() -> None:
+    # Importing the modules registers xprospect's Keras classes for deserialisation.
+    import contextlib
+    import importlib
+
+    for name in ("xprospect.layers", "xprospect.models", "xprospect.losses", "xprospect.metrics"):
+        with contextlib.suppress(ImportError):  # a partial install still loads plain Keras models
+            importlib.import_module(name)
+
+
+@dataclass
+class Predictor:
+    """A trained reconstruction model and the facts needed to use it.
+
+    Attributes:
+        model: A Keras model (or any callable mapping the input dict to a volume batch).
+        views: Input names, ``("frontal", "lateral")`` or ``("frontal",)``.
+        size: Edge length of the input X-rays and of the output cube, in pixels / voxels.
+        hu_window: The window that mapped HU to [0, 1] for the targets.
+        fov_mm: Field of view of the output cube (320 mm in xprospect's datasets).
+        source: Where the model was loaded from.
+    """
+
+    model: Any
+    views: tuple[str, ...] = ("frontal", "lateral")
+    size: int = 64
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    fov_mm: float = DEFAULT_FOV_MM
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, inputs: Mapping[str, np.ndarray], batch_size: int = 1) -> np.ndarray:
+        """Runs the model on ``{"frontal": (B, S, S, 1), ...}``; returns (B, S, S, S) in [0, 1]."""
+        missing = [v for v in self.views if v not in inputs]
+        if missing:
+            raise ConfigError(f"the model needs input view(s) {missing}; got {sorted(inputs)}")
+        batch = {v: np.asarray(inputs[v], dtype=np.float32) for v in self.views}
+        n = len(next(iter(batch.values())))
+        outs = []
+        for start in range(0, n, batch_size):
+            chunk = {v: a[start : start + batch_size] for v, a in batch.items()}
+            out = (
+                self.model(chunk, training=False)
+                if hasattr(self.model, "layers")
+                else (self.model(chunk))
+            )
+            outs.append(np.asarray(out, dtype=np.float32))
+        return np.concatenate(outs)[..., 0]
+
+    def reconstruct(self, xrays: Mapping[str, Radiograph | np.ndarray]) -> Volume:
+        """Reconstructs one CT from radiographs (prepared with :func:`prepare_xray`)."""
+        inputs = {v: prepare_xray(xrays[v], self.size)[None, ..., None] for v in self.views}
+        return volume_from_output(self.predict(inputs)[0], self.hu_window, self.fov_mm)
+
+
+def prepare_xray(image: Radiograph | np.ndarray, size: int) -> np.ndarray:
+    """A real or synthetic radiograph as a model input: (size, size) float32 in [0, 1].
+
+    Pads to a square (with the image minimum), resizes with anti-aliasing and windows between the
+    0.5th and 99.5th percentiles, like :func:`xprospect.preprocessing.radiograph_preprocessing`.
+    """
+    img = image if isinstance(image, Radiograph) else Radiograph(np.asarray(image, np.float32))
+    out = radiograph_preprocessing(size=size)(img)
+    return np.asarray(out.array, dtype=np.float32)
+
+
+def volume_from_output(
+    output01: np.ndarray, hu_window: Sequence[float] | str, fov_mm: float = DEFAULT_FOV_MM
+) -> Volume:
+    """A model output cube in [0, 1] as a canonical HU :class:`Volume` centred on the origin."""
+    cube = np.asarray(output01, dtype=np.float32)
+    if cube.ndim == 4 and cube.shape[-1] == 1:
+        cube = cube[..., 0]
+    if cube.ndim != 3 or len(set(cube.shape)) != 1:
+        raise ConfigError(f"expected a cube (S, S, S), got shape {cube.shape}")
+    hu = unwindow_hu(np.clip(cube, 0.0, 1.0), resolve_hu_window(hu_window))
+    return Volume.from_spacing(hu, fov_mm / cube.shape[0], source="xprospect prediction")
+
+
+def load_predictor(path: str | os.PathLike[str]) -> Predictor:
+    """Loads a trained model from a run folder, a ``.keras`` file or a SavedModel folder.
+
+    A run folder (written by ``xprospect train``) holds ``model.keras`` and ``config.yaml``; its
+    config gives the views, size and HU window. A bare ``.keras`` file is read for its input
+    names and shapes, with the default HU window (the XprospeCT window, [-1000, 1000]).
+
+    Raises:
+        MissingDataError: Nothing loadable at the path.
+    """
+    import keras
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingDataError("no model here", p)
+    _register_custom_objects()
+    meta: dict[str, Any] = {}
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    if p.is_dir() and (p / "model.keras").exists():
+        config_path = p / "config.yaml"
+        if config_path.exists():
+            import yaml
+
+            meta = yaml.safe_load(config_path.read_text()) or {}
+            hu_window = resolve_hu_window(meta.get("data", {}).get("hu_window", "xprospect"))
+        model_path = p / "model.keras"
+    elif p.suffix == ".keras":
+        model_path = p
+    elif p.is_dir() and (p / "saved_model.pb").exists():
+        return _saved_model_predictor(p)
+    else:
+        raise MissingDataError(
+            "expected a run folder with model.keras, a .keras file or a SavedModel folder", p
+        )
+    model = keras.saving.load_model(model_path)
+    names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
+    views = tuple(v for v in ("frontal", "lateral") if v in names) or ("frontal",)
+    size = int(model.inputs[0].shape[1])
+    return Predictor(
+        model, views=views, size=size, hu_window=hu_window, source=str(p), metadata=meta
+    )
+
+
+def _saved_model_predictor(path: Path) -> Predictor:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
+    specs = fn.structured_input_signature[1]
+    views = tuple(v for v in ("frontal", "lateral") if v in specs)
+    size = int(next(iter(specs.values())).shape[1])
+
+    def call(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return next(iter(out.values())).numpy()
+
+    return Predictor(call, views=views, size=size, source=str(path))
