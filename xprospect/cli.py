@@ -144,6 +144,56 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0 if not result.failed else EXIT_USER_ERROR
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from xprospect.models import list_presets
+
+    rows = list_presets(sizes=tuple(args.sizes))
+    print(f"{'preset':<16} {'size':>5} {'parameters':>12}  description")
+    for r in rows:
+        print(f"{r.name:<16} {r.size:>5} {r.params:>12,}  {r.description}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from xprospect.evaluation import evaluate_dataset, summary_markdown
+    from xprospect.inference import load_predictor
+
+    predictor = load_predictor(args.model)
+    out = Path(args.output or Path(args.model) / f"eval_{args.split}")
+    result = evaluate_dataset(
+        predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases
+    )
+    print(summary_markdown(result.summary, title=f"{args.split} split ({args.mode} metrics)"))
+    print(f"per-case CSV, summary.json, summary.md and panels in {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from xprospect.inference import load_predictor
+    from xprospect.io import read_radiograph, write_nifti
+    from xprospect.viz import save_orthogonal_slices
+
+    predictor = load_predictor(args.model)
+    xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
+    if args.lateral:
+        xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
+    missing = [v for v in predictor.views if v not in xrays]
+    if missing:
+        from xprospect.errors import ConfigError
+
+        raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
+    volume = predictor.reconstruct(xrays)
+    out = write_nifti(volume, args.out)
+    print(f"wrote {out} {volume.shape} at {volume.spacing_mm[0]:.2f} mm")
+    if args.dicom_out:
+        from xprospect.io.dicom import write_dicom_series
+
+        print(f"wrote {write_dicom_series(volume, args.dicom_out, overwrite=args.overwrite)}")
+    preview = Path(str(out).removesuffix(".gz").removesuffix(".nii") + "_preview.png")
+    print(f"wrote {save_orthogonal_slices(volume, preview, titles=['prediction'])}")
+    return 0
+
+
 # === Parser ===
 
 Handler = Callable[[argparse.Namespace], int]
@@ -190,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", help="JSON or CSV (id,split) assigning cases or patients")
     p.add_argument("--shard-size", type=int, default=16, help="cases per TFRecord shard")
     p.set_defaults(handler=_cmd_prepare)
+
+    p = sub.add_parser("models", help="list model presets with parameter counts")
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="cube sizes")
+    p.set_defaults(handler=_cmd_models)
+
+    p = sub.add_parser("evaluate", help="score a model and two baselines on a dataset split")
+    p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
+    p.add_argument("--data", required=True, help="dataset folder made by 'xprospect prepare'")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--output", help="report folder (default RUN/eval_SPLIT)")
+    p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
+    p.add_argument("--max-cases", type=int, help="stop after N cases")
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="reconstruct a CT from X-ray files (PNG or DICOM)")
+    p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
+    p.add_argument("--frontal", required=True, help="frontal (PA/AP) radiograph")
+    p.add_argument("--lateral", help="lateral radiograph (biplanar models)")
+    p.add_argument("--out", required=True, help="output .nii or .nii.gz")
+    p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
+    p.set_defaults(handler=_cmd_predict)
 
     p = sub.add_parser("demo", help="run the main job on built-in data")
     p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
