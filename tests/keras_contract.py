@@ -1,10 +1,10 @@
 """One shared check of the Keras object contract for every custom layer, model, loss and metric.
 
-The contract (the developers' brief): registered under the ``xprospect`` package, every init argument kept
-as an attribute, ``get_config`` complete (``from_config`` rebuilds an equal object), and a
-save/load round trip through ``.keras`` and through a TensorFlow SavedModel that computes the same
-numbers. Test modules call :func:`check_layer`, :func:`check_model`, :func:`check_loss` or
-:func:`check_metric` with a small instance and sample inputs.
+The contract (the developers' brief): registered under the ``xprospect`` package, every init
+argument kept as an attribute, ``get_config`` complete (``from_config`` rebuilds an equal
+object), and a save/load round trip through ``.keras`` and through a TensorFlow SavedModel that
+computes the same numbers. Test modules call :func:`check_layer`, :func:`check_model`,
+:func:`check_loss` or :func:`check_metric` with a small instance and sample inputs.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ def _fmt(value: Any) -> str:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xprospect.datasets import sample_ct
+    from xprospect.demo import DemoSettings, run_demo
     from xprospect.io import read_nifti, write_nifti
     from xprospect.preprocessing import ct_preprocessing
     from xprospect.viz import save_orthogonal_slices
@@ -77,20 +78,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    sample = sample_ct()
-    raw = read_nifti(sample.ct_path)
-    print(f"read     {raw}")
-    volume = ct_preprocessing(size=args.size)(raw)
-    print(f"prepared {volume}")
-    nifti = write_nifti(volume, out / f"sample_ct_{args.size}.nii.gz")
-    fig = save_orthogonal_slices(
-        [raw, volume],
-        out / "sample_ct_slices.png",
-        titles=["original", f"preprocessed {args.size}^3"],
+    raw = read_nifti(sample_ct().ct_path)
+    volume = ct_preprocessing(size=128)(raw)
+    write_nifti(volume, out / "sample_ct_128.nii.gz")
+    save_orthogonal_slices(
+        [raw, volume], out / "sample_ct_slices.png", titles=["original", "preprocessed 128^3"]
     )
-    print(f"wrote    {nifti}\nwrote    {fig}")
-    print(f"done in {time.perf_counter() - t0:.1f} s; outputs in {out.resolve()}")
+    print(f"[demo] real sample CT read and preprocessed in {time.perf_counter() - t0:.1f} s")
+    settings = DemoSettings(
+        train_cases=args.train_cases, test_cases=args.test_cases, steps=args.steps
+    )
+    report = run_demo(out, settings)
+    print(f"report: {report.resolve()}")
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from xprospect.train import run_train
+
+    return run_train(args)
 
 
 def _cmd_drr(args: argparse.Namespace) -> int:
@@ -263,9 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
     p.set_defaults(handler=_cmd_predict)
 
-    p = sub.add_parser("demo", help="run the main job on built-in data")
+    from xprospect.train import add_train_arguments
+
+    p = sub.add_parser("train", help="train a model from an experiment YAML (resumable)")
+    add_train_arguments(p)
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("demo", help="run the main job on built-in data (about 15 minutes)")
     p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--size", type=int, default=128, choices=(64, 128), help="cube size")
+    p.add_argument("--train-cases", type=int, default=200, help="training phantoms")
+    p.add_argument("--test-cases", type=int, default=20, help="test phantoms")
+    p.add_argument("--steps", type=int, help="training steps (default: demo.yaml's)")
     p.set_defaults(handler=_cmd_demo)
     return parser
 

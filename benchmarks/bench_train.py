@@ -1,0 +1,158 @@
+"""Train-step time per preset (64^3, 128^3; float32 vs bfloat16), peak memory, predict latency.
+
+Each (preset, size, precision) runs in a fresh Python process, so its peak resident memory
+(``ru_maxrss``) is its own: the model is built with the preset's defaults, compiled with its
+training loss and optimizer (no XLA: it slows Conv3D on this CPU), warmed up, then timed over
+``--steps`` train steps on random inputs of the right shapes (batch 1); medians are reported.
+Predict latency is timed at 128^3 (float32, batch 1).
+
+Targets (issue 4): bf16 >= 2x faster than float32 per train step; peak RSS at 128^3, batch 1
+<= 6 GiB for 512-Dense and 512-ProjInj (the paper reports about 25 and 32 GiB on its GPU).
+
+Run: ``.venv/bin/python benchmarks/bench_train.py [--steps 5] [--sizes 64 128]``. Prints a table
+and writes ``benchmarks/results/bench_train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "bench_train.json"
+PRESETS = ("64-Dense", "512-Dense", "512-Dense-MAE", "512-ProjInj")
+BF16_TARGET_X = 2.0
+RSS_TARGET_GIB = 6.0
+
+_WORKER = r"""
+import json, resource, statistics, sys, time
+import numpy as np
+preset, size, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+steps, predict = int(sys.argv[4]), sys.argv[5] == "1"
+import keras
+from xprospect.models import PRESETS, build_model
+from xprospect.losses import build_loss
+if precision == "bf16":
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+model = build_model(preset, size=size)
+train_cfg = PRESETS[preset]["training"]
+opt = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[train_cfg["optimizer"]](
+    learning_rate=train_cfg["learning_rate"])
+model.compile(optimizer=opt, loss=build_loss(train_cfg["loss"]), jit_compile=False)
+rng = np.random.default_rng(0)
+x = {i.name.split(":")[0]: rng.random((1, *i.shape[1:]), dtype=np.float32) for i in model.inputs}
+y = rng.random((1, size, size, size, 1), dtype=np.float32)
+for _ in range(2):
+    model.train_on_batch(x, y)
+times = []
+for _ in range(steps):
+    t0 = time.perf_counter(); model.train_on_batch(x, y); times.append(time.perf_counter() - t0)
+out = {"step_s": times, "median_step_s": statistics.median(times), "params": model.count_params()}
+if predict:
+    keras.mixed_precision.set_global_policy("float32")
+    m = build_model(preset, size=size)
+    m.predict_on_batch(x)
+    lat = []
+    for _ in range(steps):
+        t0 = time.perf_counter(); m.predict_on_batch(x); lat.append(time.perf_counter() - t0)
+    out["predict_s"] = lat
+    out["median_predict_s"] = statistics.median(lat)
+out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_one(preset: str, size: int, precision: str, steps: int, predict: bool) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WORKER,
+            preset,
+            str(size),
+            precision,
+            str(steps),
+            "1" if predict else "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return {"error": (proc.stderr or proc.stdout).strip()[-800:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    args = parser.parse_args()
+    rows = []
+    for size in args.sizes:
+        for preset in args.presets:
+            row = {"preset": preset, "size": size}
+            for precision in ("fp32", "bf16"):
+                predict = size == 128 and precision == "fp32"
+                row[precision] = run_one(preset, size, precision, args.steps, predict)
+            rows.append(row)
+            f32, b16 = row["fp32"], row["bf16"]
+            if "error" in f32 or "error" in b16:
+                print(f"{preset:<14} {size:>4}  error: {f32.get('error') or b16.get('error')}")
+                continue
+            row["bf16_speedup"] = f32["median_step_s"] / b16["median_step_s"]
+            lat = f"{f32['median_predict_s'] * 1000:8.0f} ms" if "median_predict_s" in f32 else ""
+            print(
+                f"{preset:<14} {size:>4}  params {f32['params']:>11,}  step fp32 "
+                f"{f32['median_step_s']:7.3f} s  bf16 {b16['median_step_s']:7.3f} s  "
+                f"x{row['bf16_speedup']:.2f}  peak RSS fp32 {f32['peak_rss_gib']:.2f} GiB "
+                f"bf16 {b16['peak_rss_gib']:.2f} GiB  {lat}",
+                flush=True,
+            )
+    ok = [r for r in rows if "bf16_speedup" in r]
+    speedups = [r["bf16_speedup"] for r in ok]
+    rss = {
+        f"{r['preset']}@{r['size']}": max(r["fp32"]["peak_rss_gib"], r["bf16"]["peak_rss_gib"])
+        for r in ok
+        if r["size"] == 128 and r["preset"] in ("512-Dense", "512-ProjInj")
+    }
+    if speedups:
+        print(
+            f"bf16 speed-up: median {statistics.median(speedups):.2f}x, min {min(speedups):.2f}x "
+            f"(target >= {BF16_TARGET_X}x)"
+        )
+    for k, v in rss.items():
+        print(
+            f"peak RSS {k}: {v:.2f} GiB (target <= {RSS_TARGET_GIB} GiB: "
+            f"{'met' if v <= RSS_TARGET_GIB else 'MISSED'})"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "command": f"python benchmarks/bench_train.py --steps {args.steps} --sizes "
+                + " ".join(map(str, args.sizes)),
+                "rows": rows,
+                "bf16_speedup_median": statistics.median(speedups) if speedups else None,
+                "peak_rss_gib_128": rss,
+                "targets": {"bf16_speedup_x": BF16_TARGET_X, "peak_rss_gib": RSS_TARGET_GIB},
+                "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Experiment configs: loading, one-line errors, overrides, the shipped YAML files."""
+
+from __future__ import annotations
+
+import pytest
+
+from xprospect.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    dump_config,
+    load_config,
+    parse_override,
+    resolve_config_path,
+    shipped_configs,
+)
+from xprospect.errors import ConfigError
+
+VALID = """
+name: test
+data:
+  dir: data/ds16
+  hu_window: [-1000, 1000]
+  augmentation: {gamma: 0.2}
+  batch_size: 2
+model:
+  preset: 512-Dense
+  overrides: {base_filters: 8}
+loss: {mae: 1.0, projection: 0.1}
+optimizer:
+  name: nadam
+  learning_rate: 2e-4          # YAML reads this as a string; the float field converts it
+  schedule: {name: cosine, warmup_steps: 10}
+  use_ema: true
+training:
+  steps: 100
+  mixed_precision: mixed_bfloat16
+  output_dir: runs/test
+"""
+
+
+def _write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _error(tmp_path, text) -> str:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    return message
+
+
+def test_valid_file_loads_with_types_and_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, VALID))
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.data.hu_window == [-1000.0, 1000.0] and cfg.data.views == ["frontal", "lateral"]
+    assert cfg.optimizer.learning_rate == pytest.approx(2e-4)
+    assert cfg.optimizer.schedule.name == "cosine" and cfg.optimizer.schedule.warmup_steps == 10
+    assert cfg.model.overrides == {"base_filters": 8} and cfg.model.size is None
+    assert cfg.loss == {"mae": 1.0, "projection": 0.1}
+    assert cfg.training.steps == 100 and cfg.training.strategy == "auto"
+    assert cfg.training.checkpoint_every == 500  # default
+
+
+def test_unknown_key_names_it_and_lists_the_valid_ones(tmp_path):
+    msg = _error(tmp_path, VALID.replace("  steps: 100", "  stepz: 100"))
+    assert "unknown key 'training.stepz'" in msg and "did you mean 'steps'" in msg
+    assert "valid keys: steps, epochs, steps_per_epoch" in msg
+    msg = _error(tmp_path, VALID + "extra: 1\n")
+    assert "unknown key 'extra'" in msg and "data, model, loss, optimizer, training" in msg
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "  steps: 100",
+            "  steps: many",
+            "training.steps: expected an integer or null, got 'many'",
+        ),
+        ("  use_ema: true", "  use_ema: 1", "optimizer.use_ema: expected true or false, got 1"),
+        ("  batch_size: 2", "  batch_size: 0", "data.batch_size: must be >= 1, got 0"),
+        (
+            "  mixed_precision: mixed_bfloat16",
+            "  mixed_precision: fp8",
+            "training.mixed_precision: expected one of none, mixed_bfloat16, mixed_float16",
+        ),
+        ("  name: nadam", "  name: sgd", "optimizer.name: expected one of adam, nadam or null"),
+        ("{gamma: 0.2}", "{gama: 0.2}", "data.augmentation: unknown augmentation keys ['gama']"),
+        ("[-1000, 1000]", "[1000, -1000]", "data.hu_window: hu_window needs low < high"),
+        ("  steps: 100", "  steps: 100\n  epochs: 2", "set exactly one of steps and epochs"),
+    ],
+)
+def test_wrong_values_give_one_line_errors_naming_the_key(tmp_path, old, new, expected):
+    text = VALID.replace(old, new)
+    assert text != VALID
+    assert expected in _error(tmp_path, text)
+
+
+def test_missing_file_bad_yaml_and_wrong_top_level(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file not found .*shipped configs: .*demo"):
+        load_config(tmp_path / "nope.yaml")
+    msg = _error(tmp_path, "data:\n  dir: [unclosed\n")
+    assert "invalid YAML: line" in msg
+    assert "expected a mapping of sections" in _error(tmp_path, "- a\n- b\n")
+    assert "data.dir: is required" in _error(tmp_path, "training: {steps: 1}\n")
+
+
+def test_overrides_from_cli_strings_and_dicts(tmp_path):
+    cfg = load_config(_write(tmp_path, VALID))
+    new = apply_overrides(
+        cfg,
+        [
+            "training.steps=7",
+            "optimizer.learning_rate=1e-3",
+            "model.overrides.dense_units=64",
+            "data.views=[frontal]",
+            "optimizer.clip_global_norm=null",
+        ],
+    )
+    assert new.training.steps == 7 and new.optimizer.learning_rate == pytest.approx(1e-3)
+    assert new.model.overrides == {"base_filters": 8, "dense_units": 64}
+    assert new.data.views == ["frontal"] and cfg.training.steps == 100  # original unchanged
+    assert apply_overrides(cfg, {"training.seed": 3}).training.seed == 3
+    with pytest.raises(ConfigError, match=r"--set training\.stepz: unknown key 'training.stepz'"):
+        apply_overrides(cfg, ["training.stepz=1"])
+    with pytest.raises(ConfigError, match=r"--set overrides: training\.steps: expected an integer"):
+        apply_overrides(cfg, {"training.steps": "x"})
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
+        parse_override("training.steps")
+    assert load_config(_write(tmp_path, VALID), ["training.steps=3"]).training.steps == 3
+
+
+def test_dump_and_load_round_trip(tmp_path):
+    cfg = load_config(_write(tmp_path, VALID))
+    again = load_config(dump_config(cfg, tmp_path / "out" / "config.yaml"))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("name", ["64-dense", "512-dense", "512-dense-mae", "512-projinj", "demo"])
+def test_shipped_configs_load_by_name(name):
+    assert name in shipped_configs()
+    path = resolve_config_path(name)
+    assert path == resolve_config_path(f"{name}.yaml") == shipped_configs()[name]
+    cfg = load_config(name)
+    assert cfg.model.size == 64 and cfg.training.steps and cfg.data.dir
+    if name == "demo":
+        assert cfg.model.preset == "512-Dense"
+        assert cfg.training.mixed_precision == "mixed_bfloat16"
+        assert cfg.model.overrides["base_filters"] == 8
+
+
+def test_config_from_dict_without_a_file():
+    cfg = config_from_dict({"data": {"dir": "x"}, "training": {"epochs": 2}})
+    assert cfg.training.epochs == 2 and cfg.training.steps is None
+    with pytest.raises(ConfigError, match="warmup_steps: is only used by the cosine schedule"):
+        config_from_dict(
+            {
+                "data": {"dir": "x"},
+                "training": {"steps": 1},
+                "optimizer": {"schedule": {"warmup_steps": 5}},
+            }
+        )

@@ -1,0 +1,633 @@
+"""Experiment configuration: typed dataclasses, YAML loading with one-line errors, overrides.
+
+An experiment file (``xprospect train --config FILE.yaml``) has five sections; every key is
+optional except ``data.dir`` and one of ``training.steps`` / ``training.epochs``::
+
+    name: my-run                 # free label
+    data:                        # xprospect.data.load_dataset arguments
+      dir: data/ds64             # a folder written by 'xprospect prepare' (relative to the cwd)
+      hu_window: xprospect       # window name or [low, high] HU mapping targets to [0, 1]
+      views: [frontal, lateral]  # [frontal] for single-view models
+      xray_mapping: display
+      augmentation: {}           # keys of xprospect.data.Augmentation, e.g. {rotate_deg: 5}
+      batch_size: 2              # global batch size (split across replicas and workers)
+      shuffle_buffer: 64
+      cache: false
+      val_cases: null            # validate on the first N cases of the val split (null: all)
+    model:
+      preset: 512-Dense          # a key of xprospect.models.PRESETS (case-insensitive)
+      size: null                 # null: the dataset's cube size
+      geometry: null             # null: the dataset's DRR geometry
+      spacing_mm: null           # null: the dataset's voxel size
+      overrides: {}              # build_model overrides, e.g. {base_filters: 8}
+    loss: null                   # weights, e.g. {mae: 1.0, projection: 0.1}; null: the preset's
+    optimizer:
+      name: null                 # adam | nadam; null: the preset's
+      learning_rate: null        # null: the preset's
+      schedule: {name: constant} # constant | cosine | step, see ScheduleConfig
+      use_ema: false
+      ema_momentum: 0.999
+      clip_global_norm: null
+    training:
+      steps: 1000                # or epochs (+ steps_per_epoch)
+      validation_every: 200
+      checkpoint_every: 200
+      keep_checkpoints: 3
+      mixed_precision: none      # none | mixed_bfloat16 | mixed_float16
+      strategy: auto             # auto | one | mirrored | multiworker
+      seed: 0
+      output_dir: runs/my-run    # relative to the cwd
+
+:func:`load_config` rejects unknown keys (listing the valid ones), values of the wrong type and
+inconsistent settings with a :class:`~xprospect.errors.ConfigError` whose one-line message names
+the file and the key. :func:`apply_overrides` applies ``section.key=value`` overrides (the CLI's
+``--set``), values parsed as YAML. The shipped experiments live in ``xprospect/configs/``
+(:func:`shipped_configs`); :func:`resolve_config_path` finds them by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from xprospect.errors import ConfigError
+from xprospect.utils import atomic_path
+
+__all__ = [
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "parse_override",
+    "resolve_config_path",
+    "shipped_configs",
+]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+"""Experiment files shipped with the package."""
+
+Precision = Literal["none", "mixed_bfloat16", "mixed_float16"]
+StrategyName = Literal["auto", "one", "mirrored", "multiworker"]
+ResumeData = Literal["auto", "iterator", "skip"]
+XrayMapping = Literal["display", "line_integral", "intensity"]
+
+
+@dataclass
+class DataConfig:
+    """Input pipeline (arguments of :func:`xprospect.data.load_dataset`).
+
+    Attributes:
+        dir: Dataset folder written by ``xprospect prepare`` (relative paths: to the cwd).
+        hu_window: Window name or ``[low, high]`` HU that maps target volumes to [0, 1].
+        views: Input X-rays, ``[frontal, lateral]`` or ``[frontal]``.
+        xray_mapping: How DRR line integrals become model inputs.
+        augmentation: Keys of :class:`xprospect.data.Augmentation`; empty for none.
+        batch_size: Global batch size, split evenly across replicas (must divide by their count).
+        shuffle_buffer: Shuffle buffer in cases.
+        cache: Keep parsed cases in memory (then resuming skips batches instead of restoring the
+            iterator, whose checkpoint would hold the whole cache).
+        val_cases: Validate on the first N cases of the ``val`` split; None for all of them.
+    """
+
+    dir: str = ""
+    hu_window: str | list[float] = "xprospect"
+    views: list[str] = field(default_factory=lambda: ["frontal", "lateral"])
+    xray_mapping: XrayMapping = "display"
+    augmentation: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 2
+    shuffle_buffer: int = 64
+    cache: bool = False
+    val_cases: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (:func:`xprospect.models.build_model`).
+
+    Attributes:
+        preset: A key of :data:`xprospect.models.PRESETS` (matched case-insensitively).
+        size: Cube edge; None: the dataset's (a different value is an error).
+        geometry: DRR geometry for back-projection layers; None: the dataset's.
+        spacing_mm: Voxel size of the output cube; None: the dataset's.
+        overrides: Extra ``build_model`` keyword arguments, e.g. ``{base_filters: 8}``.
+    """
+
+    preset: str = "512-Dense"
+    size: int | None = None
+    geometry: str | None = None
+    spacing_mm: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, evaluated at the optimizer's iteration count.
+
+    Attributes:
+        name: ``constant``; ``cosine`` (decay to ``min_fraction * learning_rate`` at the last
+            step); ``step`` (multiply by ``decay_factor`` every ``decay_every`` steps).
+        warmup_steps: Linear warm-up from 0 (cosine only).
+        min_fraction: Final learning rate as a fraction of the initial one (cosine).
+        decay_every: Steps between decays (step).
+        decay_factor: Factor applied at each decay (step).
+    """
+
+    name: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = 0
+    min_fraction: float = 0.0
+    decay_every: int = 1000
+    decay_factor: float = 0.5
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer settings; None values take the preset's training defaults.
+
+    Attributes:
+        name: ``adam`` or ``nadam``.
+        learning_rate: Initial learning rate.
+        schedule: The learning-rate schedule.
+        use_ema: Keep an exponential moving average of the weights; validation, the best model
+            and the exported model then use the averaged weights.
+        ema_momentum: EMA decay per step.
+        clip_global_norm: Clip the global gradient norm (computed over all replicas) to this.
+    """
+
+    name: Literal["adam", "nadam"] | None = None
+    learning_rate: float | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    use_ema: bool = False
+    ema_momentum: float = 0.999
+    clip_global_norm: float | None = None
+
+
+@dataclass
+class TrainingConfig:
+    """Length, cadence, precision, distribution and outputs of a run.
+
+    Attributes:
+        steps: Total optimizer steps (one of ``steps`` / ``epochs``).
+        epochs: Total epochs of ``steps_per_epoch`` steps.
+        steps_per_epoch: Steps per epoch (progress bar, CSV column); None: one pass over the
+            training cases (``cases // batch_size``).
+        validation_every: Validate (and maybe save the best model) every N steps and at the end.
+        checkpoint_every: Save a checkpoint every N steps and at the end.
+        keep_checkpoints: Checkpoints kept on disk.
+        log_every: Write training loss and learning rate to CSV / TensorBoard every N steps.
+        mixed_precision: Keras dtype policy during the run.
+        strategy: ``auto`` (multiworker if ``TF_CONFIG`` is set, mirrored with several GPUs,
+            else the default strategy), ``one`` (one device), ``mirrored``, ``multiworker``.
+        seed: Seed of weights, shuffling and augmentation.
+        deterministic: Enable TensorFlow's deterministic ops (slower; for bit-exact reruns).
+        resume_data: How the input position is restored on resume: ``iterator`` (the tf.data
+            iterator state in the checkpoint, shuffle and prefetch buffers included, so large
+            ``shuffle_buffer`` at 128^3 makes large checkpoints), ``skip`` (rebuild the
+            deterministic pipeline and skip the batches already used; it re-reads them) or
+            ``auto`` (iterator where TensorFlow can save it: default strategy and mirrored).
+            Either is exact when the strategy, replica count and batch size are unchanged.
+        output_dir: Run folder (relative paths: to the cwd); re-running resumes from it.
+    """
+
+    steps: int | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    validation_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    mixed_precision: Precision = "none"
+    strategy: StrategyName = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    resume_data: ResumeData = "auto"
+    output_dir: str = "runs/experiment"
+
+
+@dataclass
+class ExperimentConfig:
+    """One training experiment (see the module docstring for the file layout).
+
+    Attributes:
+        name: Free label.
+        data: Input pipeline.
+        model: Network.
+        loss: Loss weights by term (``mae``, ``mse``, ``projection``); None: the preset's.
+        optimizer: Optimizer and schedule.
+        training: Run length and outputs.
+    """
+
+    name: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: dict[str, float] | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+# === Type-driven conversion ===
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    # Annotations are strings under `from __future__ import annotations`; resolve them here.
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    if origin is dict:
+        return f"a mapping of names to {_describe(typing.get_args(tp)[1]).removeprefix('a ')}s"
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        parts = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(parts)
+        return f"{text} or null" if type(None) in args else text
+    return str(tp)
+
+
+def _fail(where: str, tp: Any, value: Any, source: str | None) -> ConfigError:
+    return ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}", source)
+
+
+def _convert(value: Any, tp: Any, where: str, source: str | None) -> Any:
+    """Checks ``value`` against the type ``tp`` and returns it converted (dataclasses built)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, where, source)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _fail(where, tp, value, source)
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where, source)
+            except ConfigError:
+                continue
+        raise _fail(where, tp, value, source)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str):
+            for choice in choices:
+                if value.strip().lower() == str(choice).lower():
+                    return choice
+        raise _fail(where, tp, value, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(where, tp, value, source)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        # YAML reads 1e4 as a string and 1.0e4 as a float; accept whole numbers either way.
+        number = _number(value)
+        if number is not None and number.is_integer():
+            return int(number)
+        raise _fail(where, tp, value, source)
+    if tp is float:
+        number = _number(value)
+        if number is None or not math.isfinite(number):
+            raise _fail(where, tp, value, source)
+        return number
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(where, tp, value, source)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _fail(where, tp, value, source)
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _fail(where, tp, value, source)
+        _, val_tp = typing.get_args(tp)  # keys: always strings (checked below)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: keys must be strings, got {k!r}", source)
+            out[k] = _convert(v, val_tp, f"{where}.{k}", source)
+        return out
+    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug in this module
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _unknown_key(where: str, key: Any, valid: Sequence[str], source: str | None) -> ConfigError:
+    name = f"{where}.{key}" if where else str(key)
+    hint = difflib.get_close_matches(str(key), valid, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(
+        f"unknown key {name!r}{did_you_mean}; valid keys: {', '.join(valid)}", source
+    )
+
+
+def _build(cls: type, value: Any, where: str, source: str | None) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise _fail(where or "top level", cls, value, source)
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, val in value.items():
+        if key not in hints:
+            raise _unknown_key(where, key, names, source)
+        kwargs[key] = _convert(val, hints[key], f"{where}.{key}" if where else key, source)
+    return cls(**kwargs)
+
+
+# === Validation of values that types cannot express ===
+
+
+def _check(ok: bool, where: str, message: str, source: str | None) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}", source)
+
+
+def validate_config(config: ExperimentConfig, source: str | None = None) -> None:
+    """Checks ranges and consistency; raises :class:`ConfigError` naming the key.
+
+    Args:
+        config: The experiment.
+        source: The file (or override text) the values came from, for the message.
+    """
+    d, m, o, t = config.data, config.model, config.optimizer, config.training
+    _check(bool(d.dir), "data.dir", "is required (a folder made by 'xprospect prepare')", source)
+    from xprospect.preprocessing import resolve_hu_window
+
+    try:
+        resolve_hu_window(d.hu_window)
+    except ConfigError as exc:
+        raise ConfigError(f"data.hu_window: {exc.message}", source) from None
+    _check(len(d.views) > 0, "data.views", "needs at least one view", source)
+    for v in d.views:
+        _check(v in ("frontal", "lateral"), "data.views", f"unknown view {v!r}", source)
+    _check(len(set(d.views)) == len(d.views), "data.views", "lists a view twice", source)
+    from xprospect.data import augmentation_from_dict
+
+    try:
+        augmentation_from_dict(d.augmentation)
+    except ConfigError as exc:
+        raise ConfigError(f"data.augmentation: {exc.message}", source) from None
+    for key, val in d.augmentation.items():
+        _check(val >= 0, f"data.augmentation.{key}", f"must be >= 0, got {val}", source)
+    _check(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}", source)
+    _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", source)
+    _check(d.val_cases is None or d.val_cases >= 1, "data.val_cases", "must be >= 1", source)
+    _check(m.size is None or m.size >= 8, "model.size", f"must be >= 8, got {m.size}", source)
+    _check(m.spacing_mm is None or m.spacing_mm > 0, "model.spacing_mm", "must be > 0", source)
+    if config.loss is not None:
+        _check(len(config.loss) > 0, "loss", "needs at least one term (or null)", source)
+        for key, w in config.loss.items():
+            _check(w >= 0, f"loss.{key}", f"weight must be >= 0, got {w}", source)
+        _check(any(w > 0 for w in config.loss.values()), "loss", "all weights are 0", source)
+    lr = o.learning_rate
+    _check(lr is None or lr > 0, "optimizer.learning_rate", f"must be > 0, got {lr}", source)
+    _check(0 < o.ema_momentum < 1, "optimizer.ema_momentum", "must be in (0, 1)", source)
+    clip = o.clip_global_norm
+    _check(clip is None or clip > 0, "optimizer.clip_global_norm", "must be > 0", source)
+    s = o.schedule
+    _check(s.warmup_steps >= 0, "optimizer.schedule.warmup_steps", "must be >= 0", source)
+    _check(
+        s.warmup_steps == 0 or s.name == "cosine",
+        "optimizer.schedule.warmup_steps",
+        "is only used by the cosine schedule",
+        source,
+    )
+    _check(0 <= s.min_fraction <= 1, "optimizer.schedule.min_fraction", "must be in [0, 1]", source)
+    _check(s.decay_every >= 1, "optimizer.schedule.decay_every", "must be >= 1", source)
+    _check(s.decay_factor > 0, "optimizer.schedule.decay_factor", "must be > 0", source)
+    _check(
+        (t.steps is None) != (t.epochs is None),
+        "training",
+        "set exactly one of steps and epochs",
+        source,
+    )
+    for name in ("steps", "epochs", "steps_per_epoch"):
+        val = getattr(t, name)
+        _check(val is None or val >= 1, f"training.{name}", f"must be >= 1, got {val}", source)
+    for name in ("validation_every", "checkpoint_every", "keep_checkpoints", "log_every"):
+        val = getattr(t, name)
+        _check(val >= 1, f"training.{name}", f"must be >= 1, got {val}", source)
+    _check(t.seed >= 0, "training.seed", f"must be >= 0, got {t.seed}", source)
+    _check(bool(t.output_dir), "training.output_dir", "is required", source)
+
+
+# === Public API ===
+
+
+def config_from_dict(
+    data: Mapping[str, Any] | None, source: str | os.PathLike[str] | None = None
+) -> ExperimentConfig:
+    """Builds and validates an :class:`ExperimentConfig` from plain data (e.g. parsed YAML).
+
+    Args:
+        data: The mapping; missing keys take their defaults.
+        source: Where the data came from, used in error messages.
+
+    Raises:
+        ConfigError: Unknown key, wrong type or invalid value (one line naming the key).
+    """
+    src = None if source is None else str(source)
+    config: ExperimentConfig = _build(ExperimentConfig, data, "", src)
+    validate_config(config, src)
+    return config
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """Plain nested dicts and lists (YAML/JSON-ready) of a config."""
+    return dataclasses.asdict(config)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+) -> ExperimentConfig:
+    """Reads an experiment YAML file (or a shipped one by name, e.g. ``"demo"``).
+
+    Args:
+        path: The file, or the name of a shipped config (:func:`shipped_configs`).
+        overrides: Optional ``{"training.steps": 100}`` or ``["training.steps=100"]``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: Missing file, bad YAML (with its line), unknown key, wrong type or value.
+    """
+    file = resolve_config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", file) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"invalid YAML: {where}{_one_line(str(problem))}", file) from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping of sections at the top, got {data!r}", file)
+    config = config_from_dict(data, file)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Splits ``"section.key=value"`` and parses the value as YAML (``1e-4`` stays a string
+    until the typed field converts it).
+
+    Raises:
+        ConfigError: No ``=`` or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(
+    config: ExperimentConfig, overrides: Mapping[str, Any] | Sequence[str]
+) -> ExperimentConfig:
+    """Returns a copy of ``config`` with dotted-key overrides applied and validated.
+
+    Args:
+        config: The base config (left unchanged).
+        overrides: ``{"training.steps": 100, "model.overrides.base_filters": 8}`` or the CLI form
+            ``["training.steps=100"]``.
+
+    Raises:
+        ConfigError: Unknown key (listing the valid ones), wrong type or invalid value; the
+            message starts with ``--set KEY`` or ``--set overrides``.
+    """
+    items = (
+        list(overrides.items())
+        if isinstance(overrides, Mapping)
+        else [parse_override(o) for o in overrides]
+    )
+    data = config_to_dict(config)
+    for key, value in items:
+        _set_dotted(data, key, value)
+    # The base config was valid, so whatever fails now came from the overrides.
+    return config_from_dict(data, "--set overrides")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    cls: Any = ExperimentConfig
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        last = i == len(parts) - 1
+        if cls is not None:
+            hints = _hints(cls)
+            if part not in hints:
+                names = [f.name for f in dataclasses.fields(cls)]
+                raise _unknown_key(where, part, names, f"--set {key}")
+            tp = hints[part]
+            cls = tp if dataclasses.is_dataclass(tp) else None
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{where} is not a mapping", f"--set {key}")
+        if last:
+            node[part] = copy.deepcopy(value)
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def dump_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> Path:
+    """Writes a config as YAML (atomically) that :func:`load_config` reads back unchanged.
+
+    Returns:
+        The path written.
+    """
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name → path of the experiment files shipped in ``xprospect/configs/``."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | os.PathLike[str]) -> Path:
+    """An existing file as given, else a shipped config by name (``demo``, ``512-dense.yaml``).
+
+    Raises:
+        ConfigError: Neither exists (the message lists the shipped names).
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    name = p.name.removesuffix(".yaml").removesuffix(".yml").lower()
+    if p.parent == Path(".") and name in shipped:
+        return shipped[name]
+    if p.exists():
+        raise ConfigError("is not a file", p)
+    names = ", ".join(shipped) or "none"
+    raise ConfigError(f"config file not found (shipped configs: {names})", p)

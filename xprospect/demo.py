@@ -1,0 +1,162 @@
+"""``xprospect demo``: the main job end to end on built-in data.
+
+1. Build a phantom dataset (procedural chest CTs with X2CT-geometry DRRs) at 64^3.
+2. Train the ``512-Dense`` preset in bfloat16 for a fixed budget (the shipped ``demo.yaml``).
+3. Evaluate it on the test split against the two baselines (mean training volume, calibrated
+   unfiltered back-projection).
+4. Reconstruct the real LIDC chest CT from its own DRRs and score it.
+5. Write ``report.md`` with the metric tables and the PNG figures.
+
+Every step is resumable: re-running continues the dataset and the training where they stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xprospect.utils import atomic_path
+
+__all__ = ["DemoSettings", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores)."""
+
+    size: int = 64
+    train_cases: int = 200
+    val_cases: int = 10
+    test_cases: int = 20
+    steps: int | None = None
+    seed: int = 0
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = None) -> Path:
+    """Runs the demo and returns the path of ``report.md``."""
+    from xprospect.config import load_config
+    from xprospect.evaluation import evaluate_dataset, summary_markdown
+    from xprospect.inference import load_predictor
+    from xprospect.prepare import PrepareConfig, prepare_dataset
+    from xprospect.train import train
+
+    s = settings or DemoSettings()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    n = s.train_cases + s.val_cases + s.test_cases
+    _log(f"1/5 phantom dataset: {n} cases at {s.size}^3 -> {out / 'data'}")
+    prepare_dataset(
+        [],
+        out / "data",
+        PrepareConfig(
+            size=s.size,
+            geometry="x2ct",
+            val_fraction=s.val_cases / n,
+            test_fraction=s.test_cases / n,
+            split_seed=s.seed,
+            shard_size=32,
+        ),
+        phantoms=n,
+        workers=2,
+    )
+    _log(f"2/5 training 512-Dense ({time.perf_counter() - t0:.0f} s so far)")
+    config = load_config(Path(__file__).parent / "configs" / "demo.yaml")
+    overrides: dict[str, Any] = {
+        "data.dir": str(out / "data"),
+        "training.output_dir": str(out / "run"),
+        "model.size": s.size,
+        "training.seed": s.seed,
+    }
+    if s.steps is not None:
+        overrides["training.steps"] = s.steps
+    result = train(config, overrides=overrides)
+    _log(f"3/5 evaluation on the test split ({time.perf_counter() - t0:.0f} s so far)")
+    predictor = load_predictor(out / "run")
+    ev = evaluate_dataset(predictor, out / "data", out / "eval", split="test")
+    _log(f"4/5 the real LIDC CT from its own DRRs ({time.perf_counter() - t0:.0f} s so far)")
+    real = _real_ct(predictor, out)
+    _log("5/5 report")
+    report = out / "report.md"
+    lines = [
+        "# xprospect demo report",
+        "",
+        f"- dataset: {s.train_cases} training and {s.test_cases} test procedural chest phantoms "
+        f"at {s.size}^3 (2.5 mm at 128^3 scale: {320 / s.size:.1f} mm voxels), X2CT cone-beam DRRs",
+        f"- model: 512-Dense preset, trained {getattr(result, 'steps', '?')} steps in bfloat16 on "
+        "this machine (see `run/metrics.csv`, `run/curves.png`, TensorBoard in `run/tensorboard`)",
+        f"- total time: {time.perf_counter() - t0:.0f} s",
+        "",
+        summary_markdown(ev.summary, title="Test split: model against the baselines"),
+        _verdict(ev.summary),
+        "",
+        "### The real LIDC chest CT, reconstructed from its own DRRs",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4g} |" for k, v in real["metrics"].items()],
+        "",
+        "The model never saw real CT: it was trained on phantoms only, so this row measures how",
+        "far the phantom training transfers, not the method's ceiling.",
+        "",
+        "## Figures",
+        "",
+        "![training curves](run/curves.png)",
+        "",
+        *[
+            f"![{p.stem}](eval/panels/{p.name})"
+            for p in sorted((out / "eval" / "panels").glob("*.png"))
+        ],
+        "",
+        "![real CT](real_ct_panel.png)",
+        "",
+    ]
+    with atomic_path(report) as tmp:
+        tmp.write_text("\n".join(lines))
+    _log(f"done in {time.perf_counter() - t0:.0f} s; report: {report.resolve()}")
+    return report
+
+
+def _verdict(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = []
+    for metric in ("psnr_3d", "ssim_3d"):
+        if metric not in summary.get("model", {}):
+            continue
+        model = summary["model"][metric]["mean"]
+        best = max(summary[b][metric]["mean"] for b in summary if b != "model")
+        verdict = "beats" if model > best else "does NOT beat"
+        lines.append(
+            f"- {metric}: the model ({model:.4g}) {verdict} the best baseline ({best:.4g})"
+        )
+    return "\n".join(lines)
+
+
+def _real_ct(predictor: Any, out: Path) -> dict[str, Any]:
+    from xprospect.datasets import sample_ct
+    from xprospect.evaluation import save_comparison_panel
+    from xprospect.io import read_nifti
+    from xprospect.metrics import evaluate_case
+    from xprospect.preprocessing import ct_preprocessing, window_hu
+    from xprospect.projection import display_unit, render_drr_batch
+
+    ct = ct_preprocessing(size=predictor.size)(read_nifti(sample_ct().ct_path))
+    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
+    drrs = render_drr_batch(
+        hu[None], ct.spacing_mm, "x2ct", ("frontal", "lateral"), predictor.size
+    ).numpy()[0]
+    inputs = {
+        v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(("frontal", "lateral"))
+    }
+    pred = predictor.predict({v: inputs[v] for v in predictor.views})[0]
+    truth = np.asarray(window_hu(hu, predictor.hu_window))
+    save_comparison_panel(truth, pred, out / "real_ct_panel.png", title="real LIDC CT")
+    return {"metrics": dict(evaluate_case(truth, pred, hu_window=predictor.hu_window))}

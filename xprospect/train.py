@@ -1,0 +1,472 @@
+"""Training: one custom loop for one device, several GPUs and several machines.
+
+``xprospect train --config FILE.yaml [--set section.key=value ...]`` runs :func:`train`. The run
+folder (``training.output_dir``) then holds::
+
+    config.yaml              the resolved config (preset defaults filled in)
+    checkpoints/, state.json resumable state (see xprospect.training.checkpoints)
+    best.weights.h5, best.json   the weights with the best validation PSNR-3D (EMA weights if on)
+    model.keras              the final model (EMA weights if on), written atomically
+    metrics.csv              one row per logged step: loss, learning rate, validation metrics
+    tensorboard/             scalars and truth | prediction | error slice images
+    curves.png, val_panel.png    training curves and a validation case, three planes
+
+Re-running the same command resumes from the latest checkpoint: same step, model and optimizer
+state (moments, EMA, loss scale) and the same input position. The input position comes from the
+``tf.data`` iterator state saved in the checkpoint under the default strategy and
+``MirroredStrategy`` (per-replica pipelines), or, where TensorFlow cannot save a distributed
+iterator (``MultiWorkerMirroredStrategy``, ``OneDeviceStrategy``, ``data.cache``), from skipping
+the batches already used in the deterministic pipeline (:mod:`xprospect.training.distribute`).
+
+The step: each replica computes per-example losses, averages them over the *global* batch
+(``tf.nn.compute_average_loss``), and a Keras 3 optimizer applies the gradients inside
+``strategy.run`` (it sums them over replicas). A NaN or Inf loss stops the run without saving the
+diverged state; :func:`run_train` then exits with :data:`EXIT_DIVERGED`.
+
+For notebooks, :func:`compile_model` compiles a model for plain ``model.fit`` on
+:func:`xprospect.data.load_dataset` output (one machine only: Keras 3 ``fit`` does not run under
+``MultiWorkerMirroredStrategy``, keras-team/keras#20585).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from xprospect.config import (
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    validate_config,
+)
+from xprospect.errors import ConfigError
+
+__all__ = [
+    "EXIT_DIVERGED",
+    "TrainResult",
+    "Trainer",
+    "add_train_arguments",
+    "build_optimizer",
+    "compile_model",
+    "resolve_config",
+    "run_train",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_DIVERGED = 3
+"""Exit code of ``xprospect train`` when the loss became NaN or Inf."""
+
+ModelFn = Callable[[ExperimentConfig], Any]
+LossFn = Callable[[ExperimentConfig], Any]
+StepHook = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a run did.
+
+    Attributes:
+        status: ``completed`` or ``diverged`` (NaN/Inf loss; the last good checkpoint is kept).
+        steps: The step reached.
+        start_step: The step the run resumed from (0 for a fresh run).
+        output_dir: The run folder.
+        model_path: ``model.keras`` (None when diverged, or on non-chief workers).
+        best: ``best.json`` content (step and validation metrics), if any.
+        metrics: The last validation metrics (``val_loss``, ``val_psnr_3d``, ``val_mae``).
+        seconds: Wall time of this invocation.
+        message: A one-line summary.
+    """
+
+    status: Literal["completed", "diverged"]
+    steps: int
+    start_step: int
+    output_dir: Path
+    model_path: Path | None = None
+    best: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+# === Config resolution ===
+
+
+def _manifest(config: ExperimentConfig) -> dict[str, Any]:
+    from xprospect.data import read_manifest
+
+    return read_manifest(config.data.dir)
+
+
+def _split_cases(manifest: Mapping[str, Any], split: str) -> int:
+    shards = manifest.get("shards", {})
+    return sum(int(s.get("cases", 0)) for name, s in shards.items() if name.startswith(f"{split}-"))
+
+
+def _preset_training(preset: str) -> tuple[str, dict[str, Any]]:
+    """The canonical preset name and its training defaults from ``xprospect.models.PRESETS``."""
+    from xprospect.models import PRESETS
+
+    by_lower = {k.lower(): k for k in PRESETS}
+    key = by_lower.get(preset.lower())
+    if key is None:
+        raise ConfigError(
+            f"model.preset: unknown preset {preset!r}; expected one of {list(PRESETS)}"
+        )
+    return key, dict(PRESETS[key].get("training", {}))
+
+
+def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> ExperimentConfig:
+    """Fills what the config leaves to the dataset and the preset.
+
+    ``model.size``, ``model.geometry`` and ``model.spacing_mm`` come from the dataset manifest;
+    ``loss``, ``optimizer.name`` and ``optimizer.learning_rate`` from the preset's ``training``
+    defaults. The preset name is made canonical (``512-dense`` → ``512-Dense``).
+
+    Args:
+        config: A validated config.
+        presets: Consult ``xprospect.models.PRESETS`` even when loss and optimizer are set
+            (False for injected models, whose preset name may be a free label).
+
+    Raises:
+        ConfigError: A size different from the dataset's, an unknown preset, or missing
+            optimizer settings that no preset supplies.
+    """
+    cfg = copy.deepcopy(config)
+    manifest = _manifest(cfg)
+    mcfg = manifest["config"]
+    size = int(mcfg["size"])
+    if cfg.model.size is not None and cfg.model.size != size:
+        raise ConfigError(
+            f"model.size is {cfg.model.size} but the dataset in {cfg.data.dir} is {size}^3; "
+            "prepare a dataset of that size or drop model.size"
+        )
+    cfg.model.size = size
+    if cfg.model.geometry is None:
+        cfg.model.geometry = str(mcfg.get("geometry", "x2ct"))
+    if cfg.model.spacing_mm is None:
+        spacing = mcfg.get("spacing_mm") or [float(mcfg.get("fov_mm", 320.0)) / size]
+        cfg.model.spacing_mm = float(spacing[0])
+    needs = cfg.loss is None or cfg.optimizer.name is None or cfg.optimizer.learning_rate is None
+    if presets or needs:
+        key, training = _preset_training(cfg.model.preset)
+        cfg.model.preset = key
+        if cfg.loss is None:
+            loss = training.get("loss_weights", training.get("loss"))
+            cfg.loss = {k: float(v) for k, v in dict(loss or {"mae": 1.0}).items()}
+        if cfg.optimizer.name is None:
+            name = str(training.get("optimizer", "adam")).lower()
+            if name not in ("adam", "nadam"):
+                raise ConfigError(f"preset {key!r}: optimizer {name!r} is not adam or nadam")
+            cfg.optimizer.name = typing.cast(Literal["adam", "nadam"], name)
+        if cfg.optimizer.learning_rate is None:
+            cfg.optimizer.learning_rate = float(training.get("learning_rate", 1e-4))
+    validate_config(cfg, "resolved config")
+    return cfg
+
+
+def _window(config: ExperimentConfig) -> str | tuple[float, ...]:
+    w = config.data.hu_window
+    return w if isinstance(w, str) else tuple(w)
+
+
+def _steps_per_epoch(config: ExperimentConfig, manifest: Mapping[str, Any]) -> int:
+    if config.training.steps_per_epoch:
+        return config.training.steps_per_epoch
+    return max(1, _split_cases(manifest, "train") // config.data.batch_size)
+
+
+def _total_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
+    t = config.training
+    if t.steps is not None:
+        return t.steps
+    return int(t.epochs or 1) * steps_per_epoch
+
+
+# === Optimizer and model.fit support ===
+
+
+def _learning_rate(config: ExperimentConfig, total_steps: int) -> Any:
+    import keras
+
+    lr = float(config.optimizer.learning_rate or 1e-4)
+    s = config.optimizer.schedule
+    if s.name == "constant":
+        return lr
+    if s.name == "cosine":
+        decay = max(1, total_steps - s.warmup_steps)
+        if s.warmup_steps > 0:
+            return keras.optimizers.schedules.CosineDecay(
+                0.0, decay, alpha=s.min_fraction, warmup_target=lr, warmup_steps=s.warmup_steps
+            )
+        return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=s.min_fraction)
+    return keras.optimizers.schedules.ExponentialDecay(
+        lr, decay_steps=s.decay_every, decay_rate=s.decay_factor, staircase=True
+    )
+
+
+def build_optimizer(config: ExperimentConfig, total_steps: int = 1) -> Any:
+    """The Keras optimizer of a (resolved) config.
+
+    Gradient clipping is not set on the optimizer: Keras would clip each replica's partial
+    gradient before the cross-replica sum; :class:`Trainer` clips the summed gradient instead.
+    ``mixed_float16`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer``.
+
+    Args:
+        config: Needs ``optimizer.name`` and ``optimizer.learning_rate`` (see
+            :func:`resolve_config`).
+        total_steps: Run length, for the cosine schedule.
+    """
+    import keras
+
+    o = config.optimizer
+    classes = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}
+    if o.name not in classes:
+        raise ConfigError(f"optimizer.name: expected adam or nadam, got {o.name!r}")
+    optimizer = classes[o.name](
+        learning_rate=_learning_rate(config, total_steps),
+        use_ema=o.use_ema,
+        ema_momentum=o.ema_momentum,
+    )
+    if config.training.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _default_loss(config: ExperimentConfig) -> Any:
+    from xprospect.losses import build_loss
+
+    return build_loss(dict(config.loss or {"mae": 1.0}))
+
+
+def _default_model(config: ExperimentConfig) -> Any:
+    from xprospect.models import build_model
+
+    m = config.model
+    return build_model(
+        m.preset,
+        size=int(m.size or 64),
+        views=tuple(config.data.views),
+        geometry=str(m.geometry or "x2ct"),
+        spacing_mm=m.spacing_mm,
+        **m.overrides,
+    )
+
+
+def compile_model(
+    model: Any,
+    config: ExperimentConfig,
+    *,
+    loss: Any = None,
+    metrics: Sequence[Any] | None = None,
+    total_steps: int = 1,
+) -> Any:
+    """Compiles ``model`` for ``model.fit`` on :func:`xprospect.data.load_dataset` output.
+
+    Args:
+        model: E.g. ``xprospect.models.build_model(...)``.
+        config: A resolved config (optimizer, loss weights).
+        loss: Loss object; default ``xprospect.losses.build_loss(config.loss)``.
+        metrics: Default ``[xprospect.metrics.PSNR3D()]`` where available.
+        total_steps: For the cosine schedule.
+
+    Returns:
+        The model, compiled.
+    """
+    if metrics is None:
+        from xprospect.metrics import PSNR3D
+
+        metrics = [PSNR3D()]
+    model.compile(
+        optimizer=build_optimizer(config, total_steps),
+        loss=_default_loss(config) if loss is None else loss,
+        metrics=list(metrics),
+    )
+    return model
+
+
+# === Per-example losses and metrics ===
+
+
+def _per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
+    """Wraps a loss so that it returns one value per example, shape (B,).
+
+    For a ``keras.losses.Loss`` this calls its ``call`` method, which returns the values before
+    Keras' batch reduction: the caller's object keeps its ``reduction``, and no copy is made
+    (copying a Keras loss goes through serialization, which custom losses may not support).
+    Element-wise values (B, D, H, W) are averaged over all but the batch axis.
+    """
+    import keras
+    import tensorflow as tf
+
+    if isinstance(loss, keras.losses.Loss):
+        dtype = loss.dtype or "float32"
+
+        def values_of(y_true: Any, y_pred: Any) -> Any:
+            return loss.call(tf.cast(y_true, dtype), tf.cast(y_pred, dtype))
+    else:
+        values_of = loss  # a plain function such as keras.losses.mean_absolute_error
+
+    def per_example(y_true: Any, y_pred: Any) -> Any:
+        values = tf.cast(values_of(y_true, tf.cast(y_pred, tf.float32)), tf.float32)
+        if values.shape.rank == 0:
+            raise ConfigError("the loss must return one value per example (or per voxel)")
+        return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+    return per_example
+
+
+def _psnr_fn() -> Callable[[np.ndarray, np.ndarray], float]:
+    from xprospect.metrics import psnr_3d
+
+    return lambda truth, pred: float(psnr_3d(truth, pred))
+
+
+# === Trainer ===
+
+
+class Trainer:
+    """Runs one experiment (see the module docstring).
+
+    Args:
+        config: The experiment (validated; preset defaults are filled in by :meth:`fit`).
+        model_fn: ``model_fn(config) -> keras.Model``; default: ``xprospect.models.build_model``
+            with the config's preset, size, views, geometry and overrides.
+        loss_fn: ``loss_fn(config) -> keras.losses.Loss``; default:
+            ``xprospect.losses.build_loss(config.loss)``.
+        step_hook: ``step_hook(step, logs)`` after each step (tests, notebooks); an exception
+            raised there ends the run like a crash would.
+        progress: Show a Keras progress bar (chief only).
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        model_fn: ModelFn | None = None,
+        loss_fn: LossFn | None = None,
+        step_hook: StepHook | None = None,
+        progress: bool = True,
+    ) -> None:
+        validate_config(config)
+        self.config = config
+        self._custom_model = model_fn is not None
+        self.model_fn: ModelFn = model_fn or _default_model
+        self.loss_fn: LossFn = loss_fn or _default_loss
+        self.step_hook = step_hook
+        self.progress = progress
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.strategy: Any = None
+        self.resolved: ExperimentConfig | None = None
+
+    def fit(self) -> TrainResult:
+        """Trains to ``training.steps`` (or ``epochs``), resuming from the run folder.
+
+        Returns:
+            The result; ``status == "diverged"`` when the loss became NaN/Inf.
+
+        Raises:
+            ConfigError: Inconsistent settings, or a run folder from another experiment.
+            MissingDataError: The dataset folder or its ``train`` split is missing.
+        """
+        import keras
+        import tensorflow as tf
+
+        from xprospect.training.distribute import make_strategy
+        from xprospect.utils import seed_everything
+
+        # The strategy first: multi-worker collectives must be set up before any other op runs.
+        self.strategy = make_strategy(self.config.training.strategy)
+        cfg = resolve_config(self.config, presets=not self._custom_model)
+        self.resolved = cfg
+        seed_everything(cfg.training.seed)
+        if cfg.training.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        previous = keras.config.dtype_policy()
+        precision = cfg.training.mixed_precision
+        # The policy must be set before the model is built; restored so callers are unaffected.
+        keras.config.set_dtype_policy("float32" if precision == "none" else precision)
+        try:
+            from xprospect.training.loop import TrainingRun
+
+            return TrainingRun(self, cfg).execute()
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+
+# === Entry points ===
+
+
+def train(
+    config: ExperimentConfig | str | os.PathLike[str],
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    **trainer_kwargs: Any,
+) -> TrainResult:
+    """Loads (a config file or a shipped name), applies overrides and trains.
+
+    Args:
+        config: An :class:`ExperimentConfig`, a YAML path, or a shipped name like ``"demo"``.
+        overrides: ``{"training.steps": 100}`` or ``["training.steps=100"]``.
+        **trainer_kwargs: Passed to :class:`Trainer` (``model_fn``, ``loss_fn``, ...).
+    """
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return Trainer(cfg, **trainer_kwargs).fit()
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``xprospect train`` arguments to a (sub)parser."""
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="experiment YAML, or a shipped name: demo, 64-dense, 512-dense, 512-dense-mae, "
+        "512-projinj",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.steps=100 (repeatable)",
+    )
+    parser.add_argument("--data", help="shortcut for --set data.dir=DIR")
+    parser.add_argument("--output-dir", help="shortcut for --set training.output_dir=DIR")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Runs ``xprospect train``; returns 0, or :data:`EXIT_DIVERGED` on a NaN/Inf loss.
+
+    Configuration errors propagate as :class:`~xprospect.errors.ConfigError` (the CLI prints one
+    line and exits with 2).
+    """
+    overrides = list(args.overrides or [])
+    if getattr(args, "data", None):
+        overrides.append(f"data.dir={args.data}")
+    if getattr(args, "output_dir", None):
+        overrides.append(f"training.output_dir={args.output_dir}")
+    cfg = load_config(args.config, overrides or None)
+    result = Trainer(cfg, progress=not getattr(args, "no_progress", False)).fit()
+    if not result.ok:
+        print(f"xprospect: error: {result.message}", file=sys.stderr)
+        return EXIT_DIVERGED
+    print(result.message)
+    return 0

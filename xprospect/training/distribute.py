@@ -1,0 +1,153 @@
+"""Strategy choice, worker roles and distributed input that can be checkpointed.
+
+What ``tf.train.Checkpoint`` can save of the input position (TensorFlow 2.21, verified by tests):
+
+- default strategy: ``distribute_datasets_from_function`` returns the dataset itself and its
+  iterator (``tf.data.Iterator``) is checkpointable.
+- ``MirroredStrategy``: the ``DistributedIterator`` is not trackable, and with the default
+  ``PER_WORKER`` replication each worker's iterator is a ``MultiDeviceIterator`` that cannot be
+  saved either. With ``PER_REPLICA`` replication and ``experimental_fetch_to_device=False`` each
+  replica gets its own pipeline and a plain ``tf.data`` iterator, which can: we save those.
+- ``MultiWorkerMirroredStrategy`` and ``OneDeviceStrategy``: ``PER_REPLICA`` is refused, so
+  nothing of the input can be saved; resuming rebuilds the deterministic pipeline and skips the
+  batches already used (``load_dataset`` is deterministic given its seed, augmentation included).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from xprospect.errors import ConfigError
+
+__all__ = [
+    "DataTracking",
+    "input_options",
+    "is_chief",
+    "make_strategy",
+    "replica_iterators",
+    "strategy_label",
+    "worker_id",
+]
+
+log = logging.getLogger(__name__)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """Creates the strategy named in ``training.strategy``.
+
+    ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster,
+    ``MirroredStrategy`` with more than one GPU, else the default strategy.
+
+    Must run before TensorFlow executes anything else in the process: multi-worker collectives
+    and logical devices are configured at start-up.
+    """
+    tf_config = os.environ.get("TF_CONFIG", "")
+    if name == "auto":
+        if tf_config and json.loads(tf_config).get("cluster"):
+            name = "multiworker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            return tf.distribute.get_strategy()
+    if name == "multiworker":
+        if not tf_config:
+            raise ConfigError("training.strategy: multiworker needs the TF_CONFIG variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "one":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    raise ConfigError(f"training.strategy: unknown strategy {name!r}")
+
+
+def strategy_label(strategy: tf.distribute.Strategy) -> str:
+    """``default``, ``one``, ``mirrored`` or ``multiworker``."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multiworker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return "one"
+    return "default"
+
+
+def _task(strategy: tf.distribute.Strategy) -> tuple[str | None, int | None, Any]:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return None, None, None
+    return resolver.task_type, resolver.task_id, resolver.cluster_spec()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes checkpoints and logs (the chief, or worker 0 without one)."""
+    task_type, task_id, spec = _task(strategy)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = spec is not None and "chief" in spec.as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> str:
+    """``task_type-task_id`` of this process (``local`` outside a cluster)."""
+    task_type, task_id, _ = _task(strategy)
+    return "local" if task_type is None else f"{task_type}-{task_id}"
+
+
+def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOptions | None:
+    """Input options under which the per-replica iterators can be checkpointed, where possible.
+
+    Only ``MirroredStrategy`` (one worker) accepts ``PER_REPLICA``; batches then stay on the host
+    and are copied to each device inside the step, which is negligible next to a 3D conv step.
+    """
+    if strategy_label(strategy) == "mirrored":
+        return tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+            experimental_fetch_to_device=False,
+        )
+    return None
+
+
+class DataTracking:
+    """The checkpointable part of a (distributed) iterator, or None where nothing is.
+
+    Attributes:
+        trackable: A ``tf.train.Checkpoint`` holding ``replica_0``, ``replica_1``, ... (the
+            per-replica ``tf.data`` iterators), or None.
+        names: The replica names, to compare with what a checkpoint holds.
+    """
+
+    def __init__(self, iterator: Any) -> None:
+        found = replica_iterators(iterator)
+        self.names = [f"replica_{i}" for i in range(len(found or []))]
+        self.trackable = (
+            None if not found else tf.train.Checkpoint(**dict(zip(self.names, found, strict=True)))
+        )
+
+
+def replica_iterators(iterator: Any) -> list[Any] | None:
+    """The ``tf.data`` iterators behind ``iterator`` that ``tf.train.Checkpoint`` can save.
+
+    A plain ``tf.data.Iterator`` is returned as is. For a ``DistributedIterator`` the
+    per-replica iterators exist only in ``PER_REPLICA`` mode; reaching them uses private
+    attributes, so any mismatch (another TensorFlow version) returns None and resuming falls
+    back to skipping batches.
+    """
+    if isinstance(iterator, tf.data.Iterator):
+        return [iterator]
+    inner = getattr(iterator, "_iterators", None)
+    if not inner:
+        return None
+    found = [getattr(w, "_iterator", None) for w in inner]
+    if all(isinstance(it, tf.data.Iterator) for it in found):
+        return found
+    return None

@@ -1,0 +1,638 @@
+"""The training loop behind :class:`xprospect.train.Trainer` (one ``fit`` call).
+
+One step logic for every strategy: each replica computes per-example losses, averages them over
+the global batch (``tf.nn.compute_average_loss``) and applies its gradients through the Keras 3
+optimizer inside ``strategy.run`` (the optimizer sums them over replicas). The host reads the
+reduced loss after every step, so a NaN or Inf loss stops all workers at the same step, before
+anything of that state is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from xprospect.config import ExperimentConfig, config_to_dict, dump_config
+from xprospect.errors import ConfigError
+from xprospect.train import (
+    TrainResult,
+    _manifest,
+    _per_example_loss,
+    _psnr_fn,
+    _split_cases,
+    _steps_per_epoch,
+    _total_steps,
+    _window,
+    build_optimizer,
+)
+
+if TYPE_CHECKING:
+    from xprospect.train import Trainer
+
+__all__ = ["TrainingRun"]
+
+log = logging.getLogger("xprospect.train")
+
+
+class TrainingRun:
+    """The state of one :meth:`Trainer.fit` call (kept apart to keep the Trainer reusable)."""
+
+    def __init__(self, trainer: Trainer, cfg: ExperimentConfig) -> None:
+        import tensorflow as tf
+
+        from xprospect.training.checkpoints import CheckpointStore
+        from xprospect.training.distribute import is_chief, strategy_label
+
+        self.t0 = time.perf_counter()
+        self.trainer = trainer
+        self.cfg = cfg
+        self.strategy = trainer.strategy
+        self.label = strategy_label(self.strategy)
+        self.chief = is_chief(self.strategy)
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.out = Path(cfg.training.output_dir)
+        self.manifest = _manifest(cfg)
+        self.steps_per_epoch = _steps_per_epoch(cfg, self.manifest)
+        self.total = _total_steps(cfg, self.steps_per_epoch)
+        self.has_val = _split_cases(self.manifest, "val") > 0
+        batch = cfg.data.batch_size
+        if batch % self.replicas:
+            raise ConfigError(
+                f"data.batch_size {batch} must be a multiple of the {self.replicas} replicas"
+            )
+        if _split_cases(self.manifest, "train") < self.replicas:
+            raise ConfigError(
+                f"the train split of {cfg.data.dir} has fewer cases than the {self.replicas} "
+                "replicas that each need their own"
+            )
+        if self.chief:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.store = CheckpointStore(self.out, chief=self.chief, keep=cfg.training.keep_checkpoints)
+        self.latest = self.store.latest()
+        self.start_step = self.store.saved_step(self.latest) if self.latest else 0
+        self._agree_on_start()
+        self.step_var = tf.Variable(self.start_step, dtype=tf.int64, trainable=False, name="step")
+        self.last_val: dict[str, float] = {}
+        self.sample: tuple[np.ndarray, np.ndarray, str] | None = None
+        self.psnr = _psnr_fn()
+
+    # --- set-up ---
+
+    def _agree_on_start(self) -> None:
+        """Stops when workers see different checkpoints (the run folder must be shared)."""
+        if self.label != "multiworker":
+            return
+        import tensorflow as tf
+
+        step = float(self.start_step)
+
+        @tf.function
+        def moments() -> Any:
+            per_replica = self.strategy.run(
+                lambda: tf.constant([1.0, step, step * step], tf.float64)
+            )
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        n, s, q = (float(v) for v in moments().numpy())
+        if q / n - (s / n) ** 2 > 1e-6:
+            raise ConfigError(
+                "workers found different checkpoints; training.output_dir must be a folder all "
+                "workers share",
+                self.out,
+            )
+
+    def _dataset_fn(self, skip_steps: int) -> Callable[[Any], Any]:
+        from xprospect.data import augmentation_from_dict, load_dataset
+
+        cfg = self.cfg
+        augment = augmentation_from_dict(cfg.data.augmentation)
+
+        def fn(ctx: Any) -> Any:
+            ds = load_dataset(
+                cfg.data.dir,
+                "train",
+                batch_size=cfg.data.batch_size,
+                hu_window=_window(cfg),
+                views=tuple(cfg.data.views),
+                xray_mapping=cfg.data.xray_mapping,
+                shuffle=True,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                # Each pipeline its own seed: equal seeds would give every replica the same
+                # augmentation draws at every step.
+                seed=cfg.training.seed + int(ctx.input_pipeline_id),
+                repeat=True,
+                cache=cfg.data.cache,
+                augment=augment,
+                input_context=ctx,
+                drop_remainder=True,
+            )
+            if skip_steps:
+                # One step consumes one batch per local replica fed by this pipeline.
+                per_step = max(1, ctx.num_replicas_in_sync // ctx.num_input_pipelines)
+                ds = ds.skip(skip_steps * per_step)
+            return ds
+
+        return fn
+
+    def _data_mode(self) -> str:
+        wanted = self.cfg.training.resume_data
+        can_save = self.label in ("default", "mirrored") and not self.cfg.data.cache
+        if wanted == "iterator" and not can_save:
+            reason = (
+                "with data.cache" if self.cfg.data.cache else f"under the {self.label} strategy"
+            )
+            raise ConfigError(
+                f"training.resume_data: TensorFlow cannot save the input iterator {reason}; "
+                "use auto or skip"
+            )
+        return "iterator" if wanted in ("auto", "iterator") and can_save else "skip"
+
+    def _build(self) -> None:
+        import tensorflow as tf
+
+        from xprospect.training.distribute import DataTracking, input_options
+
+        cfg = self.cfg
+        with self.strategy.scope():
+            self.model = self.trainer.model_fn(cfg)
+            self.optimizer = build_optimizer(cfg, self.total)
+            # Built now, so that a restore fills existing slots (no deferred restoration).
+            self.optimizer.build(self.model.trainable_variables)
+        self.trainer.model, self.trainer.optimizer = self.model, self.optimizer
+        self.loss = _per_example_loss(self.trainer.loss_fn(cfg))
+
+        self.data_mode = self._data_mode()
+        expected = (
+            [f"replica_{i}" for i in range(self.replicas)] if self.data_mode == "iterator" else []
+        )
+        restore_data = bool(self.latest) and self.data_mode == "iterator"
+        if restore_data and self.latest and self.store.saved_data(self.latest) != expected:
+            log.warning(
+                "the checkpoint holds no input state for %d replica(s) (strategy or resume_data "
+                "changed); resuming the input by skipping %d batches",
+                self.replicas,
+                self.start_step,
+            )
+            restore_data = False
+        skip = self.start_step if self.latest and not restore_data else 0
+        options = input_options(self.strategy)
+        dist = self.strategy.distribute_datasets_from_function(self._dataset_fn(skip), options)
+        self.iterator = iter(dist)
+        tracking = DataTracking(self.iterator) if self.data_mode == "iterator" else None
+        if tracking is not None and tracking.trackable is None:
+            # TensorFlow changed its private iterator layout: fall back to skipping.
+            log.warning("this TensorFlow cannot save the input iterator; resume will skip batches")
+            self.data_mode, tracking, restore_data = "skip", None, False
+            if self.latest and not skip:
+                dist = self.strategy.distribute_datasets_from_function(
+                    self._dataset_fn(self.start_step), options
+                )
+                self.iterator = iter(dist)
+        objects: dict[str, Any] = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "step": self.step_var,
+        }
+        if tracking is not None:
+            objects["data"] = tracking.trackable
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        if self.latest:
+            if restore_data:
+                self.store.restore(self.checkpoint, self.latest)
+            else:
+                partial = {k: v for k, v in objects.items() if k != "data"}
+                self.store.restore(tf.train.Checkpoint(**partial), self.latest)
+            log.info("resumed from %s at step %d", self.latest, self.start_step)
+        self.store.attach(self.checkpoint)
+
+    def _make_train_step(self) -> Callable[[Any], Any]:
+        import tensorflow as tf
+
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        global_batch = self.cfg.data.batch_size
+        clip = self.cfg.optimizer.clip_global_norm
+        replicas = self.replicas
+        per_example_loss = self.loss
+
+        def clipped(grads: list[Any]) -> list[Any]:
+            # The global norm of the summed gradient, as on one device: sum over replicas here,
+            # clip, and hand each replica 1/n of it since the optimizer sums them again.
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            present = [grads[i] for i in idx]
+            scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            if replicas > 1:
+                ctx = tf.distribute.get_replica_context()
+                present = ctx.all_reduce(tf.distribute.ReduceOp.SUM, present)
+            present = [g / scale for g in present]
+            present, _ = tf.clip_by_global_norm(present, clip)
+            present = [g * (scale / replicas) for g in present]
+            out = list(grads)
+            for i, g in zip(idx, present, strict=True):
+                out[i] = g
+            return out
+
+        def replica_step(x: Any, y: Any) -> Any:
+            variables = model.trainable_variables
+            with tf.GradientTape() as tape:
+                pred = model(x, training=True)
+                per_example = per_example_loss(y, pred)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(
+                        tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
+                    )
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            if clip is not None:
+                grads = clipped(list(grads))
+            optimizer.apply(grads, variables)
+            return loss
+
+        @tf.function
+        def train_step(iterator: Any) -> Any:
+            x, y = next(iterator)
+            losses = strategy.run(replica_step, args=(x, y))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return train_step
+
+    # --- weights ---
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Swaps the EMA weights in (when ``use_ema``), and the training weights back after."""
+        import keras
+
+        if not self.cfg.optimizer.use_ema:
+            yield
+            return
+        variables = self.model.trainable_variables
+        backup = [keras.ops.convert_to_numpy(v) for v in variables]
+        self.optimizer.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            for v, b in zip(variables, backup, strict=True):
+                v.assign(b)
+
+    def _finite_state(self) -> bool:
+        """Whether every float weight and optimizer variable is finite (checked on device)."""
+        import tensorflow as tf
+
+        if getattr(self, "_all_finite", None) is None:
+            variables = [
+                v
+                for v in [*self.model.weights, *self.optimizer.variables]
+                if "float" in str(v.dtype)
+            ]
+
+            @tf.function
+            def all_finite() -> Any:
+                flags = [
+                    tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))) for v in variables
+                ]
+                return tf.reduce_all(tf.stack(flags))
+
+            self._all_finite = all_finite
+        return bool(self._all_finite())
+
+    # --- validation ---
+
+    def _validate(self) -> dict[str, float]:
+        import tensorflow as tf
+
+        from xprospect.data import load_dataset
+
+        cfg = self.cfg
+        batch = max(1, cfg.data.batch_size // self.replicas)
+        ds = load_dataset(
+            cfg.data.dir,
+            "val",
+            batch_size=batch,
+            hu_window=_window(cfg),
+            views=tuple(cfg.data.views),
+            xray_mapping=cfg.data.xray_mapping,
+            shuffle=False,
+            with_case_id=True,
+        )
+        predict = self._predict_fn()
+        losses: list[float] = []
+        psnrs: list[float] = []
+        maes: list[float] = []
+        limit = cfg.data.val_cases
+        self.sample = None
+        for x, y in ds:
+            ids = [c.decode() for c in x.pop("case_id").numpy()]
+            pred = predict(x)
+            per_case = self.loss(y, pred).numpy()
+            truth, out = y.numpy()[..., 0], tf.cast(pred, tf.float32).numpy()[..., 0]
+            for i, case in enumerate(ids):
+                if limit is not None and len(psnrs) >= limit:
+                    break
+                losses.append(float(per_case[i]))
+                psnrs.append(self.psnr(truth[i], out[i]))
+                maes.append(float(np.mean(np.abs(truth[i] - out[i]))))
+                if self.sample is None:
+                    self.sample = (truth[i], out[i], case)
+            if limit is not None and len(psnrs) >= limit:
+                break
+        return {
+            "val_loss": float(np.mean(losses)),
+            "val_psnr_3d": float(np.mean(psnrs)),
+            "val_mae": float(np.mean(maes)),
+        }
+
+    def _predict_fn(self) -> Callable[[Any], Any]:
+        if not hasattr(self, "_predict"):
+            import tensorflow as tf
+
+            model = self.model
+            self._predict = tf.function(lambda x: model(x, training=False))
+        return self._predict
+
+    def _train_sample(self) -> None:
+        """Panel material when there is no validation split: the first training case."""
+        import tensorflow as tf
+
+        from xprospect.data import load_dataset
+
+        cfg = self.cfg
+        ds = load_dataset(
+            cfg.data.dir,
+            "train",
+            batch_size=1,
+            hu_window=_window(cfg),
+            views=tuple(cfg.data.views),
+            xray_mapping=cfg.data.xray_mapping,
+            shuffle=False,
+            with_case_id=True,
+        )
+        x, y = next(iter(ds))
+        case = x.pop("case_id").numpy()[0].decode()
+        pred = tf.cast(self._predict_fn()(x), tf.float32).numpy()[0, ..., 0]
+        self.sample = (y.numpy()[0, ..., 0], pred, f"{case} (training case: no val split)")
+
+    # --- the loop ---
+
+    def execute(self) -> TrainResult:
+        from xprospect.training.checkpoints import read_json
+
+        self._build()
+        cfg = self.cfg
+        if self.chief:
+            self._write_config()
+        state = self.store.read_state() or {}
+        elapsed0 = float(state.get("elapsed_s", 0.0)) if self.latest else 0.0
+        best = read_json(self.out / "best.json") if self.latest else None
+        self.best_psnr = float(best["val_psnr_3d"]) if best else -math.inf
+        self.best = best
+        step = self.start_step
+        if step >= self.total and (self.out / "model.keras").exists():
+            msg = f"already trained to step {step} (training.steps {self.total}); nothing to do"
+            log.warning(msg)
+            return self._result("completed", step, message=msg)
+
+        from xprospect.training.logs import MetricsCSV, TensorBoardLog
+
+        if not self.has_val:
+            log.warning("no 'val' split in %s: no validation and no best model", cfg.data.dir)
+        csv = MetricsCSV(self.out / "metrics.csv", step) if self.chief else None
+        tb = TensorBoardLog(self.out / "tensorboard") if self.chief else None
+        train_step = self._make_train_step()
+        show = self.trainer.progress and self.chief
+        bar = _EpochBar(self.steps_per_epoch, self.total, step, enabled=show)
+        window: list[float] = []
+        status: Literal["completed", "diverged"] = "completed"
+        message = ""
+        try:
+            while step < self.total:
+                lr = self._lr()  # the rate this step uses (schedules read the iteration count)
+                loss = float(train_step(self.iterator))
+                step += 1
+                if not math.isfinite(loss):
+                    status = "diverged"
+                    message = self._diverged(step, loss)
+                    break
+                window.append(loss)
+                logs: dict[str, float] = {"loss": loss, "learning_rate": lr}
+                row: dict[str, Any] = {}
+                if step % cfg.training.log_every == 0 or step == self.total:
+                    mean_loss = float(np.mean(window))
+                    window = []
+                    row.update(loss=mean_loss, learning_rate=lr)
+                    if tb is not None:
+                        tb.scalars("train", {"loss": mean_loss, "learning_rate": lr}, step)
+                validate = self.has_val and (
+                    step % cfg.training.validation_every == 0 or step == self.total
+                )
+                if validate:
+                    with self.ema_weights():
+                        self.last_val = self._validate()
+                        if self.last_val["val_psnr_3d"] > self.best_psnr:
+                            self._save_best(step)
+                    row.update(self.last_val)
+                    logs.update(self.last_val)
+                    if tb is not None and self.sample is not None:
+                        tb.scalars(
+                            "validation",
+                            {k.removeprefix("val_"): v for k, v in self.last_val.items()},
+                            step,
+                        )
+                        tb.slices(self.sample[0], self.sample[1], step)
+                bar.update(step, logs)
+                if row and csv is not None:
+                    elapsed = elapsed0 + time.perf_counter() - self.t0
+                    epoch = (step - 1) // self.steps_per_epoch + 1
+                    csv.append({"step": step, "epoch": epoch, "elapsed_s": elapsed, **row})
+                if step % cfg.training.checkpoint_every == 0 or step == self.total:
+                    if not self._finite_state():
+                        status = "diverged"
+                        message = self._diverged(step, math.nan, weights=True)
+                        break
+                    self.step_var.assign(step)
+                    self.store.save(step, self._state(step, elapsed0))
+                if self.trainer.step_hook is not None:
+                    self.trainer.step_hook(step, logs)
+        finally:
+            bar.close()
+            if tb is not None:
+                tb.close()
+        model_path = None
+        if status == "completed":
+            if self.has_val and not self.last_val:
+                # Resumed at the final step (e.g. a crash during export): panel and metrics.
+                with self.ema_weights():
+                    self.last_val = self._validate()
+            model_path = self._export()
+        if self.chief:
+            self._figures()
+        return self._result(status, step, model_path=model_path, message=message)
+
+    def _lr(self) -> float:
+        import keras
+
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def _diverged(self, step: int, loss: float, *, weights: bool = False) -> str:
+        what = "weights or optimizer state became NaN/Inf" if weights else f"loss is {loss}"
+        latest = self.store.latest()
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+        msg = (
+            f"training diverged at step {step}: {what}; stopped without saving this state, "
+            f"{kept} (try a lower optimizer.learning_rate or optimizer.clip_global_norm)"
+        )
+        log.error(msg)
+        return msg
+
+    def _state(self, step: int, elapsed0: float) -> dict[str, Any]:
+        from xprospect import __version__
+
+        return {
+            "total_steps": self.total,
+            "epoch": (step - 1) // self.steps_per_epoch + 1,
+            "elapsed_s": elapsed0 + time.perf_counter() - self.t0,
+            "strategy": self.label,
+            "replicas": self.replicas,
+            "data_resume": self.data_mode,
+            "best": self.best,
+            "xprospect_version": __version__,
+        }
+
+    def _save_best(self, step: int) -> None:
+        from xprospect.training.checkpoints import atomic_keras_file, write_json
+
+        self.best_psnr = self.last_val["val_psnr_3d"]
+        self.best = {"step": step, **self.last_val, "ema": self.cfg.optimizer.use_ema}
+        if not self.chief:
+            return
+        with atomic_keras_file(self.out / "best.weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        # Written after the weights: best.json never names weights that are not on disk.
+        write_json(self.out / "best.json", self.best)
+
+    def _export(self) -> Path | None:
+        from xprospect.training.checkpoints import atomic_keras_file
+
+        path = self.out / "model.keras"
+        with self.ema_weights():
+            if self.sample is None:
+                self._train_sample()
+            if not self.chief:
+                return None
+            with atomic_keras_file(path) as tmp:
+                self.model.save(tmp)
+        log.info("saved %s", path)
+        return path
+
+    def _figures(self) -> None:
+        from xprospect.training.logs import read_metrics, save_curves, save_panel
+
+        rows = read_metrics(self.out / "metrics.csv")
+        if rows:
+            save_curves(rows, self.out / "curves.png")
+        if self.sample is not None:
+            truth, pred, case = self.sample
+            title = f"{case}: PSNR-3D {self.psnr(truth, np.clip(pred, 0, 1)):.2f} dB"
+            save_panel(truth, pred, self.out / "val_panel.png", title=title)
+
+    def _write_config(self) -> None:
+        from xprospect.config import load_config as _load
+
+        path = self.out / "config.yaml"
+        if path.exists() and self.latest:
+            try:
+                old = config_to_dict(_load(path))
+            except ConfigError:
+                old = {}
+            new = config_to_dict(self.cfg)
+            changed = _diff(old, new, ignore={"training.steps", "training.epochs"})
+            if changed:
+                log.warning("resuming with changed settings: %s", ", ".join(changed))
+        dump_config(self.cfg, path)
+
+    def _result(
+        self,
+        status: Literal["completed", "diverged"],
+        step: int,
+        *,
+        model_path: Path | None = None,
+        message: str = "",
+    ) -> TrainResult:
+        seconds = time.perf_counter() - self.t0
+        if not message:
+            best = self.best
+            tail = (
+                f"; best val PSNR-3D {best['val_psnr_3d']:.2f} dB at step {best['step']}"
+                if best
+                else ""
+            )
+            message = f"trained to step {step} in {seconds:.0f} s{tail}; outputs in {self.out}"
+        return TrainResult(
+            status=status,
+            steps=step,
+            start_step=self.start_step,
+            output_dir=self.out,
+            model_path=model_path,
+            best=self.best,
+            metrics=dict(self.last_val),
+            seconds=seconds,
+            message=message,
+        )
+
+
+def _diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: set[str], prefix: str = ""
+) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out: list[str] = []
+    for k in keys:
+        name = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and name not in ignore:
+            out += _diff(a, b, ignore, f"{name}.")
+        elif a != b and name not in ignore:
+            out.append(name)
+    return out
+
+
+class _EpochBar:
+    """A Keras ``Progbar`` per epoch; a resumed run starts mid-epoch where it stopped."""
+
+    def __init__(self, steps_per_epoch: int, total: int, step: int, *, enabled: bool) -> None:
+        self.spe = steps_per_epoch
+        self.epochs = math.ceil(total / steps_per_epoch)
+        self.total = total
+        self.enabled = enabled
+        self.bar: Any = None
+        self.epoch = -1
+        if enabled and step < total:
+            self._open(step)
+
+    def _open(self, step: int) -> None:
+        import keras
+
+        self.epoch = step // self.spe
+        target = min(self.spe, self.total - self.epoch * self.spe)
+        print(f"Epoch {self.epoch + 1}/{self.epochs}", flush=True)
+        self.bar = keras.utils.Progbar(
+            target, stateful_metrics=["learning_rate", "val_loss", "val_psnr_3d", "val_mae"]
+        )
+        if step % self.spe:
+            self.bar.update(step % self.spe)
+
+    def update(self, step: int, logs: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None or (step - 1) // self.spe != self.epoch:
+            self._open(step - 1)
+        self.bar.update(step - self.epoch * self.spe, values=list(logs.items()))
+
+    def close(self) -> None:
+        self.bar = None
