@@ -90,8 +90,10 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     lines = [
         "# xprospect demo report",
         "",
-        f"- dataset: {s.train_cases} training and {s.test_cases} test procedural chest phantoms "
-        f"at {s.size}^3 (2.5 mm at 128^3 scale: {320 / s.size:.1f} mm voxels), X2CT cone-beam DRRs",
+        f"- dataset: {s.train_cases} training, {s.val_cases} validation and {s.test_cases} test "
+        "procedural chest phantoms "
+        f"at {s.size}^3 ({320 / s.size:.1f} mm voxels over a 320 mm field of view), X2CT "
+        "cone-beam DRRs",
         f"- model: 512-Dense preset, trained {getattr(result, 'steps', '?')} steps in bfloat16 on "
         "this machine (see `run/metrics.csv`, `run/curves.png`, TensorBoard in `run/tensorboard`)",
         f"- total time: {time.perf_counter() - t0:.0f} s",
@@ -159,4 +161,5 @@ def _real_ct(predictor: Any, out: Path) -> dict[str, Any]:
     pred = predictor.predict({v: inputs[v] for v in predictor.views})[0]
     truth = np.asarray(window_hu(hu, predictor.hu_window))
     save_comparison_panel(truth, pred, out / "real_ct_panel.png", title="real LIDC CT")
-    return {"metrics": dict(evaluate_case(truth, pred, hu_window=predictor.hu_window))}
+    metrics = evaluate_case(truth, pred, hu_window=predictor.hu_window, spacing_mm=ct.spacing_mm)
+    return {"metrics": dict(metrics)}

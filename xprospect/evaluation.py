@@ -163,11 +163,15 @@ class EvaluationResult:
 
 
 def _score(
-    truth: np.ndarray, pred: np.ndarray, hu_window: Any, mode: EvaluationMode
+    truth: np.ndarray,
+    pred: np.ndarray,
+    hu_window: Any,
+    mode: EvaluationMode,
+    spacing_mm: Sequence[float] | None = None,
 ) -> dict[str, float]:
     from xprospect.metrics import evaluate_case
 
-    return dict(evaluate_case(truth, pred, hu_window=hu_window, mode=mode))
+    return dict(evaluate_case(truth, pred, hu_window=hu_window, mode=mode, spacing_mm=spacing_mm))
 
 
 def evaluate_dataset(
@@ -206,6 +210,8 @@ def evaluate_dataset(
     if baselines:
         methods["mean_volume"] = MeanVolumeBaseline.fit(data_dir, hu_window)
         methods["back_projection"] = BackProjectionBaseline.fit(data_dir, views, hu_window)
+    # Lung volumes in ml need the dataset's real voxel size (5 mm at 64^3, 2.5 mm at 128^3).
+    spacing_mm = tuple(read_manifest(data_dir)["config"]["spacing_mm"])
     result = EvaluationResult(output_dir=out)
     for i, (case, truth) in enumerate(_cases(data_dir, split, hu_window)):
         if max_cases is not None and i >= max_cases:
@@ -213,7 +219,7 @@ def evaluate_dataset(
         preds = {name: fn(case) for name, fn in methods.items()}
         for name, pred in preds.items():
             row = {"case_id": case["case_id"], "method": name}
-            row.update(_score(truth, pred, hu_window, mode))
+            row.update(_score(truth, pred, hu_window, mode, spacing_mm))
             result.rows.append(row)
         if i < panels:
             shown = preds.get("model", next(iter(preds.values())))
