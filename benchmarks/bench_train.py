@@ -4,7 +4,9 @@ Each (preset, size, precision) runs in a fresh Python process, so its peak resid
 (``ru_maxrss``) is its own: the model is built with the preset's defaults, compiled with its
 training loss and optimizer (no XLA: it slows Conv3D on this CPU), warmed up, then timed over
 ``--steps`` train steps on random inputs of the right shapes (batch 1); medians are reported.
-Predict latency is timed at 128^3 (float32, batch 1).
+Predict latency is timed at 128^3 (float32, batch 1). A last probe times single Keras layers
+(Conv3D at 16, 32 and 64 channels, SELU) in float32 and bfloat16, which shows how much bf16 can
+give on this CPU at all: the whole model cannot gain more than its convolutions do.
 
 Targets (issue 4): bf16 >= 2x faster than float32 per train step; peak RSS at 128^3, batch 1
 <= 6 GiB for 512-Dense and 512-ProjInj (the paper reports about 25 and 32 GiB on its GPU).
@@ -43,7 +45,7 @@ model = build_model(preset, size=size)
 train_cfg = PRESETS[preset]["training"]
 opt = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[train_cfg["optimizer"]](
     learning_rate=train_cfg["learning_rate"])
-model.compile(optimizer=opt, loss=build_loss(train_cfg["loss"]), jit_compile=False)
+model.compile(optimizer=opt, loss=build_loss(train_cfg["loss_weights"]), jit_compile=False)
 rng = np.random.default_rng(0)
 x = {i.name.split(":")[0]: rng.random((1, *i.shape[1:]), dtype=np.float32) for i in model.inputs}
 y = rng.random((1, size, size, size, 1), dtype=np.float32)
@@ -67,6 +69,48 @@ print("RESULT " + json.dumps(out))
 """
 
 
+_PROBE = r"""
+import json, statistics, sys, time
+import numpy as np, keras
+def bench(make, shape, policy, n=5):
+    keras.mixed_precision.set_global_policy(policy)
+    inp = keras.Input(shape[1:])
+    out = keras.layers.Activation("linear", dtype="float32")(make()(inp))
+    m = keras.Model(inp, out)
+    m.compile(optimizer="adam", loss="mae", jit_compile=False)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    y = np.asarray(m(x)).astype("float32")
+    for _ in range(2):
+        m.train_on_batch(x, y)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter(); m.train_on_batch(x, y); ts.append(time.perf_counter() - t0)
+    keras.mixed_precision.set_global_policy("float32")
+    return statistics.median(ts)
+conv = lambda c, act=None: (lambda: keras.layers.Conv3D(c, 3, padding="same", activation=act))
+cases = {"conv3d 16ch selu 64^3": (conv(16, "selu"), (1, 64, 64, 64, 16)),
+         "conv3d 32ch relu 64^3": (conv(32, "relu"), (1, 64, 64, 64, 32)),
+         "conv3d 64ch 32^3": (conv(64), (1, 32, 32, 32, 64))}
+out = {}
+for name, (mk, shape) in cases.items():
+    a, b = bench(mk, shape, "float32"), bench(mk, shape, "mixed_bfloat16")
+    out[name] = {"fp32_s": a, "bf16_s": b, "speedup": a / b}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def conv_probe() -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+
+
 def run_one(preset: str, size: int, precision: str, steps: int, predict: bool) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
@@ -88,7 +132,8 @@ def run_one(preset: str, size: int, precision: str, steps: int, predict: bool) -
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    return {"error": (proc.stderr or proc.stdout).strip()[-800:]}
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
 
 
 def main() -> None:
@@ -96,9 +141,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--probe-only", action="store_true", help="only the single-layer probe")
     args = parser.parse_args()
+    probe = conv_probe()
+    for name, r in probe.items():
+        if isinstance(r, dict):
+            print(
+                f"probe {name:24} fp32 {r['fp32_s'] * 1000:7.1f} ms  bf16 "
+                f"{r['bf16_s'] * 1000:7.1f} ms  x{r['speedup']:.2f}",
+                flush=True,
+            )
     rows = []
-    for size in args.sizes:
+    for size in [] if args.probe_only else args.sizes:
         for preset in args.presets:
             row = {"preset": preset, "size": size}
             for precision in ("fp32", "bf16"):
@@ -135,10 +189,13 @@ def main() -> None:
             f"peak RSS {k}: {v:.2f} GiB (target <= {RSS_TARGET_GIB} GiB: "
             f"{'met' if v <= RSS_TARGET_GIB else 'MISSED'})"
         )
+    if args.probe_only:
+        return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
+                "layer_probe": probe,
                 "command": f"python benchmarks/bench_train.py --steps {args.steps} --sizes "
                 + " ".join(map(str, args.sizes)),
                 "rows": rows,
