@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xprospect.errors import EmptyFileError, MissingDataError, UnsupportedFormatError
+from xprospect.errors import UnsupportedFormatError
 from xprospect.image import Radiograph, View, Volume
+from xprospect.io._checks import require_file
 from xprospect.io.nifti import is_nifti_path, read_nifti, write_nifti
 from xprospect.io.raster import RASTER_SUFFIXES, read_raster_radiograph, write_png
 from xprospect.io.x2ct import X2CT_FILENAME, X2CTCase, read_x2ct_case, write_x2ct_case
@@ -38,13 +39,6 @@ def _is_dicom_file(p: Path) -> bool:
     return p.suffix.lower() in (".dcm", ".dicom", ".ima") or (p.suffix == "" and is_dicom(p))
 
 
-def _check_exists(p: Path) -> None:
-    if not p.exists():
-        raise MissingDataError("no such file or folder", p)
-    if p.is_file() and p.stat().st_size == 0:
-        raise EmptyFileError("file is empty (0 bytes)", p)
-
-
 def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
     """Reads a CT volume from a DICOM folder, a NIfTI file, or an X2CT case (folder or ``.h5``).
 
@@ -59,8 +53,7 @@ def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
         UnsupportedFormatError: The path is none of the above.
         XprospectError: Subclasses from the reader for bad content.
     """
-    p = Path(path)
-    _check_exists(p)
+    p = require_file(path)
     if p.is_dir():
         if (p / X2CT_FILENAME).exists():
             return read_x2ct_case(p, **kwargs).volume
@@ -97,8 +90,7 @@ def read_radiograph(
         invert: Raster files only: pixels are stored bright = air (DICOM says so itself).
         pixel_spacing_mm: Raster files only: the detector pixel spacing, if known.
     """
-    p = Path(path)
-    _check_exists(p)
+    p = require_file(path)
     if p.is_dir():
         raise UnsupportedFormatError("expected an image file, got a folder", p)
     if p.suffix.lower() in RASTER_SUFFIXES:
@@ -116,8 +108,7 @@ def read_radiograph(
 
 def read_any(path: str | os.PathLike[str]) -> Volume | Radiograph | X2CTCase:
     """Reads whatever the path holds: a volume, a radiograph, or a whole X2CT case."""
-    p = Path(path)
-    _check_exists(p)
+    p = require_file(path)
     if (p.is_dir() and (p / X2CT_FILENAME).exists()) or p.suffix.lower() in (".h5", ".hdf5"):
         return read_x2ct_case(p)
     if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES:

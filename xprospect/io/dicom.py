@@ -41,13 +41,13 @@ from xprospect.errors import (
     ConfigError,
     DicomError,
     DicomSeriesError,
-    EmptyFileError,
     GeometryError,
     MissingDataError,
     ModalityError,
     UnsupportedFormatError,
 )
 from xprospect.image import Radiograph, View, Volume
+from xprospect.io._checks import require_file
 from xprospect.utils import atomic_dir
 
 __all__ = [
@@ -207,12 +207,9 @@ def is_dicom(path: str | os.PathLike[str]) -> bool:
 
 
 def _open_checks(p: Path) -> None:
-    if not p.exists():
-        raise MissingDataError("no such file", p)
+    require_file(p)
     if p.is_dir():
         raise UnsupportedFormatError("expected a DICOM file, got a folder", p)
-    if p.stat().st_size == 0:
-        raise EmptyFileError("file is empty (0 bytes)", p)
     if not is_dicom(p):
         raise UnsupportedFormatError("not a DICOM file (no DICM preamble, no DICOM header)", p)
 

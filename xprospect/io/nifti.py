@@ -15,8 +15,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from xprospect.errors import EmptyFileError, ImageFormatError, MissingDataError
+from xprospect.errors import ImageFormatError
 from xprospect.image import Volume
+from xprospect.io._checks import require_file
 from xprospect.utils import atomic_path
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "read_nifti", "write_nifti"]
@@ -49,11 +50,7 @@ def read_nifti(path: str | os.PathLike[str], *, dtype: str | None = None) -> Vol
         ImageFormatError: Not a readable NIfTI, truncated, or not 3D.
         InvalidValuesError: The data holds NaN or Inf.
     """
-    p = Path(path)
-    if not p.exists():
-        raise MissingDataError("no such file", p)
-    if p.stat().st_size == 0:
-        raise EmptyFileError("file is empty (0 bytes)", p)
+    p = require_file(path)
     try:
         img = _load_image(p)
     except ImageFormatError:

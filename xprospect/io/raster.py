@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from xprospect.errors import EmptyFileError, ImageFormatError, MissingDataError
+from xprospect.errors import ImageFormatError
 from xprospect.image import Radiograph, View
+from xprospect.io._checks import require_file
 from xprospect.utils import atomic_path
 
 __all__ = ["RASTER_SUFFIXES", "read_raster_radiograph", "write_png"]
@@ -49,11 +50,7 @@ def read_raster_radiograph(
         MissingDataError, EmptyFileError: No file, or an empty one.
         ImageFormatError: Not a decodable image, or truncated.
     """
-    p = Path(path)
-    if not p.exists():
-        raise MissingDataError("no such file", p)
-    if p.stat().st_size == 0:
-        raise EmptyFileError("file is empty (0 bytes)", p)
+    p = require_file(path)
     try:
         with Image.open(p) as img:
             img.load()

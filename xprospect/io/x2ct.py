@@ -24,8 +24,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from xprospect.errors import EmptyFileError, ImageFormatError, MissingDataError
+from xprospect.errors import ImageFormatError, MissingDataError
 from xprospect.image import Radiograph, View, Volume
+from xprospect.io._checks import require_file
 from xprospect.utils import atomic_path
 
 __all__ = [
@@ -93,9 +94,7 @@ def read_x2ct_case(
         MissingDataError: The file or one of the keys ``ct``, ``xray1``, ``xray2`` is missing.
         ImageFormatError: Not HDF5, or the arrays have the wrong number of dimensions.
     """
-    p = find_x2ct_file(path)
-    if p.stat().st_size == 0:
-        raise EmptyFileError("file is empty (0 bytes)", p)
+    p = require_file(find_x2ct_file(path))
     try:
         handle = h5py.File(p, "r")
     except OSError as exc:
