@@ -4,9 +4,11 @@ Each (preset, size, precision) runs in a fresh Python process, so its peak resid
 (``ru_maxrss``) is its own: the model is built with the preset's defaults, compiled with its
 training loss and optimizer (no XLA: it slows Conv3D on this CPU), warmed up, then timed over
 ``--steps`` train steps on random inputs of the right shapes (batch 1); medians are reported.
-Predict latency is timed at 128^3 (float32, batch 1). A last probe times single Keras layers
-(Conv3D at 16, 32 and 64 channels, SELU) in float32 and bfloat16, which shows how much bf16 can
-give on this CPU at all: the whole model cannot gain more than its convolutions do.
+Predict latency is timed at 128^3 (float32, batch 1). Two probes show how much bf16 can give on
+this CPU at all: single Keras layers (Conv3D at 16, 32 and 64 channels, SELU) timed in float32 and
+bfloat16, and a TF-profiler breakdown of one 512-Dense train step at 64^3 by op group (3D
+convolution forward, backprop to the input, backprop to the filter, SELU, everything else). The
+whole step cannot gain more than its convolutions do (``conv_only_speedup``).
 
 Targets (issue 4): bf16 >= 2x faster than float32 per train step; peak RSS at 128^3, batch 1
 <= 6 GiB for 512-Dense and 512-ProjInj (the paper reports about 25 and 32 GiB on its GPU).
@@ -136,6 +138,87 @@ def run_one(preset: str, size: int, precision: str, steps: int, predict: bool) -
     return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
 
 
+_PROFILE = r"""
+import collections, glob, json, os, sys, tempfile
+import numpy as np, keras, tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from xprospect.models import PRESETS, build_model
+from xprospect.losses import build_loss
+preset, size, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+GROUPS = {"Conv3DBackpropFilter": "conv3d backprop filter", "Conv3DBackpropInput":
+          "conv3d backprop input", "Conv3D": "conv3d forward", "Selu": "selu (+grad)"}
+out = {}
+for precision in ("fp32", "bf16"):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    model = build_model(preset, size=size)
+    tc = PRESETS[preset]["training"]
+    model.compile(optimizer=keras.optimizers.Nadam(tc["learning_rate"]),
+                  loss=build_loss(tc["loss_weights"]), jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = {i.name.split(":")[0]: rng.random((1, *i.shape[1:]), dtype=np.float32)
+         for i in model.inputs}
+    y = rng.random((1, size, size, size, 1), dtype=np.float32)
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    logdir = tempfile.mkdtemp()
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    trace = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]
+    space.ParseFromString(open(trace, "rb").read())
+    agg = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for ev in line.events:
+                op = plane.event_metadata[ev.metadata_id].name.split(":")[-1]
+                if op == "Process":
+                    continue
+                group = next((g for k, g in GROUPS.items() if k in op), "everything else")
+                agg[group] += ev.duration_ps / 1e9 / steps
+    out[precision] = dict(agg)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def op_profile(preset: str = "512-Dense", size: int = 64, steps: int = 3) -> dict:
+    """Thread-milliseconds per train step by op group (TF profiler), float32 and bfloat16."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROFILE, preset, str(size), str(steps)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            prof = json.loads(line[len("RESULT ") :])
+            groups = sorted(set(prof["fp32"]) | set(prof["bf16"]))
+            table = {
+                g: {
+                    "fp32_ms": prof["fp32"].get(g, 0.0),
+                    "bf16_ms": prof["bf16"].get(g, 0.0),
+                }
+                for g in groups
+            }
+            conv = [g for g in groups if g.startswith("conv3d")]
+            f32 = sum(table[g]["fp32_ms"] for g in conv)
+            b16 = sum(table[g]["bf16_ms"] for g in conv)
+            return {
+                "preset": preset,
+                "size": size,
+                "groups": table,
+                # The best a step could gain if everything but the 3D convolutions were free.
+                "conv_only_speedup": f32 / b16 if b16 else None,
+            }
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
@@ -151,6 +234,15 @@ def main() -> None:
                 f"{r['bf16_s'] * 1000:7.1f} ms  x{r['speedup']:.2f}",
                 flush=True,
             )
+    profile = op_profile()
+    if "groups" in profile:
+        print(f"op profile {profile['preset']} {profile['size']}^3, thread-ms per train step:")
+        for g, r in profile["groups"].items():
+            sp = r["fp32_ms"] / r["bf16_ms"] if r["bf16_ms"] else float("nan")
+            print(f"  {g:24} fp32 {r['fp32_ms']:8.1f}  bf16 {r['bf16_ms']:8.1f}  x{sp:.2f}")
+        print(f"  3D convolutions alone: x{profile['conv_only_speedup']:.2f}", flush=True)
+    else:
+        print(f"op profile error: {profile.get('error')}")
     rows = []
     for size in [] if args.probe_only else args.sizes:
         for preset in args.presets:
@@ -196,6 +288,7 @@ def main() -> None:
         json.dumps(
             {
                 "layer_probe": probe,
+                "op_profile": profile,
                 "command": f"python benchmarks/bench_train.py --steps {args.steps} --sizes "
                 + " ".join(map(str, args.sizes)),
                 "rows": rows,
