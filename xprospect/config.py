@@ -67,6 +67,7 @@ from xprospect.utils import atomic_path
 __all__ = [
     "DataConfig",
     "ExperimentConfig",
+    "GanConfig",
     "ModelConfig",
     "OptimizerConfig",
     "ScheduleConfig",
@@ -143,18 +144,26 @@ class ScheduleConfig:
 
     Attributes:
         name: ``constant``; ``cosine`` (decay to ``min_fraction * learning_rate`` at the last
-            step); ``step`` (multiply by ``decay_factor`` every ``decay_every`` steps).
+            step); ``step`` (multiply by ``decay_factor`` every ``decay_every`` steps);
+            ``linear`` (constant until ``start_fraction`` of the run, then linearly to 0 at the
+            last step: X2CT-GAN's schedule with 0.5); ``multistep`` (multiply by
+            ``decay_factor`` at each of ``milestones``, fractions of the run: DuoLift's
+            ``[0.7]`` with 0.1).
         warmup_steps: Linear warm-up from 0 (cosine only).
         min_fraction: Final learning rate as a fraction of the initial one (cosine).
         decay_every: Steps between decays (step).
-        decay_factor: Factor applied at each decay (step).
+        decay_factor: Factor applied at each decay (step, multistep).
+        start_fraction: Where the linear decay starts, as a fraction of the run (linear).
+        milestones: Fractions of the run where the rate drops (multistep).
     """
 
-    name: Literal["constant", "cosine", "step"] = "constant"
+    name: Literal["constant", "cosine", "step", "linear", "multistep"] = "constant"
     warmup_steps: int = 0
     min_fraction: float = 0.0
     decay_every: int = 1000
     decay_factor: float = 0.5
+    start_fraction: float = 0.5
+    milestones: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -164,7 +173,9 @@ class OptimizerConfig:
     Attributes:
         name: ``adam`` or ``nadam``.
         learning_rate: Initial learning rate.
-        schedule: The learning-rate schedule.
+        schedule: The learning-rate schedule; None: the preset's (else constant).
+        beta_1: First-moment decay; None: the preset's (else Keras' 0.9).
+        beta_2: Second-moment decay; None: the preset's (else Keras' 0.999).
         use_ema: Keep an exponential moving average of the weights; validation, the best model
             and the exported model then use the averaged weights.
         ema_momentum: EMA decay per step.
@@ -173,10 +184,31 @@ class OptimizerConfig:
 
     name: Literal["adam", "nadam"] | None = None
     learning_rate: float | None = None
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig | None = None
+    beta_1: float | None = None
+    beta_2: float | None = None
     use_ema: bool = False
     ema_momentum: float = 0.999
     clip_global_norm: float | None = None
+
+
+@dataclass
+class GanConfig:
+    """Adversarial training (presets with a discriminator: X2CT-GAN, CVAA-GAN, DuoLift-GAN,
+    S-XR2CT). The generator's terms, ``adversarial`` included, are weights in ``loss``.
+
+    Attributes:
+        adversarial: ``lsgan`` (least squares) or ``bce`` (binary cross-entropy on logits);
+            None: the preset's.
+        discriminator: Overrides of the preset's discriminator arguments, e.g. ``{filters: [8,
+            16, 32, 64]}``.
+        d_learning_rate: The discriminator's learning rate; None: the generator's. Its
+            optimizer is the generator's kind with the same betas and schedule.
+    """
+
+    adversarial: Literal["lsgan", "bce"] | None = None
+    discriminator: dict[str, Any] = field(default_factory=dict)
+    d_learning_rate: float | None = None
 
 
 @dataclass
@@ -192,6 +224,8 @@ class TrainingConfig:
         checkpoint_every: Save a checkpoint every N steps and at the end.
         keep_checkpoints: Checkpoints kept on disk.
         log_every: Write training loss and learning rate to CSV / TensorBoard every N steps.
+        grad_accum_steps: Batches whose gradients are summed before one optimizer update (the
+            effective batch is ``data.batch_size * grad_accum_steps``); None: the preset's (1).
         mixed_precision: Keras dtype policy during the run.
         strategy: ``auto`` (multiworker if ``TF_CONFIG`` is set, mirrored with several GPUs,
             else the default strategy), ``one`` (one device), ``mirrored``, ``multiworker``.
@@ -213,6 +247,7 @@ class TrainingConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
+    grad_accum_steps: int | None = None
     mixed_precision: Precision = "none"
     strategy: StrategyName = "auto"
     seed: int = 0
@@ -229,8 +264,13 @@ class ExperimentConfig:
         name: Free label.
         data: Input pipeline.
         model: Network.
-        loss: Loss weights by term (``mae``, ``mse``, ``projection``); None: the preset's.
+        loss: Loss weights by term (``mae``, ``mse``, ``projection``, ``masked_mae``,
+            ``masked_mse``, ``perceptual``, ``adversarial``; see :mod:`xprospect.losses`);
+            None: the preset's.
+        perceptual: Arguments of :class:`xprospect.perceptual.PerceptualLoss` for the
+            ``perceptual`` term, e.g. ``{weights: null}`` for a randomly initialised VGG16.
         optimizer: Optimizer and schedule.
+        gan: Discriminator and adversarial loss.
         training: Run length and outputs.
     """
 
@@ -238,7 +278,9 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: dict[str, float] | None = None
+    perceptual: dict[str, Any] = field(default_factory=dict)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
@@ -436,7 +478,28 @@ def validate_config(config: ExperimentConfig, source: str | None = None) -> None
     _check(0 < o.ema_momentum < 1, "optimizer.ema_momentum", "must be in (0, 1)", source)
     clip = o.clip_global_norm
     _check(clip is None or clip > 0, "optimizer.clip_global_norm", "must be > 0", source)
-    s = o.schedule
+    for beta in ("beta_1", "beta_2"):
+        b = getattr(o, beta)
+        _check(b is None or 0 <= b < 1, f"optimizer.{beta}", f"must be in [0, 1), got {b}", source)
+    g = config.gan
+    dlr = g.d_learning_rate
+    _check(dlr is None or dlr > 0, "gan.d_learning_rate", f"must be > 0, got {dlr}", source)
+    s = o.schedule or ScheduleConfig()
+    _check(
+        0 <= s.start_fraction < 1, "optimizer.schedule.start_fraction", "must be in [0, 1)", source
+    )
+    _check(
+        all(0 < m < 1 for m in s.milestones) and s.milestones == sorted(s.milestones),
+        "optimizer.schedule.milestones",
+        "must be increasing fractions in (0, 1)",
+        source,
+    )
+    _check(
+        s.name != "multistep" or bool(s.milestones),
+        "optimizer.schedule.milestones",
+        "are required by the multistep schedule",
+        source,
+    )
     _check(s.warmup_steps >= 0, "optimizer.schedule.warmup_steps", "must be >= 0", source)
     _check(
         s.warmup_steps == 0 or s.name == "cosine",
@@ -459,6 +522,8 @@ def validate_config(config: ExperimentConfig, source: str | None = None) -> None
     for name in ("validation_every", "checkpoint_every", "keep_checkpoints", "log_every"):
         val = getattr(t, name)
         _check(val >= 1, f"training.{name}", f"must be >= 1, got {val}", source)
+    acc = t.grad_accum_steps
+    _check(acc is None or acc >= 1, "training.grad_accum_steps", f"must be >= 1, got {acc}", source)
     _check(t.seed >= 0, "training.seed", f"must be >= 0, got {t.seed}", source)
     _check(bool(t.output_dir), "training.output_dir", "is required", source)
 

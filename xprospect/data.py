@@ -342,6 +342,7 @@ def load_dataset(
     input_context: tf.distribute.InputContext | None = None,
     drop_remainder: bool = False,
     with_case_id: bool = False,
+    with_lung_mask: bool = False,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
@@ -365,6 +366,10 @@ def load_dataset(
             records, when there are fewer files than input pipelines) across workers.
         drop_remainder: Drop the last partial batch (static batch shapes).
         with_case_id: Add ``"case_id"`` to the inputs dict (for evaluation).
+        with_lung_mask: Add ``"lung_mask"``, ``(B, D, H, W, 1)`` float32 0/1, to the inputs dict:
+            :func:`xprospect.segmentation.lung_mask` of each (augmented) target volume, computed
+            on the fly (about 0.1 s per case at 64^3 and 1 s at 128^3, in parallel with
+            training). Models ignore it; the GAN trainer's masked terms use it.
 
     Returns:
         A dataset of ``(inputs, target)``; see the module docstring for shapes.
@@ -405,6 +410,7 @@ def load_dataset(
     if per_file and input_context is not None:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     vshape, dshape = (size, size, size), (drr_size, drr_size)
+    spacing = [float(v) for v in np.broadcast_to(manifest["config"]["spacing_mm"], (3,))]
     ds = ds.map(lambda s: parse_case(s, vshape, dshape), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
@@ -425,6 +431,8 @@ def load_dataset(
                 case, volume=spatial_augment(case["volume"], case["spacing_mm"], aug, seeds[0])
             )
         case["seed"] = seeds[1]
+        if with_lung_mask:
+            case["lung_mask"] = _lung_mask_tf(case["volume"], spacing)
         return case
 
     ds = ds.map(per_case, num_parallel_calls=tf.data.AUTOTUNE)
@@ -458,6 +466,8 @@ def load_dataset(
             inputs[v] = x[..., None]
         if with_case_id:
             inputs["case_id"] = batch["case_id"]
+        if with_lung_mask:
+            inputs["lung_mask"] = batch["lung_mask"][..., None]
         lo, hi = window
         target = tf.clip_by_value((volume - lo) / (hi - lo), 0.0, 1.0)[..., None]
         return inputs, target
@@ -465,6 +475,18 @@ def load_dataset(
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _lung_mask_tf(volume_hu: tf.Tensor, spacing_mm: Sequence[float]) -> tf.Tensor:
+    """:func:`xprospect.segmentation.lung_mask` inside a tf.data map (NumPy/SciPy code)."""
+    from xprospect.segmentation import lung_mask
+
+    def segment(hu: np.ndarray) -> np.ndarray:
+        return lung_mask(np.asarray(hu), spacing_mm=spacing_mm).astype(np.float32)
+
+    mask = tf.numpy_function(segment, [volume_hu], tf.float32, stateful=False)
+    mask.set_shape(volume_hu.shape)
+    return mask
 
 
 def augmentation_from_dict(values: dict[str, float] | None) -> Augmentation | None:

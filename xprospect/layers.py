@@ -398,7 +398,11 @@ class ExpandXrays(keras.layers.Layer):
     def _images(self, inputs: Any) -> list[Any]:
         if isinstance(inputs, dict):
             return [inputs[v] for v in self.views]
-        if isinstance(inputs, list | tuple):
+        # A shape tuple (ints and None) is one image's shape, not a list of images.
+        is_shape = isinstance(inputs, tuple) and all(
+            d is None or isinstance(d, int) for d in inputs
+        )
+        if isinstance(inputs, list | tuple) and not is_shape:
             return list(inputs)
         return [inputs]
 
@@ -670,7 +674,10 @@ class ConnectionD(keras.layers.Layer):
 
     Returns:
         Called on ``[c, previous]`` with ``c`` ``(B, r, r, r, ch_c)`` and ``previous``
-        ``(B, r/2, r/2, r/2, ch_p)`` (both canonical): ``(B, r, r, r, filters)``.
+        ``(B, r/2, r/2, r/2, ch_p)`` (both canonical): ``(B, r, r, r, filters)``. Called on
+        ``[c, previous, *extra]``, the extra ``(B, r, r, r, ch)`` tensors (the injected
+        back-projections) are concatenated right after ``c`` in the same concatenation, which
+        saves a full-resolution copy of ``c`` per scale.
     """
 
     def __init__(
@@ -709,14 +716,15 @@ class ConnectionD(keras.layers.Layer):
         )
 
     def build(self, input_shape: Any) -> None:
-        c_shape, prev_shape = (tuple(s) for s in input_shape)
+        c_shape, prev_shape, *extra = (tuple(s) for s in input_shape)
         self.upsample.build(prev_shape)
-        self.block.build((*c_shape[:-1], c_shape[-1] + self.filters))
+        channels = c_shape[-1] + sum(e[-1] for e in extra) + self.filters
+        self.block.build((*c_shape[:-1], channels))
         self.built = True
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        c, prev = inputs
-        x = ops.concatenate([c, self.upsample(prev)], axis=-1)
+        c, prev, *extra = inputs
+        x = ops.concatenate([c, *extra, self.upsample(prev)], axis=-1)
         return self.block(x, training=training)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[int | None, ...]:
@@ -899,6 +907,8 @@ class BackProjection(keras.layers.Layer):
             for k, v in self._tables.items()
             if isinstance(v, np.ndarray)
         }
+        # The float64 tables are not needed once converted (about 100 MB at 128^3).
+        self._tables = {k: v for k, v in self._tables.items() if k not in self._tensors}
         self.built = True
 
     def _const(self, name: str) -> Any:

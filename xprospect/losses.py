@@ -17,6 +17,10 @@ Terms:
   front-back and right-left), each pair of projections is compared by L1 (mean absolute
   difference), and the three are averaged. X2CT-GAN averages ``|v|``, which is the same for the
   non-negative volumes it and xprospect use.
+- :func:`masked_mae_per_example`, :func:`masked_mse_per_example`: the same inside a mask (the
+  lungs), for DuoLift.
+- :func:`discriminator_loss_per_example`, :func:`generator_adversarial_per_example`: LSGAN or BCE
+  on a discriminator's patch logits (the GAN family's trainer, :mod:`xprospect.training.steps`).
 - :class:`WeightedLoss` / :func:`build_loss`: a non-negative weighted sum of named terms, from a
   config mapping such as ``{"mae": 1.0, "projection": 0.1}`` (keys in :data:`LOSS_TERMS`).
 
@@ -36,13 +40,20 @@ from keras import ops
 from xprospect.errors import ConfigError
 
 __all__ = [
+    "ADVERSARIAL_KINDS",
+    "GENERATOR_TERMS",
     "LOSS_TERMS",
+    "MASKED_TERMS",
     "MAELoss",
     "MSELoss",
     "ProjectionLoss",
     "WeightedLoss",
     "build_loss",
+    "discriminator_loss_per_example",
+    "generator_adversarial_per_example",
     "mae_per_example",
+    "masked_mae_per_example",
+    "masked_mse_per_example",
     "mse_per_example",
     "projection_per_example",
 ]
@@ -104,6 +115,111 @@ def projection_per_example(y_true: Any, y_pred: Any) -> Any:
     t, p = _float32(y_true), _float32(y_pred)
     terms = [mae_per_example(ops.mean(t, axis=axis), ops.mean(p, axis=axis)) for axis in (1, 2, 3)]
     return (terms[0] + terms[1] + terms[2]) / 3.0
+
+
+def _masked_mean(values: Any, mask: Any) -> Any:
+    m = _float32(mask)
+    flat_v = ops.reshape(values * m, (ops.shape(values)[0], -1))
+    flat_m = ops.reshape(m, (ops.shape(m)[0], -1))
+    # An example with an empty mask contributes 0 rather than 0 / 0.
+    return ops.sum(flat_v, axis=1) / ops.maximum(ops.sum(flat_m, axis=1), 1.0)
+
+
+def masked_mae_per_example(y_true: Any, y_pred: Any, mask: Any) -> Any:
+    """Mean absolute error over the voxels where ``mask`` is 1 (DuoLift's lung term).
+
+    Args:
+        y_true: Tensor ``(B, ...)``.
+        y_pred: Tensor of the same shape.
+        mask: 0/1 tensor of the same shape (e.g. :func:`xprospect.segmentation.lung_mask`).
+
+    Returns:
+        float32 tensor ``(B,)``: ``sum(|p - t| * m) / max(sum(m), 1)``; voxels outside the mask
+        do not count at all.
+    """
+    return _masked_mean(ops.abs(_float32(y_pred) - _float32(y_true)), mask)
+
+
+def masked_mse_per_example(y_true: Any, y_pred: Any, mask: Any) -> Any:
+    """Mean squared error over the voxels where ``mask`` is 1 (see :func:`masked_mae_per_example`).
+
+    Returns:
+        float32 tensor ``(B,)``.
+    """
+    return _masked_mean(ops.square(_float32(y_pred) - _float32(y_true)), mask)
+
+
+# === Adversarial terms (logits in, per-example values out) ===
+
+
+def _patch_mean(x: Any) -> Any:
+    return _mean_over_examples(_float32(x))
+
+
+def _bce_with_logits(logits: Any, target: float) -> Any:
+    # log(1 + exp(-|z|)) + max(z, 0) - z * t: stable for large |z|.
+    z = _float32(logits)
+    return ops.maximum(z, 0.0) - z * target + ops.log1p(ops.exp(-ops.abs(z)))
+
+
+def discriminator_loss_per_example(real_logits: Any, fake_logits: Any, kind: str) -> Any:
+    """The discriminator's loss per example: real patches towards 1, generated towards 0.
+
+    ``lsgan``: ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` (Mao et al.; X2CT-GAN halves
+    the sum the same way). ``bce``: ``0.5 * (mean(BCE(D(real), 1)) + mean(BCE(D(fake), 0)))``.
+
+    Args:
+        real_logits: The discriminator's raw output on real volumes, ``(B, ...)``.
+        fake_logits: Its raw output on generated volumes, same shape.
+        kind: ``"lsgan"`` or ``"bce"``.
+
+    Returns:
+        float32 tensor ``(B,)``.
+    """
+    if kind == "lsgan":
+        real = _patch_mean(ops.square(_float32(real_logits) - 1.0))
+        fake = _patch_mean(ops.square(_float32(fake_logits)))
+    elif kind == "bce":
+        real = _patch_mean(_bce_with_logits(real_logits, 1.0))
+        fake = _patch_mean(_bce_with_logits(fake_logits, 0.0))
+    else:
+        raise ConfigError(f"adversarial loss must be lsgan or bce, got {kind!r}")
+    return 0.5 * (real + fake)
+
+
+def generator_adversarial_per_example(fake_logits: Any, kind: str) -> Any:
+    """The generator's adversarial term per example: its volumes judged real.
+
+    ``lsgan``: ``mean((D(fake) - 1)^2)``; ``bce``: ``mean(BCE(D(fake), 1))`` (the non-saturating
+    form).
+
+    Returns:
+        float32 tensor ``(B,)``.
+    """
+    if kind == "lsgan":
+        return _patch_mean(ops.square(_float32(fake_logits) - 1.0))
+    if kind == "bce":
+        return _patch_mean(_bce_with_logits(fake_logits, 1.0))
+    raise ConfigError(f"adversarial loss must be lsgan or bce, got {kind!r}")
+
+
+ADVERSARIAL_KINDS = ("lsgan", "bce")
+MASKED_TERMS: dict[str, Callable[[Any, Any, Any], Any]] = {
+    "masked_mae": masked_mae_per_example,
+    "masked_mse": masked_mse_per_example,
+}
+"""Terms that also take a mask ``(y_true, y_pred, mask) -> (B,)`` (the lung mask)."""
+GENERATOR_TERMS = (
+    "mae",
+    "mse",
+    "projection",
+    "masked_mae",
+    "masked_mse",
+    "perceptual",
+    "adversarial",
+)
+"""Every term name a config's ``loss`` may weight (the last four need the generator trainer's
+extra inputs: a lung mask, a feature network, a discriminator)."""
 
 
 LOSS_TERMS: dict[str, Callable[[Any, Any], Any]] = {

@@ -45,6 +45,8 @@ import numpy as np
 
 from xprospect.config import (
     ExperimentConfig,
+    ScheduleConfig,
+    _build,
     apply_overrides,
     load_config,
     validate_config,
@@ -176,6 +178,21 @@ def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> Experim
             cfg.optimizer.name = typing.cast(Literal["adam", "nadam"], name)
         if cfg.optimizer.learning_rate is None:
             cfg.optimizer.learning_rate = float(training.get("learning_rate", 1e-4))
+        for beta in ("beta_1", "beta_2"):
+            if getattr(cfg.optimizer, beta) is None and beta in training:
+                setattr(cfg.optimizer, beta, float(training[beta]))
+        if cfg.optimizer.schedule is None and training.get("schedule"):
+            cfg.optimizer.schedule = _build(
+                ScheduleConfig, training["schedule"], f"preset {key}: schedule", None
+            )
+        if cfg.gan.adversarial is None and training.get("adversarial"):
+            cfg.gan.adversarial = training["adversarial"]
+        if cfg.training.grad_accum_steps is None and training.get("grad_accum_steps"):
+            cfg.training.grad_accum_steps = int(training["grad_accum_steps"])
+    if cfg.optimizer.schedule is None:
+        cfg.optimizer.schedule = ScheduleConfig()
+    if cfg.training.grad_accum_steps is None:
+        cfg.training.grad_accum_steps = 1
     validate_config(cfg, "resolved config")
     return cfg
 
@@ -201,11 +218,11 @@ def _total_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
 # === Optimizer and model.fit support ===
 
 
-def _learning_rate(config: ExperimentConfig, total_steps: int) -> Any:
+def _learning_rate(config: ExperimentConfig, total_steps: int, lr: float | None = None) -> Any:
     import keras
 
-    lr = float(config.optimizer.learning_rate or 1e-4)
-    s = config.optimizer.schedule
+    lr = float(lr if lr is not None else config.optimizer.learning_rate or 1e-4)
+    s = config.optimizer.schedule or ScheduleConfig()
     if s.name == "constant":
         return lr
     if s.name == "cosine":
@@ -215,12 +232,22 @@ def _learning_rate(config: ExperimentConfig, total_steps: int) -> Any:
                 0.0, decay, alpha=s.min_fraction, warmup_target=lr, warmup_steps=s.warmup_steps
             )
         return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=s.min_fraction)
+    if s.name == "linear":
+        from xprospect.training.schedules import DelayedLinearDecay
+
+        return DelayedLinearDecay(lr, total_steps, round(s.start_fraction * total_steps))
+    if s.name == "multistep":
+        bounds = sorted({max(1, round(m * total_steps)) for m in s.milestones})
+        values = [lr * s.decay_factor**i for i in range(len(bounds) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
     return keras.optimizers.schedules.ExponentialDecay(
         lr, decay_steps=s.decay_every, decay_rate=s.decay_factor, staircase=True
     )
 
 
-def build_optimizer(config: ExperimentConfig, total_steps: int = 1) -> Any:
+def build_optimizer(
+    config: ExperimentConfig, total_steps: int = 1, *, learning_rate: float | None = None
+) -> Any:
     """The Keras optimizer of a (resolved) config.
 
     Gradient clipping is not set on the optimizer: Keras would clip each replica's partial
@@ -230,7 +257,8 @@ def build_optimizer(config: ExperimentConfig, total_steps: int = 1) -> Any:
     Args:
         config: Needs ``optimizer.name`` and ``optimizer.learning_rate`` (see
             :func:`resolve_config`).
-        total_steps: Run length, for the cosine schedule.
+        total_steps: Run length, for the schedules.
+        learning_rate: Instead of ``optimizer.learning_rate`` (the discriminator's rate).
     """
     import keras
 
@@ -238,10 +266,12 @@ def build_optimizer(config: ExperimentConfig, total_steps: int = 1) -> Any:
     classes = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}
     if o.name not in classes:
         raise ConfigError(f"optimizer.name: expected adam or nadam, got {o.name!r}")
+    betas = {k: v for k, v in (("beta_1", o.beta_1), ("beta_2", o.beta_2)) if v is not None}
     optimizer = classes[o.name](
-        learning_rate=_learning_rate(config, total_steps),
+        learning_rate=_learning_rate(config, total_steps, learning_rate),
         use_ema=o.use_ema,
         ema_momentum=o.ema_momentum,
+        **betas,
     )
     if config.training.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -249,9 +279,36 @@ def build_optimizer(config: ExperimentConfig, total_steps: int = 1) -> Any:
 
 
 def _default_loss(config: ExperimentConfig) -> Any:
+    """The voxel terms (``mae``, ``mse``, ``projection``) of the config's loss; None if it has
+    none (the generator trainer adds masked, perceptual and adversarial terms itself)."""
+    from xprospect.losses import GENERATOR_TERMS, LOSS_TERMS, build_loss
+
+    weights = dict(config.loss or {"mae": 1.0})
+    unknown = sorted(k for k in weights if k not in GENERATOR_TERMS)
+    if unknown:
+        raise ConfigError(
+            f"loss: unknown term(s) {', '.join(unknown)}; valid terms: {', '.join(GENERATOR_TERMS)}"
+        )
+    plain = {k: v for k, v in weights.items() if k in LOSS_TERMS and v > 0}
+    return build_loss(plain) if plain else None
+
+
+def _mae_loss() -> Any:
     from xprospect.losses import build_loss
 
-    return build_loss(dict(config.loss or {"mae": 1.0}))
+    return build_loss({"mae": 1.0})
+
+
+def _default_discriminator(config: ExperimentConfig) -> Any:
+    """The preset's discriminator (None for a generator-only preset or an injected model)."""
+    from xprospect.models import PRESETS, build_discriminator
+
+    m = config.model
+    if m.preset not in PRESETS:
+        return None
+    return build_discriminator(
+        m.preset, size=int(m.size or 64), views=tuple(config.data.views), **config.gan.discriminator
+    )
 
 
 def _default_model(config: ExperimentConfig) -> Any:
@@ -347,8 +404,11 @@ class Trainer:
         config: The experiment (validated; preset defaults are filled in by :meth:`fit`).
         model_fn: ``model_fn(config) -> keras.Model``; default: ``xprospect.models.build_model``
             with the config's preset, size, views, geometry and overrides.
-        loss_fn: ``loss_fn(config) -> keras.losses.Loss``; default:
-            ``xprospect.losses.build_loss(config.loss)``.
+        loss_fn: ``loss_fn(config) -> keras.losses.Loss`` of the voxel terms; default:
+            ``xprospect.losses.build_loss`` of the config's ``mae``/``mse``/``projection``
+            weights.
+        discriminator_fn: ``discriminator_fn(config) -> keras.Model | None`` for configs with an
+            ``adversarial`` term; default: ``xprospect.models.build_discriminator`` of the preset.
         step_hook: ``step_hook(step, logs)`` after each step (tests, notebooks); an exception
             raised there ends the run like a crash would.
         progress: Show a Keras progress bar (chief only).
@@ -360,6 +420,7 @@ class Trainer:
         *,
         model_fn: ModelFn | None = None,
         loss_fn: LossFn | None = None,
+        discriminator_fn: ModelFn | None = None,
         step_hook: StepHook | None = None,
         progress: bool = True,
     ) -> None:
@@ -368,6 +429,8 @@ class Trainer:
         self._custom_model = model_fn is not None
         self.model_fn: ModelFn = model_fn or _default_model
         self.loss_fn: LossFn = loss_fn or _default_loss
+        self.discriminator_fn: ModelFn = discriminator_fn or _default_discriminator
+        self.discriminator: Any = None
         self.step_hook = step_hook
         self.progress = progress
         self.model: Any = None

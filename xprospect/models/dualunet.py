@@ -233,18 +233,24 @@ class DualUNet(keras.Model):
             c = self.connection_c(views, dtype=policy, name=f"fusion_connC{r}")(
                 feats if len(feats) > 1 else feats[0]
             )
+            extra = []
             if injected is not None:
                 bp = injected
                 if r < size:
                     bp = keras.layers.AveragePooling3D(
                         size // r, dtype=policy, name=f"backproj_pool{r}"
                     )(bp)
-                c = keras.layers.Concatenate(dtype=policy, name=f"fusion_inject{r}")([c, bp])
+                extra.append(bp)
             if fused is None:
+                if extra:
+                    c = keras.layers.Concatenate(dtype=policy, name=f"fusion_inject{r}")(
+                        [c, *extra]
+                    )
                 fused = ConvBlock(filters_at(r), rank=3, **block, name=f"fusion{r}")(c)
             else:
+                # Injected channels join C inside D's one concatenation (no extra copy of C).
                 fused = self.connection_d(filters_at(r), **block, name=f"fusion_connD{r}")(
-                    [c, fused]
+                    [c, fused, *extra]
                 )
 
         # === Head ===

@@ -9,6 +9,24 @@ preset         bottleneck   training                  what changes
 512-ProjInj    512 (8^3)    MAE, Nadam                X-rays back-projected into the fusion
 ============== ============ ========================= ===========================================
 
+The GAN family (issue: "one package, one trainer, one data pipeline, one set of metrics"):
+
+============== ========== ============================ =====================================
+preset         views      generator / discriminator    training (loss weights; optimizer)
+============== ========== ============================ =====================================
+X2CT-CNN+B     1 or 2     X2CTGenerator / none         mse 10; Adam 2e-4 (0.5, 0.99), linear
+                                                       decay from 50 %
+X2CT-GAN       1 or 2     X2CTGenerator / X2CT Patch   + projection 10, adversarial 0.1
+                                                       (LSGAN)
+CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN (see CVAAGenerator)
+DuoLift-CNN    2          DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
+                                                       4 batches accumulated
+DuoLift-GAN    2          DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
+                                                       adversarial 0.01 (BCE); Adam 1e-4
+S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, projection 10,
+                                                       perceptual 1 (LSGAN); Adam 2e-4
+============== ========== ============================ =====================================
+
 Each preset is size-free: :func:`build_model` builds it for ``size`` 64 or 128 (X-rays 64^2 /
 128^2, volumes 64^3 / 128^3), or any power of two for tests. Filter counts (``base_filters`` 16,
 doubling per level up to 256) follow a standard UNet; ``base_filters`` 8 is the CPU-friendly
@@ -25,7 +43,41 @@ from typing import Any
 
 from xprospect.errors import ConfigError
 
-__all__ = ["MODEL_KEYS", "PRESETS", "PresetInfo", "build_model", "list_presets", "preset_config"]
+__all__ = [
+    "FAMILIES",
+    "MODEL_KEYS",
+    "PRESETS",
+    "PresetInfo",
+    "build_discriminator",
+    "build_model",
+    "list_presets",
+    "model_keys",
+    "preset_config",
+]
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    "dualunet": ("xprospect.models.dualunet", "DualUNet"),
+    "x2ct": ("xprospect.models.x2ct", "X2CTGenerator"),
+    "cvaa": ("xprospect.models.cvaa", "CVAAGenerator"),
+    "duolift": ("xprospect.models.duolift", "DuoLiftGenerator"),
+    "sxr2ct": ("xprospect.models.sxr2ct", "SXR2CTGenerator"),
+}
+"""Generator family → (module, class)."""
+DISCRIMINATORS: dict[str, str] = {
+    "x2ct": "x2ct_discriminator",
+    "duolift": "duolift_discriminator",
+}
+"""Discriminator kind → factory in :mod:`xprospect.models.discriminators`."""
+
+_X2CT_TRAINING: dict[str, Any] = {
+    "loss_weights": {"mse": 10.0, "projection": 10.0},
+    "optimizer": "adam",
+    "learning_rate": 2e-4,
+    "beta_1": 0.5,
+    "beta_2": 0.99,
+    "schedule": {"name": "linear", "start_fraction": 0.5},
+}
+_GAN_BOTH = ("frontal", "lateral")
 
 _COMMON: dict[str, Any] = {
     "base_filters": 16,
@@ -39,28 +91,129 @@ _COMMON: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "64-Dense": {
+        "family": "dualunet",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": None,
         "description": "DualUNet, 64-unit dense bottleneck (4^3 grid), MSE + Adam",
         "model": {**_COMMON, "dense_units": 64, "back_projection": False},
         "training": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     },
     "512-Dense": {
+        "family": "dualunet",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": None,
         "description": "DualUNet, 512-unit dense bottleneck (8^3 grid), MSE + Adam",
         "model": {**_COMMON, "dense_units": 512, "back_projection": False},
         "training": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     },
     "512-Dense-MAE": {
+        "family": "dualunet",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": None,
         "description": "512-Dense trained with MAE + Nadam",
         "model": {**_COMMON, "dense_units": 512, "back_projection": False},
         "training": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     },
     "512-ProjInj": {
+        "family": "dualunet",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": None,
         "description": "512-Dense-MAE + back-projected X-rays injected at every fusion scale",
         "model": {**_COMMON, "dense_units": 512, "back_projection": True},
         "training": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     },
+    "X2CT-CNN+B": {
+        "family": "x2ct",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": None,
+        # The paper's CNN baselines are the generator trained with the reconstruction loss only.
+        "description": "X2CT-CNN+B (Ying et al. 2019): the X2CT-GAN generator alone, MSE",
+        "model": {},
+        "training": {**_X2CT_TRAINING, "loss_weights": {"mse": 10.0}},
+    },
+    "X2CT-GAN": {
+        "family": "x2ct",
+        "views": (("frontal", "lateral"), ("frontal",)),
+        "discriminator": {"kind": "x2ct", "args": {}},
+        "description": "X2CT-GAN (Ying et al. 2019): DenseNet encoders, 3D decoders, PatchGAN",
+        "model": {},
+        "training": {
+            **_X2CT_TRAINING,
+            "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
+            "adversarial": "lsgan",
+        },
+    },
+    "CVAA-GAN": {
+        "family": "cvaa",
+        "views": (("frontal", "lateral"),),
+        "discriminator": {"kind": "x2ct", "args": {}},
+        "description": "CVAA-GAN (Qiao et al. 2024): coarse-fine view attention alignment",
+        "model": {},
+        "training": {
+            **_X2CT_TRAINING,
+            "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
+            "adversarial": "lsgan",
+            "schedule": {"name": "constant"},
+        },
+    },
+    "DuoLift-CNN": {
+        "family": "duolift",
+        "views": (("frontal", "lateral"),),
+        "discriminator": None,
+        "description": "DuoLift-CNN (Zhang and Ying 2024): two lifts, 3D UNet++ then 3D UNet",
+        "model": {},
+        "training": {
+            "loss_weights": {"mse": 1.0, "mae": 1.0},
+            "optimizer": "adam",
+            "learning_rate": 5e-4,
+            "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
+            "grad_accum_steps": 4,
+        },
+    },
+    "DuoLift-GAN": {
+        "family": "duolift",
+        "views": (("frontal", "lateral"),),
+        "discriminator": {"kind": "duolift", "args": {}},
+        "description": "DuoLift-GAN: DuoLift-CNN + lung-masked terms + BCE discriminator",
+        "model": {},
+        "training": {
+            "loss_weights": {
+                "mse": 1.0,
+                "mae": 1.0,
+                "masked_mse": 1.0,
+                "masked_mae": 1.0,
+                "adversarial": 0.01,
+            },
+            "adversarial": "bce",
+            "optimizer": "adam",
+            "learning_rate": 1e-4,
+            "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
+            "grad_accum_steps": 4,
+        },
+    },
+    "S-XR2CT": {
+        "family": "sxr2ct",
+        "views": (("frontal",),),
+        "discriminator": {"kind": "x2ct", "args": {}},
+        "description": "S-XR2CT (Hor, Yang and Kim 2025): single view, likelihood, CT template",
+        "model": {},
+        "training": {
+            **_X2CT_TRAINING,
+            "loss_weights": {
+                "mse": 10.0,
+                "projection": 10.0,
+                "perceptual": 1.0,
+                "adversarial": 0.1,
+            },
+            "adversarial": "lsgan",
+            "schedule": {"name": "constant"},
+        },
+    },
 }
-"""Preset name → ``{"description", "model": DualUNet arguments, "training": {"loss_weights",
-"optimizer", "learning_rate"}}``."""
+"""Preset name → ``{"family", "views" (the view sets it supports), "discriminator" (None or
+``{"kind", "args"}``), "description", "model": generator arguments, "training": {"loss_weights",
+"optimizer", "learning_rate", and optionally "beta_1", "beta_2", "schedule", "adversarial",
+"grad_accum_steps"}}``."""
 
 MODEL_KEYS: tuple[str, ...] = (
     "base_filters",
@@ -87,14 +240,16 @@ class PresetInfo:
     Attributes:
         name: Preset name.
         size: Cube edge (X-rays ``size^2``, volume ``size^3``).
-        params: Number of parameters of the built model.
+        params: Number of parameters of the built generator.
         description: One line.
+        discriminator_params: Parameters of its discriminator (0: none).
     """
 
     name: str
     size: int
     params: int
     description: str
+    discriminator_params: int = 0
 
 
 def _preset(name: str) -> dict[str, Any]:
@@ -103,86 +258,157 @@ def _preset(name: str) -> dict[str, Any]:
     return PRESETS[name]
 
 
+def _family_class(family: str) -> type:
+    import importlib
+
+    module, name = FAMILIES[family]
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+_BUILD_ARGS = ("size", "views", "geometry", "spacing_mm")
+
+
+def _init_params(cls: type) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]
+
+
+def model_keys(preset: str) -> tuple[str, ...]:
+    """The overrides :func:`build_model` accepts for ``preset`` (its generator's arguments)."""
+    family = _preset(preset)["family"]
+    if family == "dualunet":
+        return MODEL_KEYS
+    params = _init_params(_family_class(family))
+    keys = [k for k in params if k not in ("self", "kwargs", *_BUILD_ARGS)]
+    return (*keys, "dtype", "name") if "dtype" in keys else (*keys, "name")
+
+
 def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     """A deep copy of a preset with model overrides applied (validated like :func:`build_model`).
 
     Returns:
-        ``{"description", "model", "training"}``.
+        The preset's entry of :data:`PRESETS` with ``model`` updated.
 
     Raises:
         ConfigError: Unknown preset or override key.
     """
     config = copy.deepcopy(_preset(preset))
-    unknown = sorted(set(overrides) - set(MODEL_KEYS))
+    valid = model_keys(preset)
+    unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ConfigError(
-            f"unknown override(s) {unknown} for preset {preset!r}; valid keys: {list(MODEL_KEYS)}"
+            f"unknown override(s) {unknown} for preset {preset!r}; valid keys: {list(valid)}"
         )
     config["model"].update(overrides)
     return config
+
+
+def _check_views(preset: str, views: Sequence[str]) -> tuple[str, ...]:
+    views = tuple(views)
+    allowed = [tuple(v) for v in _preset(preset)["views"]]
+    if views not in allowed:
+        raise ConfigError(
+            f"preset {preset!r} takes views {' or '.join(str(list(a)) for a in allowed)}, got "
+            f"{list(views)}"
+        )
+    return views
 
 
 def build_model(
     preset: str,
     *,
     size: int = 64,
-    views: Sequence[str] = ("frontal", "lateral"),
+    views: Sequence[str] | None = None,
     geometry: str = "x2ct",
     spacing_mm: float | None = None,
     **overrides: Any,
 ) -> Any:
-    """Builds a preset's :class:`~xprospect.models.dualunet.DualUNet`.
+    """Builds a preset's generator (:class:`~xprospect.models.dualunet.DualUNet` or one of the GAN
+    family's).
 
     Args:
         preset: A key of :data:`PRESETS`.
-        size: Edge of the X-rays and of the output cube (64 or 128 for the paper's rows).
-        views: ``("frontal", "lateral")`` or ``("frontal",)`` for single-view mode.
-        geometry: Geometry of the back-projection injection (``"x2ct"``, ``"xprospect_mean"``,
-            ``"parallel"``); it should match the one the training DRRs were rendered with.
-        spacing_mm: Voxel size of the output cube; None: ``320 / size``.
-        **overrides: Any of :data:`MODEL_KEYS` (e.g. ``base_filters=8``, ``dense_units=64``,
-            ``activation="relu"``, ``dropout=0.1``, ``back_projection=False``,
-            ``dtype="mixed_bfloat16"``).
+        size: Edge of the X-rays and of the output cube (64 or 128 for the papers' rows).
+        views: ``("frontal", "lateral")`` or ``("frontal",)`` (single view) where the preset has
+            it; None: the preset's first view set.
+        geometry: Geometry of the back-projection injection (DualUNet only: ``"x2ct"``,
+            ``"xprospect_mean"``, ``"parallel"``); it should match the training DRRs'.
+        spacing_mm: Voxel size of the output cube (DualUNet only); None: ``320 / size``.
+        **overrides: Generator arguments (:func:`model_keys`), e.g. ``base_filters=8`` or
+            ``dtype="mixed_bfloat16"``.
 
     Returns:
-        The uncompiled ``keras.Model`` (a registered :class:`DualUNet`), inputs
-        ``{"frontal": (B, size, size, 1)[, "lateral": ...]}``, output ``(B, size, size, size, 1)``.
+        The uncompiled ``keras.Model``: inputs ``{"frontal": (B, size, size, 1)[, "lateral":
+        ...]}``, output ``(B, size, size, size, 1)`` in [0, 1].
 
     Raises:
-        ConfigError: Unknown preset, unknown override key (the message lists the valid ones) or an
-            invalid value.
+        ConfigError: Unknown preset, unknown override key (the message lists the valid ones),
+            views the preset does not take, or an invalid value.
     """
-    from xprospect.models.dualunet import DualUNet
-
     config = preset_config(preset, **overrides)
+    views = tuple(config["views"][0]) if views is None else _check_views(preset, views)
     model_args = config["model"]
-    model_args.setdefault("name", preset.lower().replace("-", "_"))
-    return DualUNet(
-        size=size, views=tuple(views), geometry=geometry, spacing_mm=spacing_mm, **model_args
-    )
+    model_args.setdefault("name", preset.lower().replace("-", "_").replace("+", "_"))
+    cls = _family_class(config["family"])
+    if config["family"] == "dualunet":
+        model_args.update(geometry=geometry, spacing_mm=spacing_mm)
+    if "views" in _init_params(cls):
+        model_args["views"] = views
+    return cls(size=size, **model_args)
 
 
-@functools.lru_cache(maxsize=32)
-def _count_params(model_items: tuple[tuple[str, Any], ...], size: int) -> int:
+def build_discriminator(
+    preset: str, *, size: int = 64, views: Sequence[str] | None = None, **overrides: Any
+) -> Any:
+    """Builds a preset's conditional 3D discriminator, or returns None if it has none.
+
+    Args:
+        preset: A key of :data:`PRESETS`.
+        size: Cube edge.
+        views: The X-rays it is conditioned on; None: the preset's first view set.
+        **overrides: Arguments of :class:`~xprospect.models.discriminators.PatchDiscriminator3D`.
+
+    Raises:
+        ConfigError: Unknown preset or invalid arguments.
+    """
+    config = _preset(preset)
+    spec = config.get("discriminator")
+    if not spec:
+        return None
+    from xprospect.models import discriminators
+
+    views = tuple(config["views"][0]) if views is None else _check_views(preset, views)
+    factory = getattr(discriminators, DISCRIMINATORS[spec["kind"]])
+    try:
+        return factory(size, views, **{**spec.get("args", {}), **overrides})
+    except TypeError as exc:
+        raise ConfigError(f"discriminator of preset {preset!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _count_params(preset: str, size: int, which: str) -> int:
     import gc
 
     import keras
 
-    from xprospect.models.dualunet import DualUNet
-
     with keras.device("cpu"):
-        model = DualUNet(size=size, **dict(model_items))
-    count = int(model.count_params())
+        model = (build_model if which == "G" else build_discriminator)(preset, size=size)
+    count = 0 if model is None else int(model.count_params())
     del model
     gc.collect()
     return count
 
 
-def list_presets(sizes: Sequence[int] = PRESET_SIZES) -> list[PresetInfo]:
-    """Every preset at every size with its parameter count (models are built once, then cached).
+def list_presets(
+    sizes: Sequence[int] = PRESET_SIZES, names: Sequence[str] | None = None
+) -> list[PresetInfo]:
+    """Every preset at every size with its parameter counts (models are built once, cached).
 
     Args:
         sizes: Cube edges.
+        names: Only these presets (default: all).
 
     Returns:
         Rows in preset order, then size order.
@@ -191,10 +417,11 @@ def list_presets(sizes: Sequence[int] = PRESET_SIZES) -> list[PresetInfo]:
         PresetInfo(
             name,
             int(s),
-            # Presets that differ only in training (512-Dense, 512-Dense-MAE) share one count.
-            _count_params(tuple(sorted(cfg["model"].items())), int(s)),
+            _count_params(name, int(s), "G"),
             cfg["description"],
+            _count_params(name, int(s), "D"),
         )
         for name, cfg in PRESETS.items()
+        if names is None or name in names
         for s in sizes
     ]

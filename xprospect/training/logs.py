@@ -49,14 +49,22 @@ class MetricsCSV:
         path: The CSV file.
         resume_step: The step training restarts from; later rows (logged after the checkpoint a
             crashed run resumed from) are removed, because they will be logged again.
+        extra_columns: Columns after :data:`CSV_COLUMNS` (a GAN's ``g_adversarial``,
+            ``d_loss``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], resume_step: int) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        resume_step: int,
+        extra_columns: Sequence[str] = (),
+    ) -> None:
         self.path = Path(path)
+        self.columns = (*CSV_COLUMNS, *extra_columns)
         kept = [r for r in read_metrics(self.path) if int(float(r["step"])) <= resume_step]
         # Rewrite atomically so that an interruption here cannot lose the earlier rows.
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(kept)
         with atomic_path(self.path) as tmp:
@@ -64,9 +72,9 @@ class MetricsCSV:
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Writes one row (missing columns stay empty) and flushes it to disk."""
-        cells = {k: _cell(row.get(k)) for k in CSV_COLUMNS}
+        cells = {k: _cell(row.get(k)) for k in self.columns}
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_COLUMNS).writerow(cells)
+            csv.DictWriter(f, fieldnames=self.columns).writerow(cells)
 
 
 def _cell(value: Any) -> str:
@@ -164,7 +172,12 @@ def save_curves(rows: Sequence[Mapping[str, str]], path: str | os.PathLike[str])
     step = np.array([_float(r, "step") for r in rows])
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_psnr = fig.subplots(1, 2)
-    for key, label in (("loss", "training loss"), ("val_loss", "validation loss")):
+    curves = (
+        ("loss", "training loss (generator)" if rows and "d_loss" in rows[0] else "training loss"),
+        ("d_loss", "discriminator loss"),
+        ("val_loss", "validation loss"),
+    )
+    for key, label in curves:
         y = np.array([_float(r, key) for r in rows])
         ok = np.isfinite(y)
         if ok.any():

@@ -23,6 +23,7 @@ from xprospect.config import ExperimentConfig, config_to_dict, dump_config
 from xprospect.errors import ConfigError
 from xprospect.train import (
     TrainResult,
+    _mae_loss,
     _manifest,
     _per_example_loss,
     _psnr_fn,
@@ -30,7 +31,6 @@ from xprospect.train import (
     _steps_per_epoch,
     _total_steps,
     _window,
-    build_optimizer,
 )
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ class TrainingRun:
                 hu_window=_window(cfg),
                 views=tuple(cfg.data.views),
                 xray_mapping=cfg.data.xray_mapping,
+                with_lung_mask=self.logic.needs_mask,
                 shuffle=True,
                 shuffle_buffer=cfg.data.shuffle_buffer,
                 # Each pipeline its own seed: equal seeds would give every replica the same
@@ -158,15 +159,19 @@ class TrainingRun:
         import tensorflow as tf
 
         from xprospect.training.distribute import DataTracking, input_options
+        from xprospect.training.steps import StepLogic
 
-        cfg = self.cfg
+        self.logic = StepLogic(self)
         with self.strategy.scope():
-            self.model = self.trainer.model_fn(cfg)
-            self.optimizer = build_optimizer(cfg, self.total)
-            # Built now, so that a restore fills existing slots (no deferred restoration).
-            self.optimizer.build(self.model.trainable_variables)
+            self.logic.build()
+        self.model, self.optimizer = self.logic.model, self.logic.optimizer
         self.trainer.model, self.trainer.optimizer = self.model, self.optimizer
-        self.loss = _per_example_loss(self.trainer.loss_fn(cfg))
+        self.trainer.discriminator = self.logic.discriminator
+        plain = self.logic.plain_loss
+        # Validation scores the voxel terms; a config with none of them gets MAE.
+        self.loss = plain if plain is not None else _per_example_loss(_mae_loss())
+        if not self.start_step and not self.latest:
+            self._set_template()
 
         self.data_mode = self._data_mode()
         expected = (
@@ -195,11 +200,7 @@ class TrainingRun:
                     self._dataset_fn(self.start_step), options
                 )
                 self.iterator = iter(dist)
-        objects: dict[str, Any] = {
-            "model": self.model,
-            "optimizer": self.optimizer,
-            "step": self.step_var,
-        }
+        objects: dict[str, Any] = {**self.logic.checkpoint_objects(), "step": self.step_var}
         if tracking is not None:
             objects["data"] = tracking.trackable
         self.checkpoint = tf.train.Checkpoint(**objects)
@@ -211,57 +212,6 @@ class TrainingRun:
                 self.store.restore(tf.train.Checkpoint(**partial), self.latest)
             log.info("resumed from %s at step %d", self.latest, self.start_step)
         self.store.attach(self.checkpoint)
-
-    def _make_train_step(self) -> Callable[[Any], Any]:
-        import tensorflow as tf
-
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
-        global_batch = self.cfg.data.batch_size
-        clip = self.cfg.optimizer.clip_global_norm
-        replicas = self.replicas
-        per_example_loss = self.loss
-
-        def clipped(grads: list[Any]) -> list[Any]:
-            # The global norm of the summed gradient, as on one device: sum over replicas here,
-            # clip, and hand each replica 1/n of it since the optimizer sums them again.
-            idx = [i for i, g in enumerate(grads) if g is not None]
-            present = [grads[i] for i in idx]
-            scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-            if replicas > 1:
-                ctx = tf.distribute.get_replica_context()
-                present = ctx.all_reduce(tf.distribute.ReduceOp.SUM, present)
-            present = [g / scale for g in present]
-            present, _ = tf.clip_by_global_norm(present, clip)
-            present = [g * (scale / replicas) for g in present]
-            out = list(grads)
-            for i, g in zip(idx, present, strict=True):
-                out[i] = g
-            return out
-
-        def replica_step(x: Any, y: Any) -> Any:
-            variables = model.trainable_variables
-            with tf.GradientTape() as tape:
-                pred = model(x, training=True)
-                per_example = per_example_loss(y, pred)
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(
-                        tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
-                    )
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, variables)
-            if clip is not None:
-                grads = clipped(list(grads))
-            optimizer.apply(grads, variables)
-            return loss
-
-        @tf.function
-        def train_step(iterator: Any) -> Any:
-            x, y = next(iterator)
-            losses = strategy.run(replica_step, args=(x, y))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-        return train_step
 
     # --- weights ---
 
@@ -287,11 +237,7 @@ class TrainingRun:
         import tensorflow as tf
 
         if getattr(self, "_all_finite", None) is None:
-            variables = [
-                v
-                for v in [*self.model.weights, *self.optimizer.variables]
-                if "float" in str(v.dtype)
-            ]
+            variables = self.logic.state_variables()
 
             @tf.function
             def all_finite() -> Any:
@@ -403,32 +349,36 @@ class TrainingRun:
 
         if not self.has_val:
             log.warning("no 'val' split in %s: no validation and no best model", cfg.data.dir)
-        csv = MetricsCSV(self.out / "metrics.csv", step) if self.chief else None
+        extra = [n for n in self.logic.log_names if n != "loss"]
+        csv = (
+            MetricsCSV(self.out / "metrics.csv", step, extra_columns=extra) if self.chief else None
+        )
         tb = TensorBoardLog(self.out / "tensorboard") if self.chief else None
-        train_step = self._make_train_step()
+        train_step = self.logic.make_train_step()
         show = self.trainer.progress and self.chief
         bar = _EpochBar(self.steps_per_epoch, self.total, step, enabled=show)
-        window: list[float] = []
+        window: list[dict[str, float]] = []
         status: Literal["completed", "diverged"] = "completed"
         message = ""
         try:
             while step < self.total:
                 lr = self._lr()  # the rate this step uses (schedules read the iteration count)
-                loss = float(train_step(self.iterator))
+                values = {k: float(v) for k, v in train_step(self.iterator).items()}
                 step += 1
-                if not math.isfinite(loss):
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
                     status = "diverged"
-                    message = self._diverged(step, loss)
+                    message = self._diverged(step, values[bad[0]], name=bad[0])
                     break
-                window.append(loss)
-                logs: dict[str, float] = {"loss": loss, "learning_rate": lr}
+                window.append(values)
+                logs: dict[str, float] = {**values, "learning_rate": lr}
                 row: dict[str, Any] = {}
                 if step % cfg.training.log_every == 0 or step == self.total:
-                    mean_loss = float(np.mean(window))
+                    means = {k: float(np.mean([w[k] for w in window])) for k in values}
                     window = []
-                    row.update(loss=mean_loss, learning_rate=lr)
+                    row.update(means, learning_rate=lr)
                     if tb is not None:
-                        tb.scalars("train", {"loss": mean_loss, "learning_rate": lr}, step)
+                        tb.scalars("train", {**means, "learning_rate": lr}, step)
                 validate = self.has_val and (
                     step % cfg.training.validation_every == 0 or step == self.total
                 )
@@ -475,13 +425,26 @@ class TrainingRun:
             self._figures()
         return self._result(status, step, model_path=model_path, message=message)
 
+    def _set_template(self) -> None:
+        """Gives a model with a CT template (S-XR2CT) the mean training volume, on a fresh run."""
+        if not hasattr(self.model, "set_template"):
+            return
+        from xprospect.evaluation import MeanVolumeBaseline
+
+        cfg = self.cfg
+        mean = MeanVolumeBaseline.fit(cfg.data.dir, hu_window=_window(cfg)).mean
+        self.model.set_template(mean)
+        log.info("template CT: the mean of the training volumes of %s", cfg.data.dir)
+
     def _lr(self) -> float:
         import keras
 
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def _diverged(self, step: int, loss: float, *, weights: bool = False) -> str:
-        what = "weights or optimizer state became NaN/Inf" if weights else f"loss is {loss}"
+    def _diverged(
+        self, step: int, loss: float, *, weights: bool = False, name: str = "loss"
+    ) -> str:
+        what = "weights or optimizer state became NaN/Inf" if weights else f"{name} is {loss}"
         latest = self.store.latest()
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
         msg = (

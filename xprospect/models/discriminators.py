@@ -1,0 +1,350 @@
+"""Conditional 3D PatchGAN discriminators of X2CT-GAN and DuoLift-GAN (one configurable class).
+
+:class:`PatchDiscriminator3D` scores a CT volume, optionally conditioned on the X-rays it was
+reconstructed from, with a map of raw logits, one per receptive-field patch. The adversarial
+losses (LSGAN or BCE on logits) live with the trainer, so there is no sigmoid here.
+
+**Inputs and output.** ``{"volume": (B, S, S, S, 1), "frontal": (B, S, S, 1)[, "lateral": ...]}``
+(only ``"volume"`` with ``condition=False``), the volume in the canonical frame of
+:mod:`xprospect.layers`, the X-rays in display layout → ``(B, d, d, d, 1)`` float32 logits.
+
+**Conditioning.** Each X-ray is repeated along its own beam axis by
+:class:`~xprospect.layers.ExpandXrays` (frontal along axis 1, lateral along axis 2), so every
+voxel sees the pixels whose rays cross it; the views are concatenated to the volume as channels.
+
+**Network**::
+
+    x ─ for each (filters[i], strides[i]):
+            ZeroPadding3D(padding) ─ Conv3D(kernel_size, strides[i], 'valid')
+            ─ [instance norm, except on the first layer] ─ LeakyReLU(0.2)
+            ─ [AveragePooling3D(pool_size, pool_strides, 'valid') when pool="avg"]
+      ─ ZeroPadding3D(padding) ─ Conv3D(1, kernel_size, 'valid'), float32
+
+Each convolution maps an edge ``n`` to ``(n + 2 * padding - kernel_size) // stride + 1`` and each
+pooling to ``(n - pool_size) // pool_strides + 1`` (:func:`patch_map_size`). The two papers'
+settings (:func:`x2ct_discriminator`, :func:`duolift_discriminator`):
+
+- X2CT-GAN (the official ``basic3d``, pix2pix' 70x70 PatchGAN in 3D): kernel 4, strides
+  2-2-2-1 and a stride-1 final conv, padding 1, no pooling; maps 14^3 / 6^3 / 2^3 at
+  128 / 64 / 32 (``S / 8 - 2``).
+- DuoLift-GAN: four kernel-4 stride-1 convolutions with padding 2, each followed by 3/2 average
+  pooling, then the final conv (padding 2); maps 9^3 / 5^3 / 3^3 at 128 / 64 / 32
+  (``S / 16 + 1``).
+
+DuoLift's text says the map is 5^3; with its layers that is the map at 64^3 (at 128^3 it is
+9^3: each conv adds one voxel, each valid 3/2 pooling halves, 128 → 64 → 32 → 16 → 8, and the
+padded final conv gives 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from xprospect.errors import ConfigError
+from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+
+__all__ = [
+    "POOLS",
+    "VIEWS",
+    "PatchDiscriminator3D",
+    "duolift_discriminator",
+    "patch_map_size",
+    "x2ct_discriminator",
+]
+
+VIEWS = ("frontal", "lateral")
+POOLS = (None, "avg")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def patch_map_size(
+    size: int,
+    strides: Sequence[int],
+    kernel_size: int = 4,
+    padding: int = 1,
+    pool: str | None = None,
+    pool_size: int = 3,
+    pool_strides: int = 2,
+) -> list[int]:
+    """Edges of the feature maps of a :class:`PatchDiscriminator3D`, input first, output last.
+
+    Args:
+        size: Edge of the input volume.
+        strides: Stride of each hidden convolution (the final one has stride 1).
+        kernel_size: Kernel of every convolution.
+        padding: Zero padding on each side before every convolution.
+        pool: None or ``"avg"`` (valid average pooling after each hidden convolution).
+        pool_size: Pooling window.
+        pool_strides: Pooling stride.
+
+    Returns:
+        ``[size, after layer 1, ..., after the final convolution]`` (a pooled layer counts once).
+
+    Raises:
+        ConfigError: A map would be empty.
+    """
+    sizes = [int(size)]
+    n = int(size)
+    for i, stride in enumerate([*strides, 1]):
+        n = (n + 2 * padding - kernel_size) // stride + 1
+        if pool is not None and i < len(strides):
+            n = (n - pool_size) // pool_strides + 1 if n >= pool_size else 0
+        if n < 1:
+            raise ConfigError(
+                f"the discriminator's map is empty after layer {i + 1} at size {size} "
+                f"(sizes so far {sizes}); use fewer layers, smaller strides or more padding"
+            )
+        sizes.append(n)
+    return sizes
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class PatchDiscriminator3D(keras.Model):
+    """A conditional 3D PatchGAN: volume (+ X-rays repeated along their beams) → patch logits.
+
+    Args:
+        size: Edge of the volume (and of the X-rays).
+        views: The conditioning views, ``("frontal", "lateral")`` or ``("frontal",)``.
+        condition: Concatenate the X-rays (:class:`~xprospect.layers.ExpandXrays`) to the
+            volume; False: an unconditional discriminator with the ``"volume"`` input only.
+        filters: Channels of the hidden convolutions (``(64, 128, 256, 512)``).
+        kernel_size: Kernel of every convolution (4).
+        strides: Stride of each hidden convolution, one per entry of ``filters``.
+        padding: Zero padding on each side before every convolution, the final one included
+            (pix2pix / X2CT-GAN: 1; DuoLift: 2).
+        pool: None, or ``"avg"``: ``AveragePooling3D(pool_size, pool_strides)`` (valid) after each
+            hidden convolution (DuoLift).
+        pool_size: Pooling window.
+        pool_strides: Pooling stride.
+        norm: Normalisation of the hidden layers but the first: ``"instance"``
+            (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
+        leaky_alpha: Negative slope of the LeakyReLU (0.2).
+        dtype: Dtype policy of every layer; None: the global policy. The final convolution
+            computes in float32.
+        **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
+
+    Returns:
+        Called on the input dict: ``(B, d, d, d, 1)`` float32 logits, ``d`` = :attr:`map_size`
+        (see :func:`patch_map_size`).
+
+    Attributes:
+        map_sizes: Edges of the feature maps, input first (:func:`patch_map_size`).
+        map_size: Edge of the output map.
+
+    Choices: the hidden convolutions of a normalised layer have no bias (the norm removes it);
+    the final convolution has one. DuoLift's text gives no normalisation, so the same rule as
+    X2CT-GAN (instance norm on all but the first and the last layer) is used for it.
+    """
+
+    def __init__(
+        self,
+        size: int = 128,
+        views: Sequence[str] = VIEWS,
+        condition: bool = True,
+        filters: Sequence[int] = (64, 128, 256, 512),
+        kernel_size: int = 4,
+        strides: Sequence[int] = (2, 2, 2, 1),
+        padding: int = 1,
+        pool: str | None = None,
+        pool_size: int = 3,
+        pool_strides: int = 2,
+        norm: str = "instance",
+        leaky_alpha: float = 0.2,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        views = (views,) if isinstance(views, str) else tuple(views)
+        filters = tuple(filters)
+        strides = tuple(strides)
+        policy = (
+            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+        )
+        self._check(views, filters, strides, kernel_size, padding, pool, pool_size, pool_strides)
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        sizes = patch_map_size(
+            _positive_int("size", size),
+            strides,
+            kernel_size,
+            padding,
+            pool,
+            pool_size,
+            pool_strides,
+        )
+
+        # === Inputs ===
+        inputs: dict[str, Any] = {"volume": keras.Input((size, size, size, 1), name="volume")}
+        x = inputs["volume"]
+        if condition:
+            for v in views:
+                inputs[v] = keras.Input((size, size, 1), name=v)
+            xrays = ExpandXrays(views, dtype=policy, name="expand_xrays")(
+                {v: inputs[v] for v in views}
+            )
+            x = keras.layers.Concatenate(dtype=policy, name="condition")([x, xrays])
+
+        # === Layers ===
+        for i, (f, s) in enumerate(zip(filters, strides, strict=True)):
+            if padding:
+                x = keras.layers.ZeroPadding3D(padding, dtype=policy, name=f"pad{i}")(x)
+            x = ConvNormAct(
+                f,
+                kernel_size,
+                s,
+                norm="none" if i == 0 else norm,
+                activation="leaky_relu",
+                padding="valid",
+                leaky_alpha=leaky_alpha,
+                dtype=policy,
+                name=f"conv{i}",
+            )(x)
+            if pool is not None:
+                x = keras.layers.AveragePooling3D(
+                    pool_size, pool_strides, padding="valid", dtype=policy, name=f"pool{i}"
+                )(x)
+        if padding:
+            x = keras.layers.ZeroPadding3D(padding, dtype=policy, name="pad_logits")(x)
+        logits = keras.layers.Conv3D(1, kernel_size, dtype="float32", name="logits")(x)
+
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+
+        # === Config ===
+        self.size = size
+        self.views = views
+        self.condition = bool(condition)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.pool = pool
+        self.pool_size = pool_size
+        self.pool_strides = pool_strides
+        self.norm = norm
+        self.leaky_alpha = float(leaky_alpha)
+        self.map_sizes = tuple(sizes)
+        self.map_size = sizes[-1]
+        self._policy_name = policy.name
+
+    @staticmethod
+    def _check(
+        views: tuple[str, ...],
+        filters: tuple[int, ...],
+        strides: tuple[int, ...],
+        kernel_size: int,
+        padding: int,
+        pool: str | None,
+        pool_size: int,
+        pool_strides: int,
+    ) -> None:
+        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
+            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
+        if not filters:
+            raise ConfigError("filters must name at least one hidden layer")
+        for f in filters:
+            _positive_int("filters entries", f)
+        if len(strides) != len(filters):
+            raise ConfigError(
+                f"strides needs one entry per filters entry ({len(filters)}), got {strides!r}"
+            )
+        for s in strides:
+            _positive_int("strides entries", s)
+        _positive_int("kernel_size", kernel_size)
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ConfigError(f"padding must be a non-negative integer, got {padding!r}")
+        if pool not in POOLS:
+            raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
+        _positive_int("pool_size", pool_size)
+        _positive_int("pool_strides", pool_strides)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": self._policy_name,
+            "size": self.size,
+            "views": list(self.views),
+            "condition": self.condition,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "pool": self.pool,
+            "pool_size": self.pool_size,
+            "pool_strides": self.pool_strides,
+            "norm": self.norm,
+            "leaky_alpha": self.leaky_alpha,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PatchDiscriminator3D:
+        return cls(**config)
+
+
+# === Presets ===
+
+X2CT_DISCRIMINATOR: dict[str, Any] = {
+    "filters": (64, 128, 256, 512),
+    "kernel_size": 4,
+    "strides": (2, 2, 2, 1),
+    "padding": 1,
+    "pool": None,
+    "norm": "instance",
+    "leaky_alpha": 0.2,
+}
+"""X2CT-GAN's 3D PatchGAN (pix2pix' 70x70 discriminator in 3D; the official ``basic3d``).
+
+Padding 1 is pix2pix' (the paper's "PatchGAN"); the official X2CT code computes
+``ceil((4 - 1) / 2) = 2``, which gives 19^3 maps at 128^3: pass ``padding=2`` to match it."""
+
+DUOLIFT_DISCRIMINATOR: dict[str, Any] = {
+    "filters": (64, 128, 256, 512),
+    "kernel_size": 4,
+    "strides": (1, 1, 1, 1),
+    "padding": 2,
+    "pool": "avg",
+    "pool_size": 3,
+    "pool_strides": 2,
+    "norm": "instance",
+    "leaky_alpha": 0.2,
+}
+"""DuoLift-GAN's: four k4/s1/p2 convolutions, each followed by 3/2 average pooling."""
+
+
+def x2ct_discriminator(
+    size: int, views: Sequence[str] = VIEWS, **overrides: Any
+) -> PatchDiscriminator3D:
+    """X2CT-GAN's conditional discriminator at ``size`` (map 14^3 at 128, 6^3 at 64, 2^3 at 32).
+
+    Args:
+        size: Edge of the volume.
+        views: The conditioning views.
+        **overrides: Any :class:`PatchDiscriminator3D` argument, e.g. ``filters=(8, 16, 32, 64)``.
+
+    Returns:
+        The configured discriminator.
+    """
+    return PatchDiscriminator3D(size=size, views=views, **{**X2CT_DISCRIMINATOR, **overrides})
+
+
+def duolift_discriminator(
+    size: int, views: Sequence[str] = VIEWS, **overrides: Any
+) -> PatchDiscriminator3D:
+    """DuoLift-GAN's conditional discriminator at ``size`` (map 9^3 at 128, 5^3 at 64, 3^3 at 32).
+
+    Args:
+        size: Edge of the volume.
+        views: The conditioning views.
+        **overrides: Any :class:`PatchDiscriminator3D` argument.
+
+    Returns:
+        The configured discriminator.
+    """
+    return PatchDiscriminator3D(size=size, views=views, **{**DUOLIFT_DISCRIMINATOR, **overrides})

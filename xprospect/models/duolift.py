@@ -1,0 +1,490 @@
+"""The DuoLift generator (Zhang and Ying 2024): two lifting branches, a 3D UNet++ and a 3D UNet.
+
+:class:`DuoLiftGenerator` is the generator of DuoLift-GAN and of its CNN variant (the same network
+trained without the discriminator). No code was published with the paper, so this is a
+re-implementation from its text; every place where the text leaves a choice open is listed in the
+class docstring under *Choices*.
+
+**Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
+display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1], in
+the canonical frame of :mod:`xprospect.layers` (axis 0 head → feet, axis 1 anterior → posterior,
+axis 2 patient's right → left).
+
+**Network** (``S`` the size, ``s = 4 * 2**(len(encoder_blocks) - 1)`` the encoder's stride, ``n =
+log2(s)`` lifting stages, ``b`` = ``base_filters``)::
+
+    branch 1 (feature lifting), per view v:
+        X-ray ─ Conv7x7/2 ─ MaxPool3x3/2 ─ ResNet stages (basic blocks) ─ features (S/s)^2
+        features of all views ─ ExpandXrays (each along its beam axis) ─ (S/s)^3, canonical
+        n times:  ResidualBlock3D(s) ─ upsample "type 2" (transposed conv x2) ─ out_k
+        out_k, k < n - 1: upsample "type 1" (nearest x2^(n-1-k) to S, then conv) ─ kept
+    branch 2 (image lifting):
+        X-rays ─ ExpandXrays ─ S^3 ─ ResidualBlock3D(s)
+    fusion:  concat(out_{n-1}, type-1 outputs, branch 2) ─ Dropout(0.25)
+             ─ 3D UNet++ (depth 4, nested dense skips; heads X^{0,1..4} averaged)
+             ─ 3D UNet ─ Conv3D(1, 1x1x1, sigmoid, float32)
+
+Everything is written with ``keras.ops`` / ``keras.layers`` only, so it also runs on JAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from xprospect.errors import ConfigError
+from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+
+__all__ = ["VIEWS", "DuoLiftGenerator", "ResidualBlock"]
+
+VIEWS = ("frontal", "lateral")
+
+
+def _power_of_two(n: int) -> bool:
+    return isinstance(n, int) and n >= 1 and (n & (n - 1)) == 0
+
+
+def _activation_fn(activation: str, leaky_alpha: float) -> Any:
+    if activation == "leaky_relu":
+        return lambda x: ops.leaky_relu(x, negative_slope=leaky_alpha)
+    if activation == "linear":
+        return lambda x: x
+    if activation in ("relu", "selu", "gelu"):
+        return getattr(ops, activation)
+    raise ConfigError(
+        f"activation must be relu, leaky_relu, selu, gelu or linear, got {activation!r}"
+    )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+# === Layers ===
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class ResidualBlock(keras.layers.Layer):
+    """ResNet basic block: two 3x3 convolutions with normalisation and an identity shortcut.
+
+    ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``. The shortcut is the identity when the
+    input already has ``filters`` channels and ``strides`` is 1, otherwise a 1x1 convolution with
+    the same stride followed by normalisation (ResNet's projection shortcut, "option B").
+
+    Args:
+        filters: Output channels.
+        rank: 2 (``(B, H, W, ch)``) or 3 (``(B, D, H, W, ch)``).
+        strides: Stride of the first convolution and of the projection (1 or 2).
+        kernel_size: Kernel of both convolutions.
+        norm: ``"instance"``, ``"batch"`` or ``"none"`` (see :class:`ConvNormAct`).
+        activation: Activation after the first convolution and after the sum
+            (``"relu"``, ``"leaky_relu"``, ``"selu"``, ``"gelu"``, ``"linear"``).
+        leaky_alpha: Negative slope of ``"leaky_relu"``.
+        **kwargs: ``keras.layers.Layer`` arguments (name, dtype, ...).
+
+    Returns:
+        Called on ``(B, *spatial, ch)``: ``(B, *spatial / strides, filters)``.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        rank: int = 3,
+        strides: int = 1,
+        kernel_size: int = 3,
+        norm: str = "instance",
+        activation: str = "relu",
+        leaky_alpha: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if rank not in (2, 3):
+            raise ConfigError(f"rank must be 2 or 3, got {rank!r}")
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.filters = _positive_int("filters", filters)
+        self.rank = int(rank)
+        self.strides = _positive_int("strides", strides)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.norm = norm
+        self.activation = activation
+        self.leaky_alpha = float(leaky_alpha)
+        unit: dict[str, Any] = {
+            "rank": self.rank,
+            "norm": norm,
+            "leaky_alpha": self.leaky_alpha,
+            "dtype": self.dtype_policy,
+        }
+        self.conv1 = ConvNormAct(
+            filters, kernel_size, strides, activation=activation, name="conv1", **unit
+        )
+        # Linear before the sum: the activation comes after the shortcut is added (ResNet v1).
+        self.conv2 = ConvNormAct(filters, kernel_size, 1, activation="linear", name="conv2", **unit)
+        self._act = _activation_fn(activation, self.leaky_alpha)
+        self.shortcut: ConvNormAct | None = None
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        shape = tuple(input_shape)
+        if self.strides != 1 or shape[-1] != self.filters:
+            self.shortcut = ConvNormAct(
+                self.filters,
+                1,
+                self.strides,
+                rank=self.rank,
+                norm=self.norm,
+                activation="linear",
+                leaky_alpha=self.leaky_alpha,
+                dtype=self.dtype_policy,
+                name="shortcut",
+            )
+            self.shortcut.build(shape)
+        self.conv1.build(shape)
+        self.conv2.build(self.conv1.compute_output_shape(shape))
+        self.built = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x = self.conv2(self.conv1(inputs, training=training), training=training)
+        skip = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
+        return self._act(ops.add(x, skip))
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return tuple(self.conv1.compute_output_shape(tuple(input_shape)))
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            filters=self.filters,
+            rank=self.rank,
+            strides=self.strides,
+            kernel_size=self.kernel_size,
+            norm=self.norm,
+            activation=self.activation,
+            leaky_alpha=self.leaky_alpha,
+        )
+        return config
+
+
+# === Model ===
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class DuoLiftGenerator(keras.Model):
+    """DuoLift's generator: feature- and image-lifting branches decoded by a 3D UNet++ and UNet.
+
+    Args:
+        size: Edge of the square X-rays and of the output cube; a power of two divisible by the
+            encoder's stride and by ``2**unetpp_depth`` and ``2**unet_depth`` (32, 64, 128, ...).
+        views: ``("frontal", "lateral")`` (biplanar) or ``("frontal",)`` (single view).
+        encoder_filters: Filters of the 2D stem and first ResNet stage (ResNet-34: 64); doubled
+            at every later stage.
+        encoder_blocks: Basic blocks per 2D ResNet stage (ResNet-34's first stages: ``(3, 4)``).
+            The first stage keeps the resolution of the max-pool (``S/4``), each later one halves
+            it, so the lifted features are at ``S / (4 * 2**(len - 1))``.
+        base_filters: Channels of every full-resolution branch output (branch 1's last stage,
+            each type-1 upsampling, branch 2); the lifting stage ``k`` of ``n`` has
+            ``base_filters * 2**(n - k)`` filters.
+        resnet_blocks: 3D residual blocks per lifting stage and in branch 2 (the paper: 1).
+        unetpp_filters: Filters of the UNet++'s full-resolution level (doubled per level).
+        unetpp_depth: Down-samplings of the UNet++ (4: nodes X^{0..4, *}, heads X^{0,1..4}).
+        unet_filters: Filters of the final UNet's full-resolution level (doubled per level).
+        unet_depth: Down-samplings of the final UNet.
+        max_filters: Cap on the filters of any 3D layer.
+        norm: ``"instance"`` (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
+        activation: Activation of every block (``"relu"``, ``"leaky_relu"``, ...).
+        dropout: Dropout rate on the fused full-resolution features (the paper: 0.25).
+        dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
+            The output layer always computes in float32.
+        **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
+
+    Returns:
+        Called on the input dict: ``(B, size, size, size, 1)`` float32 in [0, 1], canonical.
+
+    Choices (where the paper's text leaves the design open):
+
+    - **Encoder depth.** ResNet-34 truncated after its second stage (stem 7x7/2, max-pool 3x3/2,
+      3 blocks at 64 filters, 4 blocks at 128 with stride 2): features at ``S/8``. The paper
+      follows the lift with *three* 3D ResNet blocks each followed by a x2 "type 2" upsampling,
+      the first two outputs also being taken to full resolution by "type 1"; that is consistent
+      only if the lift starts at ``S/8`` (three x2 steps: ``S/4``, ``S/2``, ``S``). Starting at
+      ``S/4`` (``encoder_blocks=(3,)``) builds too and gives two lifting stages (one type-1
+      output). The number of lifting stages always follows the encoder's stride, so the last
+      stage ends at full resolution.
+    - **Lift.** Each view's features are repeated along that view's beam axis with
+      :class:`~xprospect.layers.ExpandXrays` (frontal along axis 1, lateral along axis 2), which
+      puts them straight into the canonical frame; the views' volumes are concatenated
+      channel-wise. The encoders do not share weights.
+    - **Upsampling.** "Type 2" is a learned x2 step: ``Conv3DTranspose(3x3x3, stride 2)`` →
+      norm → activation, halving the channels. "Type 1" is nearest-neighbour upsampling straight
+      to ``S`` followed by a 3x3x3 convolution → norm → activation to ``base_filters``.
+    - **UNet++.** Max-pool down, transposed-conv (2x2x2, stride 2) up; every node two
+      conv-norm-act units; node ``X^{i,j}`` sees ``X^{i,0..j-1}`` and the upsampled
+      ``X^{i+1,j-1}``. Deep supervision: the four nested heads ``X^{0,1..4}`` go through
+      1x1x1 convolutions (``unetpp_filters`` channels each, linear) and are averaged (UNet++'s
+      "ensemble" mode, done on features), and the average feeds the final 3D UNet. The trainer
+      supervises one output, so the heads are not supervised separately.
+    - **UNet.** A plain 3D UNet (max-pool down, transposed-conv up, concatenated skips, two
+      conv-norm-act units per level), then the sigmoid head.
+    - **Normalisation.** The text we could consult does not name it; instance norm, because
+      the paper trains with batch size 1 (with gradient accumulation), where batch norm's
+      running statistics would differ from the per-volume statistics it trains with. ReLU
+      throughout (ResNet's).
+    """
+
+    def __init__(
+        self,
+        size: int = 128,
+        views: Sequence[str] = VIEWS,
+        encoder_filters: int = 64,
+        encoder_blocks: Sequence[int] = (3, 4),
+        base_filters: int = 16,
+        resnet_blocks: int = 1,
+        unetpp_filters: int = 16,
+        unetpp_depth: int = 4,
+        unet_filters: int = 16,
+        unet_depth: int = 4,
+        max_filters: int = 256,
+        norm: str = "instance",
+        activation: str = "relu",
+        dropout: float = 0.25,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        views = tuple(views)
+        encoder_blocks = tuple(encoder_blocks)
+        self._check(
+            size,
+            views,
+            encoder_filters,
+            encoder_blocks,
+            base_filters,
+            resnet_blocks,
+            unetpp_filters,
+            unetpp_depth,
+            unet_filters,
+            unet_depth,
+            max_filters,
+            norm,
+            activation,
+            dropout,
+        )
+        policy = (
+            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+        )
+        n_stages = 2 + len(encoder_blocks) - 1  # log2 of the encoder's stride
+
+        def cap(filters: int) -> int:
+            return int(min(filters, max_filters))
+
+        unit: dict[str, Any] = {"norm": norm, "activation": activation, "dtype": policy}
+
+        def cna(filters: int, name: str, **extra: Any) -> ConvNormAct:
+            return ConvNormAct(filters, **{"kernel_size": 3, **extra}, **unit, name=name)
+
+        def double_conv(x: Any, filters: int, name: str) -> Any:
+            x = cna(filters, f"{name}_conv0")(x)
+            return cna(filters, f"{name}_conv1")(x)
+
+        def up(x: Any, filters: int, name: str) -> Any:
+            return cna(filters, name, kernel_size=2, strides=2, transpose=True)(x)
+
+        # === Inputs ===
+        inputs = {v: keras.Input((size, size, 1), name=v) for v in views}
+
+        # === Branch 1: 2D ResNet encoders (view frames) ===
+        features = {}
+        for v in views:
+            x = ConvNormAct(encoder_filters, 7, 2, rank=2, **unit, name=f"{v}_stem")(inputs[v])
+            x = keras.layers.MaxPooling2D(3, 2, padding="same", dtype=policy, name=f"{v}_pool")(x)
+            for stage, blocks in enumerate(encoder_blocks):
+                for i in range(blocks):
+                    x = ResidualBlock(
+                        encoder_filters * 2**stage,
+                        rank=2,
+                        strides=2 if stage > 0 and i == 0 else 1,
+                        **unit,
+                        name=f"{v}_enc{stage}_{i}",
+                    )(x)
+            features[v] = x
+
+        # === Branch 1: lift, 3D ResNet stages, type-2 / type-1 upsampling (canonical) ===
+        x = ExpandXrays(views, dtype=policy, name="feature_lift")(features)
+        fused: list[Any] = []
+        for k in range(n_stages):
+            for i in range(resnet_blocks):
+                x = ResidualBlock(
+                    cap(base_filters * 2 ** (n_stages - k)), rank=3, **unit, name=f"lift{k}_res{i}"
+                )(x)
+            x = cna(
+                cap(base_filters * 2 ** (n_stages - 1 - k)),
+                f"lift{k}_up2",
+                strides=2,
+                transpose=True,
+            )(x)
+            if k < n_stages - 1:
+                t1 = keras.layers.UpSampling3D(
+                    2 ** (n_stages - 1 - k), dtype=policy, name=f"lift{k}_up1"
+                )(x)
+                fused.append(cna(base_filters, f"lift{k}_up1_conv")(t1))
+        fused.insert(0, x)
+
+        # === Branch 2: the X-rays lifted (canonical) ===
+        y = ExpandXrays(views, dtype=policy, name="xray_lift")(inputs)
+        for i in range(resnet_blocks):
+            y = ResidualBlock(base_filters, rank=3, **unit, name=f"xray_res{i}")(y)
+        fused.append(y)
+
+        z = keras.layers.Concatenate(dtype=policy, name="fuse")(fused)
+        if dropout > 0:
+            z = keras.layers.Dropout(dropout, dtype=policy, name="fuse_dropout")(z)
+
+        # === 3D UNet++ (nested dense skips, heads averaged) ===
+        def pp_filters(level: int) -> int:
+            return cap(unetpp_filters * 2**level)
+
+        nodes: dict[tuple[int, int], Any] = {}
+        for i in range(unetpp_depth + 1):
+            src = (
+                z
+                if i == 0
+                else keras.layers.MaxPooling3D(2, dtype=policy, name=f"pp_pool{i}")(
+                    nodes[(i - 1, 0)]
+                )
+            )
+            nodes[(i, 0)] = double_conv(src, pp_filters(i), f"pp_x{i}_0")
+            # Fill the anti-diagonal ending at row 0 as soon as row i's first node exists.
+            for j in range(1, i + 1):
+                r = i - j
+                parts = [nodes[(r, c)] for c in range(j)]
+                parts.append(up(nodes[(r + 1, j - 1)], pp_filters(r), f"pp_up{r + 1}_{j - 1}"))
+                cat = keras.layers.Concatenate(dtype=policy, name=f"pp_cat{r}_{j}")(parts)
+                nodes[(r, j)] = double_conv(cat, pp_filters(r), f"pp_x{r}_{j}")
+        heads = [
+            keras.layers.Conv3D(unetpp_filters, 1, dtype=policy, name=f"pp_head{j}")(nodes[(0, j)])
+            for j in range(1, unetpp_depth + 1)
+        ]
+        z = (
+            heads[0]
+            if len(heads) == 1
+            else keras.layers.Average(dtype=policy, name="pp_heads_mean")(heads)
+        )
+
+        # === 3D UNet ===
+        def u_filters(level: int) -> int:
+            return cap(unet_filters * 2**level)
+
+        skips = []
+        for i in range(unet_depth):
+            z = double_conv(z, u_filters(i), f"unet_enc{i}")
+            skips.append(z)
+            z = keras.layers.MaxPooling3D(2, dtype=policy, name=f"unet_pool{i}")(z)
+        z = double_conv(z, u_filters(unet_depth), f"unet_bottom{unet_depth}")
+        for i in reversed(range(unet_depth)):
+            z = up(z, u_filters(i), f"unet_up{i}")
+            z = keras.layers.Concatenate(dtype=policy, name=f"unet_cat{i}")([skips[i], z])
+            z = double_conv(z, u_filters(i), f"unet_dec{i}")
+
+        # === Head ===
+        volume = keras.layers.Conv3D(1, 1, activation="sigmoid", dtype="float32", name="volume")(z)
+
+        super().__init__(inputs=inputs, outputs=volume, **kwargs)
+
+        # === Config ===
+        self.size = size
+        self.views = views
+        self.encoder_filters = encoder_filters
+        self.encoder_blocks = encoder_blocks
+        self.base_filters = base_filters
+        self.resnet_blocks = resnet_blocks
+        self.unetpp_filters = unetpp_filters
+        self.unetpp_depth = unetpp_depth
+        self.unet_filters = unet_filters
+        self.unet_depth = unet_depth
+        self.max_filters = max_filters
+        self.norm = norm
+        self.activation = activation
+        self.dropout = dropout
+        self._policy_name = policy.name
+
+    @staticmethod
+    def _check(
+        size: int,
+        views: tuple[str, ...],
+        encoder_filters: int,
+        encoder_blocks: tuple[int, ...],
+        base_filters: int,
+        resnet_blocks: int,
+        unetpp_filters: int,
+        unetpp_depth: int,
+        unet_filters: int,
+        unet_depth: int,
+        max_filters: int,
+        norm: str,
+        activation: str,
+        dropout: float,
+    ) -> None:
+        """Validates the arguments (raises :class:`ConfigError`)."""
+        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
+            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
+        if "frontal" not in views:
+            raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
+        for name, val in (
+            ("encoder_filters", encoder_filters),
+            ("base_filters", base_filters),
+            ("resnet_blocks", resnet_blocks),
+            ("unetpp_filters", unetpp_filters),
+            ("unet_filters", unet_filters),
+            ("max_filters", max_filters),
+        ):
+            _positive_int(name, val)
+        if not encoder_blocks:
+            raise ConfigError("encoder_blocks must name at least one ResNet stage, got ()")
+        for val in encoder_blocks:
+            _positive_int("encoder_blocks entries", val)
+        for name, val in (("unetpp_depth", unetpp_depth), ("unet_depth", unet_depth)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {val!r}")
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        if activation not in ("relu", "leaky_relu", "selu", "gelu"):
+            raise ConfigError(
+                f"activation must be relu, leaky_relu, selu or gelu, got {activation!r}"
+            )
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        stride = 4 * 2 ** (len(encoder_blocks) - 1)
+        need = max(stride, 2**unetpp_depth, 2**unet_depth)
+        if not _power_of_two(size) or size < need:
+            raise ConfigError(
+                f"size must be a power of two >= {need} (encoder stride {stride}, "
+                f"2**unetpp_depth, 2**unet_depth), got {size!r}"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": self._policy_name,
+            "size": self.size,
+            "views": list(self.views),
+            "encoder_filters": self.encoder_filters,
+            "encoder_blocks": list(self.encoder_blocks),
+            "base_filters": self.base_filters,
+            "resnet_blocks": self.resnet_blocks,
+            "unetpp_filters": self.unetpp_filters,
+            "unetpp_depth": self.unetpp_depth,
+            "unet_filters": self.unet_filters,
+            "unet_depth": self.unet_depth,
+            "max_filters": self.max_filters,
+            "norm": self.norm,
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DuoLiftGenerator:
+        return cls(**config)

@@ -1,0 +1,280 @@
+"""What one optimizer step does: the generator alone, or a conditional 3D GAN.
+
+:class:`TrainingRun` (:mod:`xprospect.training.loop`) owns the loop (data, checkpoints, resume,
+validation, logs); :class:`StepLogic` owns the networks, their optimizers and the losses. One
+class covers both kinds of model, since a supervised model is a GAN without a discriminator:
+
+- **Generator terms** (weights in the config's ``loss``): the voxel terms ``mae``, ``mse``,
+  ``projection`` (through the trainer's ``loss_fn``, :func:`xprospect.losses.build_loss` by
+  default), ``masked_mae`` / ``masked_mse`` inside the lung mask that
+  :func:`xprospect.data.load_dataset` computes with ``with_lung_mask``, ``perceptual``
+  (:class:`xprospect.perceptual.PerceptualLoss`, arguments from the config's ``perceptual``) and
+  ``adversarial`` (LSGAN or BCE, ``gan.adversarial``).
+- **Discriminator**: built by :func:`xprospect.models.build_discriminator` when the preset has
+  one and ``adversarial`` has a positive weight. It sees the volume (real or generated) with the
+  X-rays broadcast along their beams (:class:`xprospect.layers.ExpandXrays`) and has its own
+  optimizer (the generator's kind, betas and schedule; ``gan.d_learning_rate``).
+- **One forward pass per micro-batch**: the generated volume goes through the discriminator once,
+  under a persistent tape; the generator's gradient is taken of its loss with respect to its own
+  weights only and the discriminator's of its loss with respect to its own, so the two updates
+  use the same (pre-step) weights, as in X2CT-GAN's alternating update with one batch.
+- **Gradient accumulation** (``training.grad_accum_steps`` = k): each step reads k batches, sums
+  the gradients of losses averaged over ``k * data.batch_size`` examples, then applies them once:
+  the same update as one batch k times larger (up to instance-norm statistics, which are
+  per-example anyway). Micro-batches run one after the other (control dependencies), so only one
+  micro-batch's activations are alive at a time.
+
+Losses are per example and averaged over the global batch (``tf.nn.compute_average_loss``); the
+Keras 3 optimizers sum the replicas' gradients inside ``strategy.run``. Under ``mixed_float16``
+each optimizer is a ``LossScaleOptimizer`` and scales its own loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from xprospect.errors import ConfigError
+
+if TYPE_CHECKING:
+    from xprospect.training.loop import TrainingRun
+
+__all__ = ["StepLogic"]
+
+log = logging.getLogger("xprospect.train")
+
+_EXTRA_TERMS = ("masked_mae", "masked_mse", "perceptual", "adversarial")
+
+
+class StepLogic:
+    """The networks, optimizers and losses of one run, and its replica step.
+
+    Args:
+        run: The training run (config, strategy, trainer hooks).
+    """
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        cfg = run.cfg
+        weights = dict(cfg.loss or {})
+        self.weights = {k: float(v) for k, v in weights.items() if float(v) > 0}
+        self.adversarial_kind = cfg.gan.adversarial or "lsgan"
+        self.needs_mask = any(k.startswith("masked_") for k in self.weights)
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.discriminator: Any = None
+        self.d_optimizer: Any = None
+        self.perceptual: Any = None
+
+    # --- set-up ---
+
+    @property
+    def adversarial(self) -> bool:
+        return self.weights.get("adversarial", 0.0) > 0
+
+    @property
+    def log_names(self) -> tuple[str, ...]:
+        """Names of the values a train step returns (``loss`` is the generator's total)."""
+        return ("loss", "g_adversarial", "d_loss") if self.adversarial else ("loss",)
+
+    def build(self) -> None:
+        """Builds networks and optimizers (call inside ``strategy.scope()``)."""
+        from xprospect.train import build_optimizer
+
+        run, cfg = self.run, self.run.cfg
+        self.model = run.trainer.model_fn(cfg)
+        self.optimizer = build_optimizer(cfg, run.total)
+        # Built now, so that a restore fills existing slots (no deferred restoration).
+        self.optimizer.build(self.model.trainable_variables)
+        if self.adversarial:
+            self.discriminator = run.trainer.discriminator_fn(cfg)
+            if self.discriminator is None:
+                raise ConfigError(
+                    f"loss.adversarial: preset {cfg.model.preset!r} has no discriminator; drop "
+                    "the term or choose a GAN preset"
+                )
+            self.d_optimizer = build_optimizer(
+                cfg, run.total, learning_rate=cfg.gan.d_learning_rate
+            )
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+        if "perceptual" in self.weights:
+            from xprospect.perceptual import PerceptualLoss
+
+            try:
+                self.perceptual = PerceptualLoss(**cfg.perceptual)
+            except TypeError as exc:
+                raise ConfigError(f"perceptual: {exc}") from None
+        plain = run.trainer.loss_fn(cfg)
+        from xprospect.train import _per_example_loss
+
+        self.plain_loss = _per_example_loss(plain) if plain is not None else None
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Objects saved in each checkpoint besides the step and the data position."""
+        objects: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer}
+        if self.discriminator is not None:
+            objects.update(discriminator=self.discriminator, d_optimizer=self.d_optimizer)
+        return objects
+
+    def state_variables(self) -> list[Any]:
+        """Every float variable whose finiteness the run checks before a checkpoint."""
+        out = [*self.model.weights, *self.optimizer.variables]
+        if self.discriminator is not None:
+            out += [*self.discriminator.weights, *self.d_optimizer.variables]
+        return [v for v in out if "float" in str(v.dtype)]
+
+    # --- the step ---
+
+    def make_train_step(self) -> Callable[[Any], Any]:
+        """A ``tf.function`` that reads ``grad_accum_steps`` batches and makes one update.
+
+        Returns:
+            ``train_step(iterator) -> {name: scalar}`` with :attr:`log_names`, reduced over
+            replicas (global-batch means).
+        """
+        import tensorflow as tf
+
+        run = self.run
+        strategy = run.strategy
+        accum = int(run.cfg.training.grad_accum_steps or 1)
+        replica_step = self._replica_step(accum)
+
+        @tf.function
+        def train_step(iterator: Any) -> Any:
+            batches = [next(iterator) for _ in range(accum)]
+            values = strategy.run(replica_step, args=(batches,))
+            return {
+                k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in values.items()
+            }
+
+        return train_step
+
+    def _clipper(self, optimizer: Any) -> Callable[[list[Any]], list[Any]]:
+        import tensorflow as tf
+
+        clip = self.run.cfg.optimizer.clip_global_norm
+        replicas = self.run.replicas
+
+        def clipped(grads: list[Any]) -> list[Any]:
+            if clip is None:
+                return grads
+            # The global norm of the summed gradient, as on one device: sum over replicas here,
+            # clip, and hand each replica 1/n of it since the optimizer sums them again.
+            idx = [i for i, g in enumerate(grads) if g is not None]
+            present = [grads[i] for i in idx]
+            scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            if replicas > 1:
+                ctx = tf.distribute.get_replica_context()
+                present = ctx.all_reduce(tf.distribute.ReduceOp.SUM, present)
+            present = [g / scale for g in present]
+            present, _ = tf.clip_by_global_norm(present, clip)
+            present = [g * (scale / replicas) for g in present]
+            out = list(grads)
+            for i, g in zip(idx, present, strict=True):
+                out[i] = g
+            return out
+
+        return clipped
+
+    def _generator_terms(self, x: Any, y: Any, pred: Any, mask: Any, fake: Any) -> Any:
+        """Per-example weighted generator loss ``(B,)`` and the unweighted adversarial term."""
+        import tensorflow as tf
+
+        from xprospect.losses import MASKED_TERMS, generator_adversarial_per_example
+
+        total = tf.zeros([tf.shape(y)[0]], tf.float32)
+        if self.plain_loss is not None:
+            total += self.plain_loss(y, pred)
+        for name, fn in MASKED_TERMS.items():
+            if name in self.weights:
+                total += self.weights[name] * fn(y, pred, mask)
+        if self.perceptual is not None:
+            total += self.weights["perceptual"] * tf.cast(
+                self.perceptual.call(y, tf.cast(pred, tf.float32)), tf.float32
+            )
+        adv = None
+        if fake is not None:
+            adv = generator_adversarial_per_example(fake, self.adversarial_kind)
+            total += self.weights["adversarial"] * adv
+        return total, adv
+
+    def _replica_step(self, accum: int) -> Callable[[list[Any]], dict[str, Any]]:
+        import tensorflow as tf
+
+        from xprospect.losses import discriminator_loss_per_example
+
+        g, opt = self.model, self.optimizer
+        d, d_opt = self.discriminator, self.d_optimizer
+        global_batch = self.run.cfg.data.batch_size * accum
+        clip_g = self._clipper(opt)
+        clip_d = self._clipper(d_opt) if d is not None else None
+        kind = self.adversarial_kind
+
+        def add(acc: list[Any] | None, grads: list[Any]) -> list[Any]:
+            if acc is None:
+                return list(grads)
+            return [
+                a if b is None else b if a is None else a + b
+                for a, b in zip(acc, grads, strict=True)
+            ]
+
+        def replica_step(batches: list[Any]) -> dict[str, Any]:
+            g_vars = g.trainable_variables
+            d_vars = d.trainable_variables if d is not None else []
+            g_acc: list[Any] | None = None
+            d_acc: list[Any] | None = None
+            sums = {name: tf.constant(0.0) for name in self.log_names}
+            deps: list[Any] = []
+            for x, y in batches:
+                # One micro-batch's activations at a time: the next forward waits for these
+                # gradients.
+                with tf.control_dependencies(deps):
+                    x = dict(x)
+                    mask = x.pop("lung_mask", None)
+                    with tf.GradientTape(persistent=d is not None) as tape:
+                        pred = g(x, training=True)
+                        fake = real = None
+                        if d is not None:
+                            views = {k: v for k, v in x.items()}
+                            fake = d({"volume": pred, **views}, training=True)
+                            real = d({"volume": y, **views}, training=True)
+                        per_example, adv = self._generator_terms(x, y, pred, mask, fake)
+                        loss = tf.nn.compute_average_loss(
+                            per_example, global_batch_size=global_batch
+                        )
+                        if g.losses:
+                            loss += (
+                                tf.nn.scale_regularization_loss(
+                                    tf.add_n([tf.cast(v, tf.float32) for v in g.losses])
+                                )
+                                / accum
+                            )
+                        scaled = opt.scale_loss(loss)
+                        if d is not None:
+                            d_loss = tf.nn.compute_average_loss(
+                                discriminator_loss_per_example(real, fake, kind),
+                                global_batch_size=global_batch,
+                            )
+                            d_scaled = d_opt.scale_loss(d_loss)
+                    grads = tape.gradient(scaled, g_vars)
+                    g_acc = add(g_acc, grads)
+                    deps = [t for t in grads if t is not None]
+                    sums["loss"] += loss
+                    if d is not None:
+                        d_grads = tape.gradient(d_scaled, d_vars)
+                        d_acc = add(d_acc, d_grads)
+                        deps += [t for t in d_grads if t is not None]
+                        sums["d_loss"] += d_loss
+                        sums["g_adversarial"] += tf.nn.compute_average_loss(
+                            adv, global_batch_size=global_batch
+                        )
+                    del tape
+            assert g_acc is not None
+            opt.apply(clip_g(g_acc), g_vars)
+            if d is not None and d_acc is not None and clip_d is not None:
+                d_opt.apply(clip_d(d_acc), d_vars)
+            return sums
+
+        return replica_step
