@@ -431,6 +431,7 @@ class Trainer:
         self.loss_fn: LossFn = loss_fn or _default_loss
         self.discriminator_fn: ModelFn = discriminator_fn or _default_discriminator
         self.discriminator: Any = None
+        self.d_optimizer: Any = None
         self.step_hook = step_hook
         self.progress = progress
         self.model: Any = None

@@ -167,6 +167,7 @@ class TrainingRun:
         self.model, self.optimizer = self.logic.model, self.logic.optimizer
         self.trainer.model, self.trainer.optimizer = self.model, self.optimizer
         self.trainer.discriminator = self.logic.discriminator
+        self.trainer.d_optimizer = self.logic.d_optimizer
         plain = self.logic.plain_loss
         # Validation scores the voxel terms; a config with none of them gets MAE.
         self.loss = plain if plain is not None else _per_example_loss(_mae_loss())

@@ -115,6 +115,12 @@ class StepLogic:
         objects: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer}
         if self.discriminator is not None:
             objects.update(discriminator=self.discriminator, d_optimizer=self.d_optimizer)
+        # Dropout's seed-generator states are Keras variables that TF's object graph does not
+        # reach through the layers; without them a resumed run draws other dropout masks.
+        nets = [self.model] + ([self.discriminator] if self.discriminator is not None else [])
+        seeds = [v for net in nets for v in net.variables if "seed_generator" in v.path]
+        if seeds:
+            objects["seed_states"] = seeds
         return objects
 
     def state_variables(self) -> list[Any]:
