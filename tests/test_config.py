@@ -166,3 +166,17 @@ def test_config_from_dict_without_a_file():
                 "optimizer": {"schedule": {"warmup_steps": 5}},
             }
         )
+
+
+GAN_CONFIGS = ["x2ct-cnn-b", "x2ct-gan", "cvaa-gan", "duolift-cnn", "duolift-gan", "s-xr2ct"]
+
+
+@pytest.mark.parametrize("name", GAN_CONFIGS)
+def test_shipped_gan_configs_name_their_preset_and_take_its_views(name):
+    from xprospect.models import PRESETS
+
+    cfg = load_config(name)
+    assert cfg.model.preset in PRESETS and cfg.model.size == 128
+    assert tuple(cfg.data.views) in [tuple(v) for v in PRESETS[cfg.model.preset]["views"]]
+    # Everything the preset supplies is left to it.
+    assert cfg.loss is None and cfg.optimizer.schedule is None and cfg.gan.adversarial is None

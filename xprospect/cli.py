@@ -154,9 +154,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from xprospect.models import list_presets
 
     rows = list_presets(sizes=tuple(args.sizes))
-    print(f"{'preset':<16} {'size':>5} {'parameters':>12}  description")
+    print(f"{'preset':<16} {'size':>5} {'generator':>12} {'discriminator':>14}  description")
     for r in rows:
-        print(f"{r.name:<16} {r.size:>5} {r.params:>12,}  {r.description}")
+        d = f"{r.discriminator_params:>14,}" if r.discriminator_params else f"{'-':>14}"
+        print(f"{r.name:<16} {r.size:>5} {r.params:>12,} {d}  {r.description}")
     return 0
 
 

@@ -49,6 +49,7 @@ from xprospect.config import (
     _build,
     apply_overrides,
     load_config,
+    shipped_configs,
     validate_config,
 )
 from xprospect.errors import ConfigError
@@ -500,8 +501,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         required=True,
-        help="experiment YAML, or a shipped name: demo, 64-dense, 512-dense, 512-dense-mae, "
-        "512-projinj",
+        help="experiment YAML, or a shipped name: " + ", ".join(shipped_configs()),
     )
     parser.add_argument(
         "--set",
