@@ -21,8 +21,9 @@ class covers both kinds of model, since a supervised model is a GAN without a di
 - **Gradient accumulation** (``training.grad_accum_steps`` = k): each step reads k batches, sums
   the gradients of losses averaged over ``k * data.batch_size`` examples, then applies them once:
   the same update as one batch k times larger (up to instance-norm statistics, which are
-  per-example anyway). Micro-batches run one after the other (control dependencies), so only one
-  micro-batch's activations are alive at a time.
+  per-example anyway). Micro-batches run in a ``tf.while_loop`` with ``parallel_iterations=1``,
+  so only one micro-batch's activations are alive at a time (DuoLift-CNN at 32^3, 4 batches:
+  1.7 GiB peak instead of 6.7 GiB with an unrolled loop).
 
 Losses are per example and averaged over the global batch (``tf.nn.compute_average_loss``); the
 Keras 3 optimizers sum the replicas' gradients inside ``strategy.run``. Under ``mixed_float16``
@@ -217,70 +218,81 @@ class StepLogic:
         clip_g = self._clipper(opt)
         clip_d = self._clipper(d_opt) if d is not None else None
         kind = self.adversarial_kind
+        names = self.log_names
 
-        def add(acc: list[Any] | None, grads: list[Any]) -> list[Any]:
-            if acc is None:
-                return list(grads)
+        def dense(grads: list[Any], variables: list[Any]) -> list[Any]:
             return [
-                a if b is None else b if a is None else a + b
-                for a, b in zip(acc, grads, strict=True)
+                tf.zeros_like(v) if gr is None else gr
+                for gr, v in zip(grads, variables, strict=True)
             ]
 
-        def replica_step(batches: list[Any]) -> dict[str, Any]:
+        def micro(x: Any, y: Any) -> tuple[list[Any], list[Any], dict[str, Any]]:
+            """Gradients (of losses averaged over the global batch) and logged values."""
             g_vars = g.trainable_variables
             d_vars = d.trainable_variables if d is not None else []
-            g_acc: list[Any] | None = None
-            d_acc: list[Any] | None = None
-            sums = {name: tf.constant(0.0) for name in self.log_names}
-            deps: list[Any] = []
-            for x, y in batches:
-                # One micro-batch's activations at a time: the next forward waits for these
-                # gradients.
-                with tf.control_dependencies(deps):
-                    x = dict(x)
-                    mask = x.pop("lung_mask", None)
-                    with tf.GradientTape(persistent=d is not None) as tape:
-                        pred = g(x, training=True)
-                        fake = real = None
-                        if d is not None:
-                            views = {k: v for k, v in x.items()}
-                            fake = d({"volume": pred, **views}, training=True)
-                            real = d({"volume": y, **views}, training=True)
-                        per_example, adv = self._generator_terms(x, y, pred, mask, fake)
-                        loss = tf.nn.compute_average_loss(
-                            per_example, global_batch_size=global_batch
-                        )
-                        if g.losses:
-                            loss += (
-                                tf.nn.scale_regularization_loss(
-                                    tf.add_n([tf.cast(v, tf.float32) for v in g.losses])
-                                )
-                                / accum
-                            )
-                        scaled = opt.scale_loss(loss)
-                        if d is not None:
-                            d_loss = tf.nn.compute_average_loss(
-                                discriminator_loss_per_example(real, fake, kind),
-                                global_batch_size=global_batch,
-                            )
-                            d_scaled = d_opt.scale_loss(d_loss)
-                    grads = tape.gradient(scaled, g_vars)
-                    g_acc = add(g_acc, grads)
-                    deps = [t for t in grads if t is not None]
-                    sums["loss"] += loss
-                    if d is not None:
-                        d_grads = tape.gradient(d_scaled, d_vars)
-                        d_acc = add(d_acc, d_grads)
-                        deps += [t for t in d_grads if t is not None]
-                        sums["d_loss"] += d_loss
-                        sums["g_adversarial"] += tf.nn.compute_average_loss(
-                            adv, global_batch_size=global_batch
-                        )
-                    del tape
-            assert g_acc is not None
-            opt.apply(clip_g(g_acc), g_vars)
-            if d is not None and d_acc is not None and clip_d is not None:
-                d_opt.apply(clip_d(d_acc), d_vars)
+            x = dict(x)
+            mask = x.pop("lung_mask", None)
+            with tf.GradientTape(persistent=d is not None) as tape:
+                pred = g(x, training=True)
+                fake = real = None
+                if d is not None:
+                    fake = d({"volume": pred, **x}, training=True)
+                    real = d({"volume": y, **x}, training=True)
+                per_example, adv = self._generator_terms(x, y, pred, mask, fake)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if g.losses:
+                    reg = tf.add_n([tf.cast(v, tf.float32) for v in g.losses])
+                    loss += tf.nn.scale_regularization_loss(reg) / accum
+                scaled = opt.scale_loss(loss)
+                if d is not None:
+                    d_loss = tf.nn.compute_average_loss(
+                        discriminator_loss_per_example(real, fake, kind),
+                        global_batch_size=global_batch,
+                    )
+                    d_scaled = d_opt.scale_loss(d_loss)
+            values = {"loss": loss}
+            g_grads = dense(tape.gradient(scaled, g_vars), g_vars)
+            d_grads: list[Any] = []
+            if d is not None:
+                d_grads = dense(tape.gradient(d_scaled, d_vars), d_vars)
+                values["d_loss"] = d_loss
+                values["g_adversarial"] = tf.nn.compute_average_loss(
+                    adv, global_batch_size=global_batch
+                )
+            return g_grads, d_grads, values
+
+        def replica_step(batches: list[Any]) -> dict[str, Any]:
+            if accum == 1:
+                g_acc, d_acc, sums = micro(*batches[0])
+            else:
+                # A while loop runs the micro-batches one after the other, so only one
+                # micro-batch's activations are alive at a time (unrolled Python code lets the
+                # executor run the forward passes side by side: 4x the memory, measured).
+                xs = tf.nest.map_structure(lambda *t: tf.stack(t), *[b[0] for b in batches])
+                ys = tf.stack([b[1] for b in batches])
+                g_zero = [tf.zeros_like(v) for v in g.trainable_variables]
+                d_zero = [tf.zeros_like(v) for v in d.trainable_variables] if d is not None else []
+                s_zero = {k: tf.constant(0.0) for k in names}
+
+                def body(i: Any, g_sum: Any, d_sum: Any, s_sum: Any) -> Any:
+                    x = tf.nest.map_structure(lambda t: t[i], xs)
+                    gg, dg, vals = micro(x, ys[i])
+                    return (
+                        i + 1,
+                        [a + b for a, b in zip(g_sum, gg, strict=True)],
+                        [a + b for a, b in zip(d_sum, dg, strict=True)],
+                        {k: s_sum[k] + vals[k] for k in names},
+                    )
+
+                _, g_acc, d_acc, sums = tf.while_loop(
+                    lambda i, *_: i < accum,
+                    body,
+                    (tf.constant(0), g_zero, d_zero, s_zero),
+                    parallel_iterations=1,
+                )
+            opt.apply(clip_g(list(g_acc)), g.trainable_variables)
+            if d is not None and clip_d is not None:
+                d_opt.apply(clip_d(list(d_acc)), d.trainable_variables)
             return sums
 
         return replica_step
