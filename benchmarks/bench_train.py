@@ -225,8 +225,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--probe-only", action="store_true", help="only the single-layer probe")
+    parser.add_argument("--skip-probes", action="store_true", help="no layer probe or op profile")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args()
-    probe = conv_probe()
+    probe = {} if args.skip_probes else conv_probe()
     for name, r in probe.items():
         if isinstance(r, dict):
             print(
@@ -234,14 +236,14 @@ def main() -> None:
                 f"{r['bf16_s'] * 1000:7.1f} ms  x{r['speedup']:.2f}",
                 flush=True,
             )
-    profile = op_profile()
+    profile = {} if args.skip_probes else op_profile()
     if "groups" in profile:
         print(f"op profile {profile['preset']} {profile['size']}^3, thread-ms per train step:")
         for g, r in profile["groups"].items():
             sp = r["fp32_ms"] / r["bf16_ms"] if r["bf16_ms"] else float("nan")
             print(f"  {g:24} fp32 {r['fp32_ms']:8.1f}  bf16 {r['bf16_ms']:8.1f}  x{sp:.2f}")
         print(f"  3D convolutions alone: x{profile['conv_only_speedup']:.2f}", flush=True)
-    else:
+    elif profile:
         print(f"op profile error: {profile.get('error')}")
     rows = []
     for size in [] if args.probe_only else args.sizes:
@@ -283,14 +285,13 @@ def main() -> None:
         )
     if args.probe_only:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
         json.dumps(
             {
                 "layer_probe": probe,
                 "op_profile": profile,
-                "command": f"python benchmarks/bench_train.py --steps {args.steps} --sizes "
-                + " ".join(map(str, args.sizes)),
+                "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
                 "rows": rows,
                 "bf16_speedup_median": statistics.median(speedups) if speedups else None,
                 "peak_rss_gib_128": rss,
@@ -301,7 +302,7 @@ def main() -> None:
         )
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -270,6 +270,25 @@ def test_one_gan_step_changes_both_networks_and_keeps_losses_finite(
     assert (tmp_path / "run" / "curves.png").exists()
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_gan_steps_under_mixed_precision(precision: str, dataset: Path, tmp_path: Path) -> None:
+    cfg = gan_config(
+        dataset,
+        tmp_path / "run",
+        "X2CT-GAN",
+        **{"training.steps": 2, "training.mixed_precision": precision},
+    )
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.fit().ok
+    assert trainer.model.compute_dtype == precision.removeprefix("mixed_")
+    assert trainer.discriminator.compute_dtype == precision.removeprefix("mixed_")
+    if precision == "mixed_float16":  # each network scales its own loss
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(trainer.d_optimizer, keras.optimizers.LossScaleOptimizer)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert all(np.isfinite(float(r[k])) for r in rows for k in ("loss", "d_loss"))
+
+
 def test_adversarial_term_needs_a_discriminator(dataset: Path, tmp_path: Path) -> None:
     cfg = gan_config(dataset, tmp_path / "run", "X2CT-CNN+B", loss={"mse": 1, "adversarial": 0.1})
     with pytest.raises(ConfigError, match="no discriminator"):

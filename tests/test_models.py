@@ -230,3 +230,29 @@ def test_forward_pass_on_jax() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_registered_names_are_unique_across_the_package() -> None:
+    # Keras' registry is a dict: a second class registered under the same name silently replaces
+    # the first, and saved models would then load the wrong class.
+    import importlib
+    import inspect
+    import pkgutil
+
+    import xprospect
+
+    seen: dict[str, type] = {}
+    for info in pkgutil.walk_packages(xprospect.__path__, "xprospect."):
+        if info.name.endswith(("cli", "__main__")):
+            continue
+        module = importlib.import_module(info.name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ != module.__name__:
+                continue
+            name = keras.saving.get_registered_name(obj)
+            if not name.startswith("xprospect>"):
+                continue
+            assert name not in seen or seen[name] is obj, f"{name}: {seen.get(name)} and {obj}"
+            seen[name] = obj
+            assert keras.saving.get_registered_object(name) is obj, name
+    assert len(seen) > 30

@@ -18,10 +18,10 @@ from keras_contract import check_layer, check_model, check_registration
 from xprospect.errors import ConfigError
 from xprospect.models.cvaa import (
     CFVAA,
+    CanonicalLift,
     CVAAGenerator,
     Feat2D,
     FineDistillation,
-    LiftToVolume,
     ViewAttentionAlignment,
     lift_to_canonical,
 )
@@ -81,7 +81,7 @@ def test_bad_arguments_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="norm"):
         CVAAGenerator(size=SIZE, norm="layer", **TINY)
     with pytest.raises(ConfigError, match="view"):
-        LiftToVolume(4, "axial")
+        CanonicalLift(4, "axial")
 
 
 def test_mixed_bfloat16_gives_float32_output() -> None:
@@ -124,7 +124,7 @@ def test_lifting_aligns_both_views_in_the_canonical_frame() -> None:
 
     # The layer (with an identity 1x1x1 convolution) does the same.
     for view, image, expected in (("frontal", frontal, vol_f), ("lateral", lateral, vol_l)):
-        layer = LiftToVolume(1, view, kernel_size=1, norm="none", activation="linear")
+        layer = CanonicalLift(1, view, kernel_size=1, norm="none", activation="linear")
         layer.build(image.shape)
         layer.conv.conv.set_weights([np.ones((1, 1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
         np.testing.assert_allclose(_np(layer(image))[0, ..., 0], expected, atol=0, rtol=0)
@@ -248,7 +248,7 @@ def test_feat2d_and_lift_config_round_trip() -> None:
     # Dense connectivity: layer k sees the input and the k earlier outputs.
     assert [int(layer.conv.kernel.shape[2]) for layer in feat.dense_layers] == [2, 5]
     assert int(feat.compress.conv.kernel.shape[2]) == 2 + 2 * 3
-    lift = LiftToVolume(4, "lateral", kernel_size=3, norm="none", activation="relu")
+    lift = CanonicalLift(4, "lateral", kernel_size=3, norm="none", activation="relu")
     check_registration(
         lift,
         {"filters": 4, "view": "lateral", "kernel_size": 3, "norm": "none", "activation": "relu"},

@@ -16,7 +16,7 @@ anterior → posterior, axis 2 patient's right → left).
 
     per view v (own weights):
         X-ray ─ stem ConvNormAct2D ─ [Feat2D(c_l) ─ e_l ─ stride-2 ConvNormAct2D] x L  (2D)
-        e_l ─ LiftToVolume(v): repeat along v's beam axis, into the canonical frame, Conv3D
+        e_l ─ CanonicalLift(v): repeat along v's beam axis, into the canonical frame, Conv3D
             = V_v,l  (S/2**l)^3 x c_l, canonical
     decoder (canonical frame):
         deepest  D_{L-1} = ConvNormAct3D(V_f,L-1 + V_l,L-1)          (fusion by addition)
@@ -45,9 +45,9 @@ __all__ = [
     "CFVAA",
     "VIEWS",
     "CVAAGenerator",
+    "CanonicalLift",
     "Feat2D",
     "FineDistillation",
-    "LiftToVolume",
     "ViewAttentionAlignment",
     "lift_to_canonical",
 ]
@@ -186,7 +186,7 @@ class Feat2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="xprospect")
-class LiftToVolume(keras.layers.Layer):
+class CanonicalLift(keras.layers.Layer):
     """A view's 2D features lifted into a canonical 3D volume: repetition + a 3D convolution.
 
     :func:`lift_to_canonical` (repeat along the view's beam axis, the paper's assumption that the
@@ -235,7 +235,7 @@ class LiftToVolume(keras.layers.Layer):
     def _depth(input_shape: tuple[int | None, ...]) -> int:
         if input_shape[1] is None or input_shape[2] is None or input_shape[1] != input_shape[2]:
             raise ConfigError(
-                f"LiftToVolume needs square (B, S, S, ch) features, got {input_shape}"
+                f"CanonicalLift needs square (B, S, S, ch) features, got {input_shape}"
             )
         return int(input_shape[2])
 
@@ -579,7 +579,7 @@ class CVAAGenerator(keras.Model):
                     name=f"{v}_feat2d_{res[lvl]}",
                 )(x)
                 lifted[v].append(
-                    LiftToVolume(
+                    CanonicalLift(
                         widths[lvl], v, norm=norm, dtype=policy, name=f"{v}_lift_{res[lvl]}"
                     )(x)
                 )

@@ -1,0 +1,289 @@
+"""Every model family side by side: same phantom split, same training budget, same metrics.
+
+One procedural-phantom dataset at ``--size`` (default 64^3, X2CT cone-beam DRRs) is built once.
+Each preset then trains in its own process for the same wall-clock budget on this machine
+(``--budget-s``; the number of steps is the budget divided by the step time measured over the
+calibration steps, so cheap models take more steps, as they would in any fixed-compute
+comparison), with its preset's loss, optimizer and schedule, float32, batch 1 (DuoLift
+accumulates 4 batches per step, as its paper does). Each trained generator is then scored on
+the test split and on the DRRs of the real LIDC chest CT (``xprospect.datasets.sample_ct``),
+together with the two baselines a learned model must beat: the mean training volume and the
+calibrated unfiltered back-projection. S-XR2CT is single-view (frontal only); its perceptual term
+uses a randomly initialised VGG16 (ImageNet weights cannot be downloaded here), which makes it a
+random-feature perceptual loss.
+
+The budget is tiny next to the papers' (days on a GPU): the table ranks what each architecture
+learns in a few CPU minutes, not what it can reach.
+
+Run: ``.venv/bin/python benchmarks/bench_models.py [--budget-s 120] [--presets ...]``. Prints a
+table and writes ``benchmarks/results/bench_models.json`` and ``bench_models.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+PRESETS = (
+    "512-Dense",
+    "512-ProjInj",
+    "X2CT-CNN+B",
+    "X2CT-GAN",
+    "CVAA-GAN",
+    "DuoLift-CNN",
+    "DuoLift-GAN",
+    "S-XR2CT",
+)
+METRICS = ("psnr_3d", "psnr_2d", "ssim_3d", "ssim_2d", "mae", "lung_dice")
+
+_WORKER = r"""
+import json, resource, statistics, sys, time
+from pathlib import Path
+import numpy as np
+preset, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+budget, views = float(sys.argv[4]), sys.argv[5].split(",")
+from xprospect.config import config_from_dict
+from xprospect.train import Trainer
+
+def config(steps, folder, every):
+    return config_from_dict({
+        "data": {"dir": data, "batch_size": 1, "views": views, "shuffle_buffer": 64},
+        "model": {"preset": preset},
+        "perceptual": {"weights": None, "num_slices": 4},
+        "training": {"steps": steps, "validation_every": every, "checkpoint_every": every,
+                     "log_every": 10, "output_dir": str(folder), "seed": 0},
+    })
+
+times = []
+def hook(step, logs):
+    times.append(time.perf_counter())
+# Calibration: no validation or checkpoint inside the timed steps; the first includes tracing.
+calib = Trainer(config(5, out / "calibration", 1000), step_hook=hook, progress=False)
+calib.fit()
+step_s = statistics.median(np.diff(times[:-1]) if len(times) > 3 else np.diff(times))
+steps = max(5, int(budget / step_s))
+t0 = time.perf_counter()
+trainer = Trainer(config(steps, out / "run", steps), progress=False)
+result = trainer.fit()
+train_s = time.perf_counter() - t0
+params_g = int(trainer.model.count_params())
+params_d = int(trainer.discriminator.count_params()) if trainer.discriminator is not None else 0
+
+from xprospect.evaluation import evaluate_dataset
+from xprospect.inference import load_predictor
+sys.path.insert(0, sys.argv[6])
+from bench_models import real_ct_case
+from xprospect.metrics import evaluate_case
+predictor = load_predictor(out / "run")
+ev = evaluate_dataset(predictor, data, out / "eval", split="test", baselines=False, panels=2)
+case, truth, spacing = real_ct_case(predictor.size, predictor.hu_window)
+pred = predictor.predict({v: case[v] for v in predictor.views})[0]
+real = evaluate_case(truth, pred, hu_window=predictor.hu_window, spacing_mm=spacing)
+print("RESULT " + json.dumps({
+    "status": result.status, "steps": steps, "step_s": step_s, "train_s": train_s,
+    "params_generator": params_g, "params_discriminator": params_d,
+    "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    "test": {k: v for k, v in ev.summary["model"].items()},
+    "real_ct": {k: float(v) for k, v in real.items()},
+}))
+"""
+
+
+def real_ct_case(size: int, hu_window: tuple[float, float]) -> tuple[dict, object, tuple]:
+    """The real LIDC CT at ``size``^3 with its X2CT DRRs: (inputs and line integrals, truth in
+    [0, 1], spacing)."""
+    import numpy as np
+
+    from xprospect.datasets import sample_ct
+    from xprospect.io import read_nifti
+    from xprospect.preprocessing import ct_preprocessing, window_hu
+    from xprospect.projection import display_unit, render_drr_batch
+
+    ct = ct_preprocessing(size=size)(read_nifti(sample_ct().ct_path))
+    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
+    views = ("frontal", "lateral")
+    drrs = render_drr_batch(hu[None], ct.spacing_mm, "x2ct", views, size).numpy()[0]
+    case: dict = {}
+    for i, v in enumerate(views):
+        case[v] = display_unit(drrs[i])[None, ..., None]
+        case[v + "_line"] = drrs[i]
+    return case, np.asarray(window_hu(hu, hu_window)), tuple(ct.spacing_mm)
+
+
+def build_dataset(folder: Path, size: int, train: int, val: int, test: int) -> None:
+    from xprospect.prepare import PrepareConfig, prepare_dataset
+
+    if (folder / "manifest.json").exists():
+        return
+    n = train + val + test
+    prepare_dataset(
+        [],
+        folder,
+        PrepareConfig(
+            size=size,
+            geometry="x2ct",
+            val_fraction=val / n,
+            test_fraction=test / n,
+            split_seed=0,
+            shard_size=16,
+        ),
+        phantoms=n,
+        workers=2,
+        progress=False,
+    )
+
+
+def baselines(data: Path, out: Path) -> dict:
+    """Test-split and real-CT scores of the mean-volume and back-projection baselines."""
+    from xprospect.evaluation import BackProjectionBaseline, MeanVolumeBaseline, evaluate_dataset
+    from xprospect.metrics import evaluate_case
+    from xprospect.preprocessing import resolve_hu_window
+
+    ev = evaluate_dataset(None, data, out, split="test", panels=0)
+    window = resolve_hu_window("xprospect")
+    size = int(json.loads((data / "manifest.json").read_text())["config"]["size"])
+    case, truth, spacing = real_ct_case(size, window)
+    rows = {}
+    for name, method in (
+        ("mean_volume", MeanVolumeBaseline.fit(data, window)),
+        ("back_projection", BackProjectionBaseline.fit(data, ("frontal", "lateral"), window)),
+    ):
+        real = evaluate_case(truth, method(case), hu_window=window, spacing_mm=spacing)
+        rows[name] = {
+            "test": ev.summary[name],
+            "real_ct": {k: float(v) for k, v in real.items()},
+        }
+    return rows
+
+
+def run_preset(preset: str, data: Path, out: Path, budget_s: float) -> dict:
+    from xprospect.models import PRESETS
+
+    views = ",".join(PRESETS[preset]["views"][0])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WORKER,
+            preset,
+            str(data),
+            str(out / preset),
+            str(budget_s),
+            views,
+            str(Path(__file__).parent),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+
+
+def _mean(block: dict, key: str) -> float:
+    value = block.get(key)
+    if isinstance(value, dict):
+        return float(value.get("mean", float("nan")))
+    return float("nan") if value is None else float(value)
+
+
+def table(rows: dict) -> str:
+    head = (
+        "| model | params G + D | steps | step s | peak RSS GiB | PSNR-3D | PSNR-2D | SSIM-3D "
+        "| SSIM-2D | MAE | lung Dice | real CT PSNR-3D | real CT SSIM-3D |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error']} |" + " |" * 11)
+            continue
+        test, real = r["test"], r["real_ct"]
+        params = (
+            f"{(r['params_generator'] + r['params_discriminator']) / 1e6:.1f} M"
+            if "params_generator" in r
+            else "-"
+        )
+        steps = r.get("steps", "-")
+        step_s = f"{r['step_s']:.2f}" if "step_s" in r else "-"
+        rss = f"{r['peak_rss_gib']:.2f}" if "peak_rss_gib" in r else "-"
+        cells = [f"{_mean(test, m):.4f}" for m in METRICS]
+        lines.append(
+            f"| {name} | {params} | {steps} | {step_s} | {rss} | "
+            + " | ".join(cells)
+            + f" | {_mean(real, 'psnr_3d'):.2f} | {_mean(real, 'ssim_3d'):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--budget-s", type=float, default=120.0, help="training seconds per model")
+    parser.add_argument("--train-cases", type=int, default=100)
+    parser.add_argument("--val-cases", type=int, default=5)
+    parser.add_argument("--test-cases", type=int, default=10)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--workdir", default="/tmp/xprospect_bench_models")
+    args = parser.parse_args()
+
+    work = Path(args.workdir)
+    data = work / f"data{args.size}"
+    t0 = time.perf_counter()
+    build_dataset(data, args.size, args.train_cases, args.val_cases, args.test_cases)
+    print(f"dataset {data} ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows: dict = {}
+    for preset in args.presets:
+        r = run_preset(preset, data, work / "runs", args.budget_s)
+        rows[preset] = r
+        if "error" in r:
+            print(f"{preset}: error: {r['error']}", flush=True)
+        else:
+            print(
+                f"{preset:<12} {r['steps']:>5} steps x {r['step_s']:.2f} s  test PSNR-3D "
+                f"{_mean(r['test'], 'psnr_3d'):.2f}  SSIM-3D {_mean(r['test'], 'ssim_3d'):.3f}  "
+                f"real CT PSNR-3D {r['real_ct']['psnr_3d']:.2f}  peak RSS "
+                f"{r['peak_rss_gib']:.2f} GiB",
+                flush=True,
+            )
+    rows.update(baselines(data, work / "baselines"))
+    text = table(rows)
+    print(text)
+    command = (
+        f"python benchmarks/bench_models.py --size {args.size} --budget-s {args.budget_s:g} "
+        f"--train-cases {args.train_cases} --val-cases {args.val_cases} "
+        f"--test-cases {args.test_cases}"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_models.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "rows": rows,
+                "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+                "total_s": time.perf_counter() - t0,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (RESULTS / "bench_models.md").write_text(
+        f"# Model families side by side ({args.size}^3 phantoms, {args.budget_s:g} s of CPU "
+        f"training each)\n\nCommand: `{command}`\n\n{text}\n"
+    )
+    print(f"wrote {RESULTS / 'bench_models.json'} and bench_models.md")
+
+
+if __name__ == "__main__":
+    main()
