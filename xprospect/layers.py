@@ -77,8 +77,12 @@ __all__ = [
     "ConvBlock",
     "ConvNormAct",
     "ExpandXrays",
+    "activation_fn",
     "canonical_to_view",
+    "check_norm",
     "initializer_for",
+    "positive_int",
+    "power_of_two",
     "view_to_canonical",
 ]
 
@@ -252,6 +256,30 @@ def normalization(norm: str, name: str, dtype: Any = None) -> keras.layers.Layer
     if norm == "none":
         return None
     raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer (bools excluded), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def power_of_two(n: Any) -> bool:
+    """Whether ``n`` is an integer power of two (1, 2, 4, ...)."""
+    return bool(isinstance(n, int | np.integer) and n >= 1 and (n & (n - 1)) == 0)
+
+
+def check_norm(norm: str) -> str:
+    """``norm`` if it is one of :data:`NORMS`, else a ConfigError."""
+    if norm not in NORMS:
+        raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def activation_fn(activation: str, leaky_alpha: float = 0.2) -> Any:
+    """The ``keras.ops`` function of one of :data:`NORM_ACTIVATIONS`."""
+    return _activation_fn(activation, leaky_alpha)
 
 
 def _activation_fn(activation: str, leaky_alpha: float) -> Any:

@@ -39,7 +39,9 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, view_to_canonical
+from xprospect.layers import ConvNormAct, view_to_canonical
+from xprospect.layers import check_norm as _check_norm
+from xprospect.layers import positive_int as _positive_int
 
 __all__ = [
     "CFVAA",
@@ -55,22 +57,10 @@ __all__ = [
 VIEWS = ("frontal", "lateral")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _odd_kernel(name: str, value: Any) -> int:
     if _positive_int(name, value) % 2 == 0:
         raise ConfigError(f"{name} must be odd (a centred, same-padded kernel), got {value!r}")
     return int(value)
-
-
-def _check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
 
 
 def _check_view(view: str) -> str:

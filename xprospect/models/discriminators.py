@@ -45,6 +45,7 @@ import keras
 
 from xprospect.errors import ConfigError
 from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import positive_int as _positive_int
 
 __all__ = [
     "POOLS",
@@ -57,12 +58,6 @@ __all__ = [
 
 VIEWS = ("frontal", "lateral")
 POOLS = (None, "avg")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def patch_map_size(

@@ -53,15 +53,12 @@ from xprospect.layers import (
     ConvBlock,
     initializer_for,
 )
+from xprospect.layers import power_of_two as _power_of_two
 from xprospect.projection.geometry import GEOMETRY_PRESETS
 
 __all__ = ["VIEWS", "DualUNet"]
 
 VIEWS = ("frontal", "lateral")
-
-
-def _power_of_two(n: int) -> bool:
-    return n >= 1 and (n & (n - 1)) == 0
 
 
 @keras.saving.register_keras_serializable(package="xprospect")

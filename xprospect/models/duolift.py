@@ -37,32 +37,13 @@ from keras import ops
 
 from xprospect.errors import ConfigError
 from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import activation_fn as _activation_fn
+from xprospect.layers import positive_int as _positive_int
+from xprospect.layers import power_of_two as _power_of_two
 
 __all__ = ["VIEWS", "DuoLiftGenerator", "ResidualBlock"]
 
 VIEWS = ("frontal", "lateral")
-
-
-def _power_of_two(n: int) -> bool:
-    return isinstance(n, int) and n >= 1 and (n & (n - 1)) == 0
-
-
-def _activation_fn(activation: str, leaky_alpha: float) -> Any:
-    if activation == "leaky_relu":
-        return lambda x: ops.leaky_relu(x, negative_slope=leaky_alpha)
-    if activation == "linear":
-        return lambda x: x
-    if activation in ("relu", "selu", "gelu"):
-        return getattr(ops, activation)
-    raise ConfigError(
-        f"activation must be relu, leaky_relu, selu, gelu or linear, got {activation!r}"
-    )
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 # === Layers ===

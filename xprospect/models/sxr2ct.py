@@ -47,6 +47,8 @@ from keras import ops
 
 from xprospect.errors import ConfigError
 from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import positive_int as _positive_int
+from xprospect.layers import power_of_two as _power_of_two
 
 __all__ = [
     "ConvNeXtBlock",
@@ -66,12 +68,6 @@ _ACTIVATIONS = ("relu", "leaky_relu", "selu", "gelu")
 # === Helpers ===
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _positive_float(name: str, value: Any) -> float:
     try:
         out = float(value)
@@ -80,10 +76,6 @@ def _positive_float(name: str, value: Any) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     return out
-
-
-def _power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 def window_partition(x: Any, window_size: int) -> Any:

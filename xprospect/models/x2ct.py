@@ -42,32 +42,18 @@ from keras import ops
 
 from xprospect.errors import ConfigError
 from xprospect.layers import (
-    NORMS,
     ConnectionC,
     ConvNormAct,
     canonical_to_view,
     normalization,
 )
+from xprospect.layers import check_norm as _check_norm
+from xprospect.layers import positive_int as _positive_int
+from xprospect.layers import power_of_two as _power_of_two
 
 __all__ = ["VIEWS", "DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
 
 VIEWS = ("frontal", "lateral")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _power_of_two(n: int) -> bool:
-    return isinstance(n, int) and n >= 1 and (n & (n - 1)) == 0
-
-
-def _check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
 
 
 # === Layers ===
