@@ -180,3 +180,30 @@ def test_shipped_gan_configs_name_their_preset_and_take_its_views(name):
     assert tuple(cfg.data.views) in [tuple(v) for v in PRESETS[cfg.model.preset]["views"]]
     # Everything the preset supplies is left to it.
     assert cfg.loss is None and cfg.optimizer.schedule is None and cfg.gan.adversarial is None
+
+
+def test_gan_settings_are_validated():
+    base = {"data": {"dir": "x"}, "training": {"steps": 1}}
+    bad = [
+        ({"optimizer": {"beta_1": 1.5}}, "optimizer.beta_1"),
+        ({"optimizer": {"schedule": {"name": "multistep"}}}, "milestones"),
+        (
+            {"optimizer": {"schedule": {"name": "multistep", "milestones": [0.8, 0.2]}}},
+            "milestones",
+        ),
+        ({"gan": {"adversarial": "wgan"}}, "gan.adversarial"),
+        ({"gan": {"d_learning_rate": -1}}, "gan.d_learning_rate"),
+        ({"training": {"steps": 1, "grad_accum_steps": 0}}, "grad_accum_steps"),
+    ]
+    for extra, key in bad:
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({**base, **extra})
+
+
+def test_presets_refuse_views_they_do_not_take():
+    from xprospect.models import build_model
+
+    with pytest.raises(ConfigError, match="takes views"):
+        build_model("S-XR2CT", size=32, views=("frontal", "lateral"))
+    with pytest.raises(ConfigError, match="takes views"):
+        build_model("CVAA-GAN", size=32, views=("frontal",))
