@@ -185,11 +185,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
     missing = [v for v in predictor.views if v not in xrays]
-    if missing:
-        from xprospect.errors import ConfigError
+    from xprospect.errors import ConfigError
 
+    if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
-    volume = predictor.reconstruct(xrays)
+    prepared = None
+    if args.style_model:
+        from xprospect.style.apply import load_style_model
+
+        prepared = {}
+        for folder in args.style_model:
+            style = load_style_model(folder)
+            if style.view not in xrays:
+                raise ConfigError(f"style model {folder} is for the {style.view} view, not given")
+            prepared[style.view] = style.real_to_drr(xrays[style.view], predictor.size)
+    volume = predictor.reconstruct(xrays, prepared=prepared)
     out = write_nifti(volume, args.out)
     print(f"wrote {out} {volume.shape} at {volume.spacing_mm[0]:.2f} mm")
     if args.dicom_out:
@@ -268,7 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .nii or .nii.gz")
     p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
+    p.add_argument(
+        "--style-model",
+        action="append",
+        default=[],
+        help="style run (xprospect style train) mapping that view's real X-ray to DRR style "
+        "first (repeat for the other view)",
+    )
     p.set_defaults(handler=_cmd_predict)
+
+    from xprospect.style.cli import add_style_parser
+
+    add_style_parser(sub)
 
     from xprospect.train import add_train_arguments
 

@@ -78,6 +78,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_override",
+    "read_config_mapping",
     "resolve_config_path",
     "shipped_configs",
 ]
@@ -179,6 +180,9 @@ class OptimizerConfig:
         use_ema: Keep an exponential moving average of the weights; validation, the best model
             and the exported model then use the averaged weights.
         ema_momentum: EMA decay per step.
+        ema_reset: ``epoch``: set the live weights to their moving average at the end of every
+            epoch (XprospeCT's CycleGAN); ``never``: the average is only used for validation and
+            export.
         clip_global_norm: Clip the global gradient norm (computed over all replicas) to this.
     """
 
@@ -189,6 +193,7 @@ class OptimizerConfig:
     beta_2: float | None = None
     use_ema: bool = False
     ema_momentum: float = 0.999
+    ema_reset: Literal["never", "epoch"] = "never"
     clip_global_norm: float | None = None
 
 
@@ -549,7 +554,7 @@ def config_from_dict(
     return config
 
 
-def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dicts and lists (YAML/JSON-ready) of a config."""
     return dataclasses.asdict(config)
 
@@ -574,7 +579,19 @@ def load_config(
     Raises:
         ConfigError: Missing file, bad YAML (with its line), unknown key, wrong type or value.
     """
-    file = resolve_config_path(path)
+    data, file = read_config_mapping(resolve_config_path(path))
+    config = config_from_dict(data, file)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return config
+
+
+def read_config_mapping(file: Path) -> tuple[Mapping[str, Any] | None, Path]:
+    """The parsed YAML mapping of a config file (None for an empty file) and the file.
+
+    Raises:
+        ConfigError: Unreadable file, bad YAML (with its line) or not a mapping.
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -588,10 +605,7 @@ def load_config(
         raise ConfigError(f"invalid YAML: {where}{_one_line(str(problem))}", file) from None
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping of sections at the top, got {data!r}", file)
-    config = config_from_dict(data, file)
-    if overrides:
-        config = apply_overrides(config, overrides)
-    return config
+    return data, file
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -613,14 +627,18 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(
-    config: ExperimentConfig, overrides: Mapping[str, Any] | Sequence[str]
-) -> ExperimentConfig:
+    config: Any,
+    overrides: Mapping[str, Any] | Sequence[str],
+    from_dict: Any = None,
+) -> Any:
     """Returns a copy of ``config`` with dotted-key overrides applied and validated.
 
     Args:
         config: The base config (left unchanged).
         overrides: ``{"training.steps": 100, "model.overrides.base_filters": 8}`` or the CLI form
             ``["training.steps=100"]``.
+        from_dict: ``from_dict(data, source)`` that builds and validates the config's class;
+            default :func:`config_from_dict` (an :class:`ExperimentConfig`).
 
     Raises:
         ConfigError: Unknown key (listing the valid ones), wrong type or invalid value; the
@@ -633,15 +651,15 @@ def apply_overrides(
     )
     data = config_to_dict(config)
     for key, value in items:
-        _set_dotted(data, key, value)
+        _set_dotted(data, key, value, type(config))
     # The base config was valid, so whatever fails now came from the overrides.
-    return config_from_dict(data, "--set overrides")
+    return (from_dict or config_from_dict)(data, "--set overrides")
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(data: dict[str, Any], key: str, value: Any, root: type) -> None:
     parts = key.split(".")
     node: Any = data
-    cls: Any = ExperimentConfig
+    cls: Any = root
     for i, part in enumerate(parts):
         where = ".".join(parts[:i])
         last = i == len(parts) - 1
@@ -662,7 +680,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             node = node[part]
 
 
-def dump_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> Path:
+def dump_config(config: Any, path: str | os.PathLike[str]) -> Path:
     """Writes a config as YAML (atomically) that :func:`load_config` reads back unchanged.
 
     Returns:

@@ -387,6 +387,14 @@ def load_dataset(
         rerender = aug.spatial
     if aug.spatial and not rerender:
         raise ConfigError("spatial augmentation needs rerender=True to keep X-rays consistent")
+    # A stylized copy (xprospect.style.apply.stylize_dataset) stores [0, 1] display images.
+    stylized = manifest["config"].get("xray_values") == "display"
+    if stylized and (rerender or xray_mapping != "display"):
+        raise ConfigError(
+            "its X-rays are stylized display images: use xray_mapping display and no spatial "
+            "augmentation (re-rendered DRRs would lose the style)",
+            data_dir,
+        )
     shuffle = (split == "train") if shuffle is None else shuffle
 
     files = shard_files(data_dir, split)
@@ -449,7 +457,7 @@ def load_dataset(
             batch = dict(batch, frontal=drrs[:, 0], lateral=drrs[:, 1])
         inputs: dict[str, tf.Tensor] = {}
         for i, v in enumerate(views):
-            x = map_xray(batch[v], xray_mapping)
+            x = batch[v] if stylized else map_xray(batch[v], xray_mapping)
             if aug.radiograph:
                 # fold_in returns int32 seeds whatever it is given; keep one dtype for map_fn.
                 view_seeds = tf.map_fn(

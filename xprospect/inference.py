@@ -79,9 +79,33 @@ class Predictor:
             outs.append(np.asarray(out, dtype=np.float32))
         return np.concatenate(outs)[..., 0]
 
-    def reconstruct(self, xrays: Mapping[str, Radiograph | np.ndarray]) -> Volume:
-        """Reconstructs one CT from radiographs (prepared with :func:`prepare_xray`)."""
-        inputs = {v: prepare_xray(xrays[v], self.size)[None, ..., None] for v in self.views}
+    def reconstruct(
+        self,
+        xrays: Mapping[str, Radiograph | np.ndarray],
+        prepared: Mapping[str, np.ndarray] | None = None,
+    ) -> Volume:
+        """Reconstructs one CT from radiographs.
+
+        Args:
+            xrays: Radiographs by view, prepared with :func:`prepare_xray`.
+            prepared: Model inputs by view that are used as they are instead, ``(size, size)``
+                in [0, 1] (e.g. real X-rays in DRR style from
+                :meth:`xprospect.style.apply.StyleModel.real_to_drr`).
+        """
+        ready = dict(prepared or {})
+        for v, image in ready.items():
+            if np.shape(image) != (self.size, self.size):
+                raise ConfigError(
+                    f"prepared {v} input must be ({self.size}, {self.size}), got {np.shape(image)}"
+                )
+        inputs = {
+            v: (
+                np.asarray(ready[v], np.float32)
+                if v in ready
+                else prepare_xray(xrays[v], self.size)
+            )[None, ..., None]
+            for v in self.views
+        }
         return volume_from_output(self.predict(inputs)[0], self.hu_window, self.fov_mm)
 
 

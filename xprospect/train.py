@@ -203,12 +203,6 @@ def _window(config: ExperimentConfig) -> str | tuple[float, ...]:
     return w if isinstance(w, str) else tuple(w)
 
 
-def _steps_per_epoch(config: ExperimentConfig, manifest: Mapping[str, Any]) -> int:
-    if config.training.steps_per_epoch:
-        return config.training.steps_per_epoch
-    return max(1, _split_cases(manifest, "train") // config.data.batch_size)
-
-
 def _total_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
     t = config.training
     if t.steps is not None:
@@ -247,7 +241,11 @@ def _learning_rate(config: ExperimentConfig, total_steps: int, lr: float | None 
 
 
 def build_optimizer(
-    config: ExperimentConfig, total_steps: int = 1, *, learning_rate: float | None = None
+    config: ExperimentConfig,
+    total_steps: int = 1,
+    *,
+    learning_rate: float | None = None,
+    steps_per_epoch: int | None = None,
 ) -> Any:
     """The Keras optimizer of a (resolved) config.
 
@@ -260,6 +258,9 @@ def build_optimizer(
             :func:`resolve_config`).
         total_steps: Run length, for the schedules.
         learning_rate: Instead of ``optimizer.learning_rate`` (the discriminator's rate).
+        steps_per_epoch: Needed with ``optimizer.ema_reset: epoch``: the live weights are set to
+            their moving average after every ``steps_per_epoch`` updates (Keras'
+            ``ema_overwrite_frequency``).
     """
     import keras
 
@@ -268,10 +269,16 @@ def build_optimizer(
     if o.name not in classes:
         raise ConfigError(f"optimizer.name: expected adam or nadam, got {o.name!r}")
     betas = {k: v for k, v in (("beta_1", o.beta_1), ("beta_2", o.beta_2)) if v is not None}
+    overwrite = None
+    if o.use_ema and o.ema_reset == "epoch":
+        if not steps_per_epoch:
+            raise ConfigError("optimizer.ema_reset: epoch needs the run's steps per epoch")
+        overwrite = int(steps_per_epoch)
     optimizer = classes[o.name](
         learning_rate=_learning_rate(config, total_steps, learning_rate),
         use_ema=o.use_ema,
         ema_momentum=o.ema_momentum,
+        ema_overwrite_frequency=overwrite,
         **betas,
     )
     if config.training.mixed_precision == "mixed_float16":
@@ -458,7 +465,7 @@ class Trainer:
 
         # The strategy first: multi-worker collectives must be set up before any other op runs.
         self.strategy = make_strategy(self.config.training.strategy)
-        cfg = resolve_config(self.config, presets=not self._custom_model)
+        cfg = self._resolve()
         self.resolved = cfg
         seed_everything(cfg.training.seed)
         if cfg.training.deterministic:
@@ -468,11 +475,18 @@ class Trainer:
         # The policy must be set before the model is built; restored so callers are unaffected.
         keras.config.set_dtype_policy("float32" if precision == "none" else precision)
         try:
-            from xprospect.training.loop import TrainingRun
-
-            return TrainingRun(self, cfg).execute()
+            return self._run_class()(self, cfg).execute()
         finally:
             keras.config.set_dtype_policy(previous)
+
+    def _resolve(self) -> Any:
+        """The config with what the dataset and preset fill in."""
+        return resolve_config(self.config, presets=not self._custom_model)
+
+    def _run_class(self) -> type:
+        from xprospect.training.loop import TrainingRun
+
+        return TrainingRun
 
 
 # === Entry points ===

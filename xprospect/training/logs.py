@@ -128,6 +128,13 @@ class TensorBoardLog:
             )
         self.validation.flush()
 
+    def image(self, name: str, image: np.ndarray, step: int) -> None:
+        """Writes one grayscale image in [0, 1] ``(H, W)`` to the ``validation`` run."""
+        grid = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        with self.validation.as_default(step=step):
+            self._tf.summary.image(name, grid[None, ..., None], max_outputs=1)
+        self.validation.flush()
+
     def close(self) -> None:
         self.train.close()
         self.validation.close()

@@ -28,7 +28,6 @@ from xprospect.train import (
     _per_example_loss,
     _psnr_fn,
     _split_cases,
-    _steps_per_epoch,
     _total_steps,
     _window,
 )
@@ -42,7 +41,21 @@ log = logging.getLogger("xprospect.train")
 
 
 class TrainingRun:
-    """The state of one :meth:`Trainer.fit` call (kept apart to keep the Trainer reusable)."""
+    """The state of one :meth:`Trainer.fit` call (kept apart to keep the Trainer reusable).
+
+    The loop (:meth:`execute`: steps, logs, checkpoints, resume, divergence checks) is shared by
+    every kind of model. A subclass trains another kind (the CycleGAN of
+    :mod:`xprospect.style.training`) by overriding the data (:meth:`_setup_data`,
+    :meth:`_dataset_fn`), :meth:`_make_logic`, :meth:`_validate`, :meth:`_log_images`,
+    :meth:`_export`, :meth:`_figures` and :attr:`best_key`.
+    """
+
+    best_key: str | None = "val_psnr_3d"
+    """The validation metric (maximised) that selects ``best.weights.h5``; None: no best model."""
+    final_name = "model.keras"
+    """The file whose presence says a run finished."""
+    val_columns: tuple[str, ...] = ()
+    """Validation metrics written to ``metrics.csv`` beyond ``val_loss/psnr_3d/mae``."""
 
     def __init__(self, trainer: Trainer, cfg: ExperimentConfig) -> None:
         import tensorflow as tf
@@ -58,20 +71,22 @@ class TrainingRun:
         self.chief = is_chief(self.strategy)
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.out = Path(cfg.training.output_dir)
-        self.manifest = _manifest(cfg)
-        self.steps_per_epoch = _steps_per_epoch(cfg, self.manifest)
-        self.total = _total_steps(cfg, self.steps_per_epoch)
-        self.has_val = _split_cases(self.manifest, "val") > 0
         batch = cfg.data.batch_size
         if batch % self.replicas:
             raise ConfigError(
                 f"data.batch_size {batch} must be a multiple of the {self.replicas} replicas"
             )
-        if _split_cases(self.manifest, "train") < self.replicas:
+        n_train, self.has_val = self._setup_data()
+        if n_train < self.replicas:
             raise ConfigError(
                 f"the train split of {cfg.data.dir} has fewer cases than the {self.replicas} "
                 "replicas that each need their own"
             )
+        if cfg.training.steps_per_epoch:
+            self.steps_per_epoch = int(cfg.training.steps_per_epoch)
+        else:
+            self.steps_per_epoch = max(1, n_train // batch)
+        self.total = _total_steps(cfg, self.steps_per_epoch)
         if self.chief:
             self.out.mkdir(parents=True, exist_ok=True)
         self.store = CheckpointStore(self.out, chief=self.chief, keep=cfg.training.keep_checkpoints)
@@ -84,6 +99,16 @@ class TrainingRun:
         self.psnr = _psnr_fn()
 
     # --- set-up ---
+
+    def _setup_data(self) -> tuple[int, bool]:
+        """Reads what the run needs to know of its data: (training examples, has a val split)."""
+        self.manifest = _manifest(self.cfg)
+        return _split_cases(self.manifest, "train"), _split_cases(self.manifest, "val") > 0
+
+    def _make_logic(self) -> Any:
+        from xprospect.training.steps import StepLogic
+
+        return StepLogic(self)
 
     def _agree_on_start(self) -> None:
         """Stops when workers see different checkpoints (the run folder must be shared)."""
@@ -144,11 +169,10 @@ class TrainingRun:
 
     def _data_mode(self) -> str:
         wanted = self.cfg.training.resume_data
-        can_save = self.label in ("default", "mirrored") and not self.cfg.data.cache
+        cache = bool(getattr(self.cfg.data, "cache", False))
+        can_save = self.label in ("default", "mirrored") and not cache
         if wanted == "iterator" and not can_save:
-            reason = (
-                "with data.cache" if self.cfg.data.cache else f"under the {self.label} strategy"
-            )
+            reason = "with data.cache" if cache else f"under the {self.label} strategy"
             raise ConfigError(
                 f"training.resume_data: TensorFlow cannot save the input iterator {reason}; "
                 "use auto or skip"
@@ -159,9 +183,8 @@ class TrainingRun:
         import tensorflow as tf
 
         from xprospect.training.distribute import DataTracking, input_options
-        from xprospect.training.steps import StepLogic
 
-        self.logic = StepLogic(self)
+        self.logic = self._make_logic()
         with self.strategy.scope():
             self.logic.build()
         self.model, self.optimizer = self.logic.model, self.logic.optimizer
@@ -224,14 +247,16 @@ class TrainingRun:
         if not self.cfg.optimizer.use_ema:
             yield
             return
-        variables = self.model.trainable_variables
-        backup = [keras.ops.convert_to_numpy(v) for v in variables]
-        self.optimizer.finalize_variable_values(variables)
+        groups = self.logic.ema_groups()
+        backup = [[keras.ops.convert_to_numpy(v) for v in variables] for _, variables in groups]
+        for optimizer, variables in groups:
+            optimizer.finalize_variable_values(variables)
         try:
             yield
         finally:
-            for v, b in zip(variables, backup, strict=True):
-                v.assign(b)
+            for (_, variables), saved in zip(groups, backup, strict=True):
+                for v, b in zip(variables, saved, strict=True):
+                    v.assign(b)
 
     def _finite_state(self) -> bool:
         """Whether every float weight and optimizer variable is finite (checked on device)."""
@@ -341,7 +366,7 @@ class TrainingRun:
         self.best_psnr = float(best["val_psnr_3d"]) if best else -math.inf
         self.best = best
         step = self.start_step
-        if step >= self.total and (self.out / "model.keras").exists():
+        if step >= self.total and (self.out / self.final_name).exists():
             msg = f"already trained to step {step} (training.steps {self.total}); nothing to do"
             log.warning(msg)
             return self._result("completed", step, message=msg)
@@ -350,7 +375,7 @@ class TrainingRun:
 
         if not self.has_val:
             log.warning("no 'val' split in %s: no validation and no best model", cfg.data.dir)
-        extra = [n for n in self.logic.log_names if n != "loss"]
+        extra = [n for n in self.logic.log_names if n != "loss"] + list(self.val_columns)
         csv = (
             MetricsCSV(self.out / "metrics.csv", step, extra_columns=extra) if self.chief else None
         )
@@ -386,17 +411,18 @@ class TrainingRun:
                 if validate:
                     with self.ema_weights():
                         self.last_val = self._validate()
-                        if self.last_val["val_psnr_3d"] > self.best_psnr:
+                        key = self.best_key
+                        if key is not None and self.last_val[key] > self.best_psnr:
                             self._save_best(step)
                     row.update(self.last_val)
                     logs.update(self.last_val)
-                    if tb is not None and self.sample is not None:
+                    if tb is not None:
                         tb.scalars(
                             "validation",
                             {k.removeprefix("val_"): v for k, v in self.last_val.items()},
                             step,
                         )
-                        tb.slices(self.sample[0], self.sample[1], step)
+                        self._log_images(tb, step)
                 bar.update(step, logs)
                 if row and csv is not None:
                     elapsed = elapsed0 + time.perf_counter() - self.t0
@@ -425,6 +451,11 @@ class TrainingRun:
         if self.chief:
             self._figures()
         return self._result(status, step, model_path=model_path, message=message)
+
+    def _log_images(self, tb: Any, step: int) -> None:
+        """TensorBoard images after a validation: truth | prediction | error slices."""
+        if self.sample is not None:
+            tb.slices(self.sample[0], self.sample[1], step)
 
     def _set_template(self) -> None:
         """Gives a model with a CT template (S-XR2CT) the mean training volume, on a fresh run."""
@@ -472,7 +503,7 @@ class TrainingRun:
     def _save_best(self, step: int) -> None:
         from xprospect.training.checkpoints import atomic_keras_file, write_json
 
-        self.best_psnr = self.last_val["val_psnr_3d"]
+        self.best_psnr = self.last_val[self.best_key or "val_psnr_3d"]
         self.best = {"step": step, **self.last_val, "ema": self.cfg.optimizer.use_ema}
         if not self.chief:
             return
@@ -507,13 +538,14 @@ class TrainingRun:
             save_panel(truth, pred, self.out / "val_panel.png", title=title)
 
     def _write_config(self) -> None:
-        from xprospect.config import load_config as _load
+        import yaml
 
         path = self.out / "config.yaml"
         if path.exists() and self.latest:
+            # Compared as written (both resolved): no need to know the config's class.
             try:
-                old = config_to_dict(_load(path))
-            except ConfigError:
+                old = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
                 old = {}
             new = config_to_dict(self.cfg)
             changed = _diff(old, new, ignore={"training.steps", "training.epochs"})

@@ -85,7 +85,7 @@ class StepLogic:
 
         run, cfg = self.run, self.run.cfg
         self.model = run.trainer.model_fn(cfg)
-        self.optimizer = build_optimizer(cfg, run.total)
+        self.optimizer = build_optimizer(cfg, run.total, steps_per_epoch=run.steps_per_epoch)
         # Built now, so that a restore fills existing slots (no deferred restoration).
         self.optimizer.build(self.model.trainable_variables)
         if self.adversarial:
@@ -96,7 +96,10 @@ class StepLogic:
                     "the term or choose a GAN preset"
                 )
             self.d_optimizer = build_optimizer(
-                cfg, run.total, learning_rate=cfg.gan.d_learning_rate
+                cfg,
+                run.total,
+                learning_rate=cfg.gan.d_learning_rate,
+                steps_per_epoch=run.steps_per_epoch,
             )
             self.d_optimizer.build(self.discriminator.trainable_variables)
         if "perceptual" in self.weights:
@@ -123,6 +126,10 @@ class StepLogic:
         if seeds:
             objects["seed_states"] = seeds
         return objects
+
+    def ema_groups(self) -> list[tuple[Any, list[Any]]]:
+        """(optimizer, variables) pairs whose EMA weights validation and export swap in."""
+        return [(self.optimizer, list(self.model.trainable_variables))]
 
     def state_variables(self) -> list[Any]:
         """Every float variable whose finiteness the run checks before a checkpoint."""

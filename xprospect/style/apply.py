@@ -1,0 +1,268 @@
+"""Using trained style models: translate images, stylize a dataset, prepare real X-rays.
+
+A style model is the run folder ``xprospect style train`` writes (``style.json`` with the view,
+size and preprocessing, ``drr2real.keras`` and ``real2drr.keras``). Two uses:
+
+- ``drr2real`` (XprospeCT's "Stylized CT"): :func:`stylize_dataset` writes a copy of a prepared
+  dataset whose X-rays are the style model's translations of its DRRs (or mean-CT projections),
+  so that a reconstruction model trains on inputs that look like real radiographs. The copy's
+  ``manifest.json`` says ``"xray_values": "display"``: :func:`xprospect.data.load_dataset` then
+  reads the stored [0, 1] images as they are (only ``xray_mapping: display`` is allowed, and no
+  spatial augmentation, since re-rendered DRRs would lose the style).
+- ``real2drr`` (XctDiff's direction): :meth:`StyleModel.real_to_drr` preprocesses a real
+  radiograph as in training (thorax square, resize, percentile window, marker suppression) and
+  translates it into DRR style before reconstruction (``xprospect predict --style-model``).
+
+Translation is deterministic: the generators run in inference mode and have no random layers
+(instance norm uses each image's own statistics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
+from xprospect.image import Radiograph
+
+__all__ = ["StyleModel", "load_style_model", "stylize_dataset"]
+
+log = logging.getLogger("xprospect.style")
+
+Direction = Literal["drr2real", "real2drr"]
+DIRECTIONS: tuple[str, ...] = ("drr2real", "real2drr")
+
+
+class StyleModel:
+    """A trained CycleGAN of one view (see the module docstring).
+
+    Args:
+        folder: The style run folder (with ``style.json``).
+
+    Attributes:
+        view: ``frontal`` or ``lateral``.
+        size: The image edge it was trained at.
+        source: What domain A was: ``drr`` or ``mean_ct``.
+        meta: The whole ``style.json``.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        from xprospect.style.training import GENERATOR_FILES, STYLE_FILE
+
+        self.folder = Path(folder)
+        meta_path = self.folder / STYLE_FILE
+        if not meta_path.exists():
+            raise MissingDataError(
+                f"no {STYLE_FILE}: not a finished 'xprospect style train' run", self.folder
+            )
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"unreadable style metadata: {exc}", meta_path) from None
+        self.view = str(self.meta["view"])
+        self.size = int(self.meta["size"])
+        self.source = str(self.meta.get("source", "drr"))
+        self._files = {k: self.folder / v for k, v in GENERATOR_FILES.items()}
+        self._generators: dict[str, Any] = {}
+
+    def generator(self, direction: str) -> Any:
+        """The Keras generator of ``direction`` (loaded on first use)."""
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction not in self._generators:
+            import keras
+
+            import xprospect.models.cyclegan  # noqa: F401  (registers the classes)
+
+            path = self._files[direction]
+            if not path.exists():
+                raise MissingDataError("generator file missing", path)
+            self._generators[direction] = keras.saving.load_model(path, compile=False)
+        return self._generators[direction]
+
+    def translate(self, images: np.ndarray, direction: str, batch_size: int = 8) -> np.ndarray:
+        """Translates ``(N, S, S)`` (or one ``(S, S)``) [0, 1] images at the model's size.
+
+        Images of another size are resized to :attr:`size` and the result back (anti-aliased).
+        """
+        from xprospect.style.training import _resize_batch, translate_images
+
+        a = np.asarray(images, dtype=np.float32)
+        single = a.ndim == 2
+        a = a[None] if single else a
+        if a.ndim != 3:
+            raise ConfigError(f"expected (N, S, S) or (S, S) images, got shape {a.shape}")
+        shape = a.shape[1:]
+        if shape[0] != shape[1]:
+            raise ConfigError(f"expected square images, got {shape}")
+        x = _resize_batch(np.clip(a, 0.0, 1.0), self.size)
+        y = translate_images(self.generator(direction), x, batch_size)
+        y = _resize_batch(y, shape[0])
+        return y[0] if single else y
+
+    def prepare_real(self, image: Radiograph | np.ndarray) -> np.ndarray:
+        """A real radiograph preprocessed as in training: ``(size, size)`` float32 in [0, 1]."""
+        from xprospect.style.radiographs import preprocess_real_xray
+
+        low, high = self.meta.get("percentiles", [0.5, 99.5])
+        return preprocess_real_xray(
+            image,
+            self.size,
+            crop=self.meta.get("crop", "thorax"),
+            percentiles=(float(low), float(high)),
+            suppress=bool(self.meta.get("suppress_markers", True)),
+        )
+
+    def real_to_drr(self, image: Radiograph | np.ndarray, size: int | None = None) -> np.ndarray:
+        """A real radiograph in DRR style, ``(size, size)`` (default: the model's size)."""
+        out = self.translate(self.prepare_real(image), "real2drr")
+        if size is not None and size != self.size:
+            from xprospect.style.training import _resize_batch
+
+            out = _resize_batch(out[None], size)[0]
+        return out
+
+    def domain_a(self, volume_hu: np.ndarray, line_integral: np.ndarray) -> np.ndarray:
+        """The domain-A image of one case, as in training: display DRR or mean-CT projection."""
+        from xprospect.projection.physics import display_unit
+
+        if self.source == "mean_ct":
+            from xprospect.style.training import _unit
+
+            w = np.clip((np.asarray(volume_hu, np.float32) + 1000.0) / 2000.0, 0.0, 1.0)
+            proj = w.mean(axis=1 if self.view == "frontal" else 2)
+            return _unit(proj[None])[0]
+        return np.asarray(display_unit(np.asarray(line_integral, np.float32)), np.float32)
+
+
+def load_style_model(path: str | os.PathLike[str] | StyleModel) -> StyleModel:
+    """A :class:`StyleModel` from a run folder (or the model itself)."""
+    return path if isinstance(path, StyleModel) else StyleModel(path)
+
+
+def _models_by_view(models: Iterable[str | os.PathLike[str] | StyleModel]) -> dict[str, StyleModel]:
+    out: dict[str, StyleModel] = {}
+    for m in models:
+        model = load_style_model(m)
+        if model.view in out:
+            raise ConfigError(
+                f"two style models for the {model.view} view: {out[model.view].folder} and "
+                f"{model.folder}"
+            )
+        out[model.view] = model
+    if not out:
+        raise ConfigError("give at least one style model")
+    return out
+
+
+def stylize_dataset(
+    dataset_dir: str | os.PathLike[str],
+    models: Sequence[str | os.PathLike[str] | StyleModel],
+    out_dir: str | os.PathLike[str],
+    *,
+    direction: Direction = "drr2real",
+    progress: bool = True,
+) -> Path:
+    """Writes a copy of a prepared dataset whose X-rays are translated by style models.
+
+    Every split and case is kept; volumes are copied unchanged. Views with a style model get its
+    translation of their domain-A image; views without one get their display-mapped DRR. The copy
+    is written to a temporary folder beside ``out_dir`` and renamed at the end, so an
+    interrupted run leaves nothing half-written; an existing ``out_dir`` is never replaced.
+
+    Args:
+        dataset_dir: A folder written by ``xprospect prepare``.
+        models: Style run folders (or :class:`StyleModel`), at most one per view.
+        out_dir: The new dataset folder (must not exist).
+        direction: ``drr2real`` (the paper's "Stylized CT" inputs).
+        progress: Show a progress bar.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists.
+        MissingDataError: Not a dataset folder, or a style model is missing.
+    """
+    import tensorflow as tf
+
+    from xprospect.data import MANIFEST_NAME, VIEWS, encode_case, parse_case, read_manifest
+
+    if direction != "drr2real":
+        raise ConfigError("a dataset holds DRRs: only direction drr2real stylizes it")
+    src, out = Path(dataset_dir), Path(out_dir)
+    manifest = read_manifest(src)
+    if manifest.get("config", {}).get("xray_values") == "display":
+        raise ConfigError("this dataset is already stylized", src)
+    if out.exists():
+        raise OutputExistsError("exists; choose a new folder for the stylized dataset", out)
+    by_view = _models_by_view(models)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    shards = sorted(src.glob("*.tfrecord"))
+    from xprospect.prepare import _progress
+
+    bar = _progress(
+        sum(int(s.get("cases", 0)) for s in manifest.get("shards", {}).values()), progress
+    )
+    try:
+        for item in src.iterdir():
+            if item.suffix != ".tfrecord" and item.name != MANIFEST_NAME and item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        for shard in shards:
+            records = []
+            cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
+            for case in cases:
+                volume = case["volume"].numpy()
+                xrays = {}
+                for view in VIEWS:
+                    line = case[view].numpy()
+                    model = by_view.get(view)
+                    if model is None:
+                        from xprospect.projection.physics import display_unit
+
+                        xrays[view] = np.asarray(display_unit(line), np.float32)
+                    else:
+                        xrays[view] = model.translate(model.domain_a(volume, line), direction)
+                records.append(
+                    encode_case(
+                        case["case_id"].numpy().decode(),
+                        volume,
+                        case["spacing_mm"].numpy(),
+                        xrays["frontal"],
+                        xrays["lateral"],
+                    )
+                )
+                bar.update(1)
+            with tf.io.TFRecordWriter(str(tmp / shard.name)) as writer:
+                for rec in records:
+                    writer.write(rec)
+        new = dict(manifest)
+        new["config"] = dict(manifest.get("config", {}), xray_values="display")
+        new["style"] = {
+            "direction": direction,
+            "source_dataset": str(src),
+            "models": {
+                v: {"folder": str(m.folder), "source": m.source, "steps": m.meta.get("steps")}
+                for v, m in by_view.items()
+            },
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(new, indent=2) + "\n")
+        if out.exists():
+            raise OutputExistsError("appeared while stylizing; left untouched", out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    log.info("wrote the stylized dataset %s", out)
+    return out
