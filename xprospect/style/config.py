@@ -18,6 +18,7 @@ A style file (``xprospect style train --config FILE.yaml``)::
       batch_size: 1
       shuffle_buffer: 512
       val_images: 16             # validation images per domain
+      max_images: null           # at most N training images per domain (null: all)
     model:
       generator: {}              # ResnetGenerator overrides (n_blocks null: 6 at 128^2, 9 above)
       discriminator: {}          # PatchDiscriminator2D overrides (70x70 by default)
@@ -89,6 +90,7 @@ class StyleDataConfig:
     batch_size: int = 1
     shuffle_buffer: int = 512
     val_images: int = 16
+    max_images: int | None = None
 
 
 @dataclass
@@ -155,6 +157,7 @@ def validate_style_config(config: StyleConfig, source: str | None = None) -> Non
     _check(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}", source)
     _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", source)
     _check(d.val_images >= 1, "data.val_images", "must be >= 1", source)
+    _check(d.max_images is None or d.max_images >= 1, "data.max_images", "must be >= 1", source)
     _check(config.loss.cycle >= 0, "loss.cycle", "must be >= 0", source)
     _check(config.loss.identity >= 0, "loss.identity", "must be >= 0", source)
     _check(config.history_size >= 0, "history_size", "must be >= 0", source)

@@ -123,7 +123,7 @@ def evaluate_style(
         cfg.data.real_dir = str(real_dir)
     data = Path(dataset_dir) if dataset_dir is not None else Path(m.meta["dataset"])
     drr = domain_a_images(data, split, m.view, m.size, source=m.source, limit=max_images)
-    real = domain_b_images(cfg, "val")[:max_images]
+    real = domain_b_images(cfg, "val", limit=max_images)
     translated = m.translate(drr, "drr2real")
     cycled = m.translate(translated, "real2drr")
     real_cycled = m.translate(m.translate(real, "real2drr"), "drr2real")

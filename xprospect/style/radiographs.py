@@ -720,6 +720,7 @@ def load_real_xrays(
     val_fraction: float = 0.2,
     seed: int = 0,
     manifest: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
     **preprocess_kwargs: Any,
 ) -> tuple[np.ndarray, list[RealXray]]:
     """Reads and preprocesses every real radiograph of one view.
@@ -735,6 +736,7 @@ def load_real_xrays(
         val_fraction: Passed to :func:`split_by_patient`.
         seed: Passed to :func:`split_by_patient`.
         manifest: The CSV, if not ``folder/manifest.csv``.
+        limit: Read only the first ``limit`` images of the selection (None: all).
         **preprocess_kwargs: Passed to :func:`preprocess_real_xray` (``crop``, ``percentiles``,
             ``suppress``, ...).
 
@@ -754,7 +756,7 @@ def load_real_xrays(
     records = read_real_manifest(folder, manifest)
     if split is not None:
         records = split_by_patient(records, val_fraction=val_fraction, seed=seed)[split]
-    chosen = [r for r in records if r.view == kind]
+    chosen = [r for r in records if r.view == kind][:limit]
     if not chosen:
         where = "" if split is None else f" in the {split!r} split"
         raise MissingDataError(f"no {kind} image in the manifest{where}", folder)

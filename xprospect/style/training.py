@@ -128,7 +128,7 @@ def domain_a_images(
     return _resize_batch(images, size)
 
 
-def domain_b_images(cfg: StyleConfig, split: str | None) -> np.ndarray:
+def domain_b_images(cfg: StyleConfig, split: str | None, limit: int | None = None) -> np.ndarray:
     """Domain B: the real radiographs of the config's view and patient split (None: all)."""
     from xprospect.style.radiographs import default_real_xray_dir, load_real_xrays
 
@@ -149,6 +149,7 @@ def domain_b_images(cfg: StyleConfig, split: str | None) -> np.ndarray:
         crop=d.crop,
         percentiles=tuple(d.percentiles),
         suppress=d.suppress_markers,
+        limit=limit,
     )
     return images
 
@@ -424,12 +425,14 @@ class StyleTrainingRun(TrainingRun):
         self.manifest = manifest
         splits = {name.split("-")[0] for name in manifest.get("shards", {})}
         a_val_split = "val" if "val" in splits else "test" if "test" in splits else "train"
-        a_train = domain_a_images(d.dir, "train", d.view, d.size, source=d.source)
+        a_train = domain_a_images(
+            d.dir, "train", d.view, d.size, source=d.source, limit=d.max_images
+        )
         a_val = domain_a_images(
             d.dir, a_val_split, d.view, d.size, source=d.source, limit=d.val_images
         )
-        b_train = domain_b_images(cfg, "train")
-        b_val = domain_b_images(cfg, "val")[: d.val_images]
+        b_train = domain_b_images(cfg, "train", limit=d.max_images)
+        b_val = domain_b_images(cfg, "val", limit=d.val_images)
         self.images = DomainImages(a_train, a_val, b_train, b_val)
         log.info(
             "style data: %d DRRs and %d real %s X-rays for training, %d + %d for validation",
