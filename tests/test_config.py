@@ -103,7 +103,7 @@ def test_wrong_values_give_one_line_errors_naming_the_key(tmp_path, old, new, ex
 
 
 def test_missing_file_bad_yaml_and_wrong_top_level(tmp_path):
-    with pytest.raises(ConfigError, match=r"config file not found .*shipped configs: .*demo"):
+    with pytest.raises(ConfigError, match=r"config file not found .*shipped: .*demo"):
         load_config(tmp_path / "nope.yaml")
     msg = _error(tmp_path, "data:\n  dir: [unclosed\n")
     assert "invalid YAML: line" in msg

@@ -692,13 +692,17 @@ def dump_config(config: Any, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def shipped_configs() -> dict[str, Path]:
-    """Name → path of the experiment files shipped in ``xprospect/configs/``."""
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+def shipped_configs(directory: Path = CONFIG_DIR) -> dict[str, Path]:
+    """Name → path of the YAML files shipped in ``directory`` (default ``xprospect/configs/``:
+    the experiments; ``configs/style`` and ``configs/tune`` hold the other kinds)."""
+    return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
 
 
-def resolve_config_path(path: str | os.PathLike[str]) -> Path:
-    """An existing file as given, else a shipped config by name (``demo``, ``512-dense.yaml``).
+def resolve_config_path(
+    path: str | os.PathLike[str], directory: Path = CONFIG_DIR, what: str = "config"
+) -> Path:
+    """An existing file as given, else a shipped file of ``directory`` by name (``demo``,
+    ``512-dense.yaml``).
 
     Raises:
         ConfigError: Neither exists (the message lists the shipped names).
@@ -706,11 +710,11 @@ def resolve_config_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    shipped = shipped_configs()
+    shipped = shipped_configs(directory)
     name = p.name.removesuffix(".yaml").removesuffix(".yml").lower()
     if p.parent == Path(".") and name in shipped:
         return shipped[name]
     if p.exists():
         raise ConfigError("is not a file", p)
     names = ", ".join(shipped) or "none"
-    raise ConfigError(f"config file not found (shipped configs: {names})", p)
+    raise ConfigError(f"{what} file not found (shipped: {names})", p)

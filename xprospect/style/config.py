@@ -55,8 +55,9 @@ from xprospect.config import (
     _check,
     apply_overrides,
     read_config_mapping,
+    resolve_config_path,
+    shipped_configs,
 )
-from xprospect.errors import ConfigError
 
 __all__ = [
     "STYLE_CONFIG_DIR",
@@ -205,19 +206,12 @@ def style_config_from_dict(
 
 def shipped_style_configs() -> dict[str, Path]:
     """Name → path of the style files shipped in ``xprospect/configs/style/``."""
-    return {p.stem: p for p in sorted(STYLE_CONFIG_DIR.glob("*.yaml"))}
+    return shipped_configs(STYLE_CONFIG_DIR)
 
 
 def resolve_style_config(path: str | os.PathLike[str]) -> Path:
     """An existing file as given, else a shipped style config by name."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    shipped = shipped_style_configs()
-    name = p.name.removesuffix(".yaml").removesuffix(".yml").lower()
-    if p.parent == Path(".") and name in shipped:
-        return shipped[name]
-    raise ConfigError(f"style config not found (shipped: {', '.join(shipped) or 'none'})", p)
+    return resolve_config_path(path, STYLE_CONFIG_DIR, "style config")
 
 
 def load_style_config(
