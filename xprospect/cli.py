@@ -291,11 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_style_parser(sub)
 
+    from xprospect.export import add_export_parser
+
+    add_export_parser(sub)
+
     from xprospect.train import add_train_arguments
 
     p = sub.add_parser("train", help="train a model from an experiment YAML (resumable)")
     add_train_arguments(p)
     p.set_defaults(handler=_cmd_train)
+
+    from xprospect.tuning import add_tune_parser
+
+    add_tune_parser(sub)
 
     p = sub.add_parser("demo", help="run the main job on built-in data (about 15 minutes)")
     p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
