@@ -258,6 +258,17 @@ def normalization(norm: str, name: str, dtype: Any = None) -> keras.layers.Layer
     raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
+def resolve_policy(dtype: Any) -> Any:
+    """The Keras dtype policy named by ``dtype``, or the global policy when it is None."""
+    return keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+
+
+def network_config(model: Any) -> dict[str, Any]:
+    """The ``keras.Model`` part of a functional network's ``get_config``: name, trainable and
+    the dtype policy it was built with (``model._policy_name``)."""
+    return {"name": model.name, "trainable": model.trainable, "dtype": model._policy_name}
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an int if it is a positive integer (bools excluded), else a ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:

@@ -432,7 +432,7 @@ class Trainer:
         step_hook: StepHook | None = None,
         progress: bool = True,
     ) -> None:
-        validate_config(config)
+        self._validate(config)
         self.config = config
         self._custom_model = model_fn is not None
         self.model_fn: ModelFn = model_fn or _default_model
@@ -478,6 +478,9 @@ class Trainer:
             return self._run_class()(self, cfg).execute()
         finally:
             keras.config.set_dtype_policy(previous)
+
+    def _validate(self, config: Any) -> None:
+        validate_config(config)
 
     def _resolve(self) -> Any:
         """The config with what the dataset and preset fill in."""

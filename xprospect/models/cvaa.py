@@ -39,7 +39,7 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConvNormAct, view_to_canonical
+from xprospect.layers import ConvNormAct, network_config, resolve_policy, view_to_canonical
 from xprospect.layers import check_norm as _check_norm
 from xprospect.layers import positive_int as _positive_int
 
@@ -543,9 +543,7 @@ class CVAAGenerator(keras.Model):
         )
         # One policy for every layer (keras-hub style), so a model saved under mixed precision
         # loads with it; the head stays float32.
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         widths = [min(base_filters * 2**lvl, max_filters) for lvl in range(levels)]
         res = [size // 2**lvl for lvl in range(levels)]
 
@@ -663,9 +661,7 @@ class CVAAGenerator(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "base_filters": self.base_filters,
             "max_filters": self.max_filters,

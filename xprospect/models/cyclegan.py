@@ -29,7 +29,7 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConvNormAct, check_norm, positive_int
+from xprospect.layers import ConvNormAct, check_norm, network_config, positive_int, resolve_policy
 
 __all__ = [
     "STYLE_PRESETS",
@@ -170,9 +170,7 @@ class ResnetGenerator(keras.Model):
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         if size is not None:
             positive_int("size", size)
         positive_int("filters", filters)
@@ -229,9 +227,7 @@ class ResnetGenerator(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "filters": self.filters,
             "n_blocks": self.n_blocks,
@@ -291,9 +287,7 @@ class PatchDiscriminator2D(keras.Model):
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         if size is not None:
             positive_int("size", size)
         positive_int("filters", filters)
@@ -331,9 +325,7 @@ class PatchDiscriminator2D(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "filters": self.filters,
             "n_layers": self.n_layers,

@@ -44,7 +44,7 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
 from xprospect.layers import positive_int as _positive_int
 
 __all__ = [
@@ -159,9 +159,7 @@ class PatchDiscriminator3D(keras.Model):
         views = (views,) if isinstance(views, str) else tuple(views)
         filters = tuple(filters)
         strides = tuple(strides)
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         self._check(views, filters, strides, kernel_size, padding, pool, pool_size, pool_strides)
         if norm not in NORMS:
             raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -261,9 +259,7 @@ class PatchDiscriminator3D(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "views": list(self.views),
             "condition": self.condition,

@@ -52,6 +52,8 @@ from xprospect.layers import (
     ConnectionD,
     ConvBlock,
     initializer_for,
+    network_config,
+    resolve_policy,
 )
 from xprospect.layers import power_of_two as _power_of_two
 from xprospect.projection.geometry import GEOMETRY_PRESETS
@@ -123,9 +125,7 @@ class DualUNet(keras.Model):
         views = tuple(views)
         # One policy for every layer (keras-hub style), so a model saved under mixed precision
         # loads with it; the back-projection and the head stay float32.
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         grid = self._check(
             size,
             views,
@@ -322,9 +322,7 @@ class DualUNet(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "views": list(self.views),
             "base_filters": self.base_filters,

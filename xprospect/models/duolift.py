@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
 from xprospect.layers import activation_fn as _activation_fn
 from xprospect.layers import positive_int as _positive_int
 from xprospect.layers import power_of_two as _power_of_two
@@ -253,9 +253,7 @@ class DuoLiftGenerator(keras.Model):
             activation,
             dropout,
         )
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         n_stages = 2 + len(encoder_blocks) - 1  # log2 of the encoder's stride
 
         def cap(filters: int) -> int:
@@ -447,9 +445,7 @@ class DuoLiftGenerator(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "views": list(self.views),
             "encoder_filters": self.encoder_filters,

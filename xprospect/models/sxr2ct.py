@@ -46,7 +46,7 @@ import numpy.typing as npt
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays
+from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
 from xprospect.layers import positive_int as _positive_int
 from xprospect.layers import power_of_two as _power_of_two
 
@@ -539,9 +539,7 @@ class SXR2CTGenerator(keras.Model):
     ) -> None:
         views = (views,) if isinstance(views, str) else tuple(views)
         depths = tuple(depths)
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         self._check(
             size,
             views,
@@ -745,9 +743,7 @@ class SXR2CTGenerator(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "views": list(self.views),
             "base_filters": self.base_filters,

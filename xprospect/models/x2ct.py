@@ -45,7 +45,9 @@ from xprospect.layers import (
     ConnectionC,
     ConvNormAct,
     canonical_to_view,
+    network_config,
     normalization,
+    resolve_policy,
 )
 from xprospect.layers import check_norm as _check_norm
 from xprospect.layers import positive_int as _positive_int
@@ -413,9 +415,7 @@ class X2CTGenerator(keras.Model):
         **kwargs: Any,
     ) -> None:
         views = tuple(views)
-        policy = (
-            keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        )
+        policy = resolve_policy(dtype)
         n = self._check_size(size, views, grid_size)
         _positive_int("stem_filters", stem_filters)
         _positive_int("growth_rate", growth_rate)
@@ -581,9 +581,7 @@ class X2CTGenerator(keras.Model):
             return value if isinstance(value, int) else list(value)
 
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": self._policy_name,
+            **network_config(self),
             "size": self.size,
             "views": list(self.views),
             "stem_filters": self.stem_filters,

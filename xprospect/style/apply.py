@@ -135,9 +135,11 @@ class StyleModel:
         from xprospect.projection.physics import display_unit
 
         if self.source == "mean_ct":
+            from xprospect.preprocessing import window_hu
             from xprospect.style.training import _unit
 
-            w = np.clip((np.asarray(volume_hu, np.float32) + 1000.0) / 2000.0, 0.0, 1.0)
+            # The window domain_a_images sees: load_dataset's default, "xprospect".
+            w = window_hu(np.asarray(volume_hu, np.float32), "xprospect")
             proj = w.mean(axis=1 if self.view == "frontal" else 2)
             return _unit(proj[None])[0]
         return np.asarray(display_unit(np.asarray(line_integral, np.float32)), np.float32)

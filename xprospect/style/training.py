@@ -74,9 +74,8 @@ def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
 
     if images.shape[1:] == (size, size):
         return images.astype(np.float32)
-    out = tf.image.resize(images[..., None], (size, size), method="area", antialias=True)
-    if images.shape[1] < size:
-        out = tf.image.resize(images[..., None], (size, size), method="bilinear")
+    method = "bilinear" if images.shape[1] < size else "area"
+    out = tf.image.resize(images[..., None], (size, size), method=method, antialias=True)
     return np.clip(out.numpy()[..., 0], 0.0, 1.0).astype(np.float32)
 
 
@@ -617,16 +616,12 @@ class StyleTrainer(Trainer):
         step_hook: Callable[[int, Mapping[str, float]], None] | None = None,
         progress: bool = True,
     ) -> None:
-        self.config = config  # type: ignore[assignment]
-        self._custom_model = True
-        self.step_hook = step_hook
-        self.progress = progress
-        self.model: Any = None
-        self.optimizer: Any = None
-        self.discriminator: Any = None
-        self.d_optimizer: Any = None
-        self.strategy: Any = None
-        self.resolved = None
+        super().__init__(config, step_hook=step_hook, progress=progress)  # type: ignore[arg-type]
+
+    def _validate(self, config: Any) -> None:
+        from xprospect.style.config import validate_style_config
+
+        validate_style_config(config)
 
     def _resolve(self) -> Any:
         return self.config
