@@ -406,3 +406,24 @@ def test_predict_with_a_style_model(domains, trained, tmp_path) -> None:
     plain = nib.load(tmp_path / "plain.nii.gz").get_fdata()
     styled = nib.load(tmp_path / "styled.nii.gz").get_fdata()
     assert plain.shape == styled.shape == (SIZE,) * 3 and not np.allclose(plain, styled)
+
+
+# === Bad input ===
+
+
+def test_bad_style_inputs_raise_typed_errors_naming_the_file(domains, tmp_path) -> None:
+    from xprospect.errors import MissingDataError
+    from xprospect.style.apply import StyleModel
+    from xprospect.style.config import load_style_config
+
+    ds, _ = domains
+    missing = tmp_path / "no_real_xrays"
+    cfg = style_config(ds, missing, tmp_path / "run")
+    with pytest.raises(MissingDataError, match="no_real_xrays"):
+        StyleTrainer(cfg, progress=False).fit()
+    with pytest.raises(MissingDataError, match=r"style\.json"):
+        StyleModel(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  dir: x\n  sizee: 64\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*sizee"):
+        load_style_config(bad)
