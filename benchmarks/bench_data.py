@@ -38,9 +38,9 @@ from PIL import Image
 
 import xprospect
 from xprospect.data import load_dataset
-from xprospect.datasets import sample_ct
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
+from xprospect.data.samples import sample_ct
 from xprospect.phantoms import chest_phantom
-from xprospect.prepare import PrepareConfig, prepare_dataset
 from xprospect.projection import ConeBeam, plastimatch_available, plastimatch_drr
 from xprospect.projection.geometry import X2CT_DETECTOR_SIZE_MM, X2CT_SAD_MM, X2CT_SID_MM
 

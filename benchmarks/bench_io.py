@@ -24,7 +24,7 @@ import scipy
 import scipy.ndimage
 
 import xprospect
-from xprospect.datasets import sample_ct
+from xprospect.data.samples import sample_ct
 from xprospect.io import read_nifti
 from xprospect.preprocessing import ct_preprocessing
 

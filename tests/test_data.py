@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from xprospect.data import Augmentation, load_dataset, radiograph_augment, spatial_augment
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
 from xprospect.errors import ConfigError
-from xprospect.prepare import PrepareConfig, prepare_dataset
 from xprospect.projection import render_drr_batch
 
 

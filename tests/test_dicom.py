@@ -873,7 +873,7 @@ def test_preamble_less_files_are_read(tmp_path):
 
 
 def _rg1_path() -> Path:
-    from xprospect.datasets import sample_cr
+    from xprospect.data.samples import sample_cr
     from xprospect.errors import MissingDataError
 
     try:

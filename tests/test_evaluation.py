@@ -10,10 +10,10 @@ import yaml
 
 from xprospect.cli import main
 from xprospect.data import load_dataset
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
 from xprospect.evaluation import BackProjectionBaseline, MeanVolumeBaseline, evaluate_dataset
 from xprospect.inference import load_predictor, volume_from_output
 from xprospect.io import read_nifti, write_png
-from xprospect.prepare import PrepareConfig, prepare_dataset
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from xprospect.config import ExperimentConfig, config_from_dict
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
 from xprospect.errors import ConfigError
 from xprospect.losses import (
     discriminator_loss_per_example,
@@ -26,8 +27,7 @@ from xprospect.losses import (
     masked_mae_per_example,
     masked_mse_per_example,
 )
-from xprospect.prepare import PrepareConfig, prepare_dataset
-from xprospect.train import Trainer, build_optimizer
+from xprospect.training import Trainer, build_optimizer
 from xprospect.training.logs import read_metrics
 from xprospect.training.schedules import DelayedLinearDecay
 
@@ -354,7 +354,7 @@ import keras
 import numpy as np
 from test_gan import gan_config
 from test_train import Crash, crash_at
-from xprospect.train import Trainer
+from xprospect.training import Trainer
 data, root = sys.argv[2], sys.argv[3]
 over = {"training.steps": 4, "training.deterministic": True, "training.grad_accum_steps": 2,
         "data.batch_size": 1}

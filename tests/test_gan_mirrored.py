@@ -20,7 +20,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import numpy as np
 from test_gan import gan_config
-from xprospect.train import Trainer
+from xprospect.training import Trainer
 from xprospect.training.logs import read_metrics
 data, root = sys.argv[2], sys.argv[3]
 for preset in sys.argv[4:]:

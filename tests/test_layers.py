@@ -1,4 +1,4 @@
-"""Tests of xprospect.layers: blocks, connections A-D, back-projection.
+"""Tests of xprospect.models.blocks: blocks, connections A-D, back-projection.
 
 References are independent of the code under test: NumPy broadcasts written from the frame table
 of docs/conventions.md (frontal image = (axis 0, axis 2), lateral = (axis 0, axis 1)), sums of a
@@ -18,7 +18,7 @@ from keras_contract import check_layer
 from numpy.testing import assert_allclose
 
 from xprospect.errors import ConfigError, GeometryError
-from xprospect.layers import (
+from xprospect.models.blocks import (
     BackProjection,
     ConnectionA,
     ConnectionB,

@@ -19,7 +19,6 @@ import pytest
 from keras_contract import check_model, check_registration
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConnectionC, view_to_canonical
 from xprospect.models import (
     MODEL_KEYS,
     PRESETS,
@@ -29,6 +28,7 @@ from xprospect.models import (
     list_presets,
     preset_config,
 )
+from xprospect.models.blocks import ConnectionC, view_to_canonical
 
 SIZE = 32
 TINY = {"base_filters": 2, "max_filters": 8}

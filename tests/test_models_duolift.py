@@ -14,7 +14,7 @@ import pytest
 from keras_contract import check_layer, check_model, check_registration
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ExpandXrays
+from xprospect.models.blocks import ExpandXrays
 from xprospect.models.duolift import DuoLiftGenerator, ResidualBlock
 
 SIZE = 32

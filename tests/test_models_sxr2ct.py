@@ -17,7 +17,7 @@ import pytest
 from keras_contract import check_layer, check_loss, check_model, check_registration
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ExpandXrays
+from xprospect.models.blocks import ExpandXrays
 from xprospect.models.sxr2ct import (
     ConvNeXtBlock,
     LikelihoodImage,

@@ -15,7 +15,7 @@ import pytest
 from keras_contract import check_layer, check_model, check_registration
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConnectionC, view_to_canonical
+from xprospect.models.blocks import ConnectionC, view_to_canonical
 from xprospect.models.discriminators import (
     PatchDiscriminator3D,
     duolift_discriminator,

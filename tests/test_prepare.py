@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from xprospect.cli import main
 from xprospect.data import parse_case
+from xprospect.data.prepare import CaseSpec, PrepareConfig, assign_splits, prepare_dataset
 from xprospect.errors import OutputExistsError
 from xprospect.phantoms import chest_phantom
-from xprospect.prepare import CaseSpec, PrepareConfig, assign_splits, prepare_dataset
 from xprospect.preprocessing import ct_preprocessing
 from xprospect.projection import render_drr_batch
 
@@ -176,9 +176,9 @@ def test_real_ct_builds_with_heart_on_the_image_right(tmp_path, sample_ct_paths)
 
 
 def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, phantom):
+    from xprospect.data.prepare import discover_cases
     from xprospect.io import write_nifti, write_x2ct_case
     from xprospect.io.dicom import write_dicom_series
-    from xprospect.prepare import discover_cases
 
     root = tmp_path / "dicom_root"
     write_dicom_series(phantom.volume, root / "patA" / "s1", patient={"PatientID": "PAT-A"})
@@ -210,8 +210,8 @@ def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, 
     # Each series is hashed on its own files: the two identical-pixel series differ in UIDs.
     assert len({c["source_sha256"] for c in dicom}) == 2
     series = {c["series_uid"]: c["source_sha256"] for c in dicom}
+    from xprospect.data.prepare import _sha256_paths
     from xprospect.io.dicom import list_dicom_series
-    from xprospect.prepare import _sha256_paths
 
     for s in list_dicom_series(root):
         assert series[s.uid] == _sha256_paths(sorted(s.files))

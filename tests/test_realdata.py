@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xprospect.datasets import lung_mask_from_labels
+from xprospect.data.samples import lung_mask_from_labels
 from xprospect.io import read_nifti
 
 pytestmark = pytest.mark.realdata

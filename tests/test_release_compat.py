@@ -66,8 +66,8 @@ def test_keras_file_of_the_previous_release_loads_and_predicts_the_same(name: st
 @pytest.mark.slow
 def test_run_folder_of_the_previous_release_resumes(tmp_path: Path) -> None:
     from xprospect.config import apply_overrides, load_config
-    from xprospect.prepare import PrepareConfig, prepare_dataset
-    from xprospect.train import Trainer
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
+    from xprospect.training import Trainer
 
     data = tmp_path / "ds16"
     # The dataset the run was trained on (phantoms are seeded, so this rebuilds it exactly).

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
 from xprospect.errors import ConfigError, OutputExistsError
-from xprospect.prepare import PrepareConfig, prepare_dataset
 from xprospect.style.config import StyleConfig, style_config_from_dict
 from xprospect.style.training import ImageHistoryBuffer, StyleTrainer
 
@@ -158,7 +158,7 @@ def test_history_buffer_is_seeded_and_zero_capacity_passes_through() -> None:
 
 
 def test_ema_reset_sets_the_live_weights_to_their_average(domains, tmp_path) -> None:
-    from xprospect.train import build_optimizer
+    from xprospect.training import build_optimizer
 
     ds, real = domains
     k, momentum = 4, 0.8
@@ -319,7 +319,7 @@ def test_apply_is_deterministic_and_the_stylized_dataset_trains(domains, trained
     from xprospect.data import load_dataset
     from xprospect.projection.physics import display_unit
     from xprospect.style.apply import StyleModel, stylize_dataset
-    from xprospect.train import Trainer
+    from xprospect.training import Trainer
 
     ds, _ = domains
     run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]

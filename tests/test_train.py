@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from xprospect.cli.train import add_train_arguments, run_train
 from xprospect.config import (
     ExperimentConfig,
     apply_overrides,
@@ -29,13 +30,11 @@ from xprospect.config import (
     load_config,
 )
 from xprospect.data import load_dataset
-from xprospect.prepare import PrepareConfig, prepare_dataset
-from xprospect.train import (
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
+from xprospect.training import (
     EXIT_DIVERGED,
     Trainer,
-    add_train_arguments,
     compile_model,
-    run_train,
 )
 from xprospect.training.logs import read_metrics
 
@@ -257,8 +256,8 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_exits_nonzero(
     assert [int(r["step"]) for r in read_metrics(out / "metrics.csv")] == [1, 2, 3]
 
     # The CLI entry point resumes from step 2, diverges again and exits with EXIT_DIVERGED.
-    monkeypatch.setattr("xprospect.train._default_model", tiny_model)
-    monkeypatch.setattr("xprospect.train._default_loss", lambda c: FlaggedMAE(flag))
+    monkeypatch.setattr("xprospect.training._default_model", tiny_model)
+    monkeypatch.setattr("xprospect.training._default_loss", lambda c: FlaggedMAE(flag))
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     # A real preset name: the CLI path resolves preset defaults (the model is still the tiny one).

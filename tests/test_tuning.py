@@ -22,8 +22,8 @@ import yaml
 
 from xprospect.cli import main
 from xprospect.config import config_from_dict, load_config
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
 from xprospect.errors import ConfigError
-from xprospect.prepare import PrepareConfig, prepare_dataset
 from xprospect.tuning import (
     SearchSpace,
     load_tune_config,
@@ -346,12 +346,12 @@ def test_random_search_resumes_and_writes_a_trainable_best_config(
 
     # Interrupt the search as its first trial starts (KerasTuner has recorded the trial; the
     # trainer's own resume from a checkpoint is tested in test_train.py).
-    import xprospect.train
+    import xprospect.training
 
     def interrupted(*args, **kwargs):
         raise Interrupt
 
-    monkeypatch.setattr(xprospect.train, "Trainer", interrupted)
+    monkeypatch.setattr(xprospect.training, "Trainer", interrupted)
     with pytest.raises(Interrupt):
         tune(cfg)
     monkeypatch.undo()

@@ -44,10 +44,10 @@ def _log(msg: str) -> None:
 def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = None) -> Path:
     """Runs the demo and returns the path of ``report.md``."""
     from xprospect.config import load_config
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
-    from xprospect.prepare import PrepareConfig, prepare_dataset
-    from xprospect.train import train
+    from xprospect.training import train
 
     s = settings or DemoSettings()
     out = Path(output)
@@ -143,7 +143,7 @@ def _verdict(summary: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def _real_ct(predictor: Any, out: Path) -> dict[str, Any]:
-    from xprospect.datasets import sample_ct
+    from xprospect.data.samples import sample_ct
     from xprospect.evaluation import save_comparison_panel
     from xprospect.io import read_nifti
     from xprospect.metrics import evaluate_case

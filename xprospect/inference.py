@@ -35,7 +35,12 @@ def _register_custom_objects() -> None:
     import contextlib
     import importlib
 
-    for name in ("xprospect.layers", "xprospect.models", "xprospect.losses", "xprospect.metrics"):
+    for name in (
+        "xprospect.models.blocks",
+        "xprospect.models",
+        "xprospect.losses",
+        "xprospect.metrics",
+    ):
         with contextlib.suppress(ImportError):  # a partial install still loads plain Keras models
             importlib.import_module(name)
 

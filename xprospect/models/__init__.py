@@ -18,7 +18,7 @@ Quick start::
   512-ProjInj; X2CT-CNN+B, X2CT-GAN, CVAA-GAN, DuoLift-CNN, DuoLift-GAN, S-XR2CT) and their
   training settings.
 
-The building blocks (connections A-D, back-projection) live in :mod:`xprospect.layers`. Everything
+The building blocks (connections A-D, back-projection) live in :mod:`xprospect.models.blocks`. Everything
 is ``keras.ops`` / ``keras.layers`` only, so the models also run on the JAX backend.
 """
 

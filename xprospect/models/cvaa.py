@@ -8,7 +8,7 @@ Patch-3D discriminator and its losses are not here (see the trainer).
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (both views are required: the network's fusion needs two) → ``(B, S, S, S, 1)``
-float32 in [0, 1], in the canonical frame of :mod:`xprospect.layers` (axis 0 head → feet, axis 1
+float32 in [0, 1], in the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1
 anterior → posterior, axis 2 patient's right → left).
 
 **Network** (``L`` levels, level ``l`` at resolution ``S / 2**l`` with
@@ -39,9 +39,9 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConvNormAct, network_config, resolve_policy, view_to_canonical
-from xprospect.layers import check_norm as _check_norm
-from xprospect.layers import positive_int as _positive_int
+from xprospect.models.blocks import ConvNormAct, network_config, resolve_policy, view_to_canonical
+from xprospect.models.blocks import check_norm as _check_norm
+from xprospect.models.blocks import positive_int as _positive_int
 
 __all__ = [
     "CFVAA",
@@ -74,7 +74,7 @@ def lift_to_canonical(x: Any, view: str, depth: int) -> Any:
 
     The features are repeated along a new last spatial axis (the view frame's depth, which is the
     view's beam axis), then moved into the canonical frame with
-    :func:`xprospect.layers.view_to_canonical`, so ``out[b, i, j, k] = x[b, i, k]`` for the
+    :func:`xprospect.models.blocks.view_to_canonical`, so ``out[b, i, j, k] = x[b, i, k]`` for the
     frontal view and ``x[b, i, j]`` for the lateral one.
 
     Args:

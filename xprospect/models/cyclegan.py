@@ -29,7 +29,13 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.layers import ConvNormAct, check_norm, network_config, positive_int, resolve_policy
+from xprospect.models.blocks import (
+    ConvNormAct,
+    check_norm,
+    network_config,
+    positive_int,
+    resolve_policy,
+)
 
 __all__ = [
     "STYLE_PRESETS",

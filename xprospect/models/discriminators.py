@@ -6,10 +6,10 @@ losses (LSGAN or BCE on logits) live with the trainer, so there is no sigmoid he
 
 **Inputs and output.** ``{"volume": (B, S, S, S, 1), "frontal": (B, S, S, 1)[, "lateral": ...]}``
 (only ``"volume"`` with ``condition=False``), the volume in the canonical frame of
-:mod:`xprospect.layers`, the X-rays in display layout → ``(B, d, d, d, 1)`` float32 logits.
+:mod:`xprospect.models.blocks`, the X-rays in display layout → ``(B, d, d, d, 1)`` float32 logits.
 
 **Conditioning.** Each X-ray is repeated along its own beam axis by
-:class:`~xprospect.layers.ExpandXrays` (frontal along axis 1, lateral along axis 2), so every
+:class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), so every
 voxel sees the pixels whose rays cross it; the views are concatenated to the volume as channels.
 
 **Network**::
@@ -44,8 +44,8 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.layers import positive_int as _positive_int
+from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
+from xprospect.models.blocks import positive_int as _positive_int
 
 __all__ = [
     "POOLS",
@@ -108,7 +108,7 @@ class PatchDiscriminator3D(keras.Model):
     Args:
         size: Edge of the volume (and of the X-rays).
         views: The conditioning views, ``("frontal", "lateral")`` or ``("frontal",)``.
-        condition: Concatenate the X-rays (:class:`~xprospect.layers.ExpandXrays`) to the
+        condition: Concatenate the X-rays (:class:`~xprospect.models.blocks.ExpandXrays`) to the
             volume; False: an unconditional discriminator with the ``"volume"`` input only.
         filters: Channels of the hidden convolutions (``(64, 128, 256, 512)``).
         kernel_size: Kernel of every convolution (4).

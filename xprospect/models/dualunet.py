@@ -15,7 +15,7 @@ left).
 frame* (rows, columns, depth) where depth is the view's beam axis: the frontal view frame is
 (axis 0, axis 2, axis 1), the lateral one (axis 0, axis 1, axis 2). The *canonical* frame is the
 fusion network's: Connection C swaps the frontal features' last two spatial axes and leaves the
-lateral ones as they are (:func:`xprospect.layers.view_to_canonical`), then averages.
+lateral ones as they are (:func:`xprospect.models.blocks.view_to_canonical`), then averages.
 
 **Network** (``L = log2(S / g)`` decoder levels above the grid ``g``; level ``l`` has resolution
 ``S / 2**l`` and ``min(base_filters * 2**l, max_filters)`` filters)::
@@ -42,7 +42,7 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.layers import (
+from xprospect.models.blocks import (
     ACTIVATIONS,
     DEFAULT_FOV_MM,
     BackProjection,
@@ -55,7 +55,7 @@ from xprospect.layers import (
     network_config,
     resolve_policy,
 )
-from xprospect.layers import power_of_two as _power_of_two
+from xprospect.models.blocks import power_of_two as _power_of_two
 from xprospect.projection.geometry import GEOMETRY_PRESETS
 
 __all__ = ["VIEWS", "DualUNet"]
@@ -95,7 +95,7 @@ class DualUNet(keras.Model):
     Attributes:
         connection_a, connection_b, connection_c, connection_d: The connection layer classes. A
             variant subclasses :class:`DualUNet` and replaces one with a layer of the same call
-            signature and input/output shapes (see :mod:`xprospect.layers`); the rest of the
+            signature and input/output shapes (see :mod:`xprospect.models.blocks`); the rest of the
             network is unchanged. Register the subclass like this one.
     """
 

@@ -7,7 +7,7 @@ class docstring under *Choices*.
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1], in
-the canonical frame of :mod:`xprospect.layers` (axis 0 head → feet, axis 1 anterior → posterior,
+the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
 axis 2 patient's right → left).
 
 **Network** (``S`` the size, ``s = 4 * 2**(len(encoder_blocks) - 1)`` the encoder's stride, ``n =
@@ -36,10 +36,10 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.layers import activation_fn as _activation_fn
-from xprospect.layers import positive_int as _positive_int
-from xprospect.layers import power_of_two as _power_of_two
+from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
+from xprospect.models.blocks import activation_fn as _activation_fn
+from xprospect.models.blocks import positive_int as _positive_int
+from xprospect.models.blocks import power_of_two as _power_of_two
 
 __all__ = ["VIEWS", "DuoLiftGenerator", "ResidualBlock"]
 
@@ -196,7 +196,7 @@ class DuoLiftGenerator(keras.Model):
       output). The number of lifting stages always follows the encoder's stride, so the last
       stage ends at full resolution.
     - **Lift.** Each view's features are repeated along that view's beam axis with
-      :class:`~xprospect.layers.ExpandXrays` (frontal along axis 1, lateral along axis 2), which
+      :class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), which
       puts them straight into the canonical frame; the views' volumes are concatenated
       channel-wise. The encoders do not share weights.
     - **Upsampling.** "Type 2" is a learned x2 step: ``Conv3DTranspose(3x3x3, stride 2)`` →

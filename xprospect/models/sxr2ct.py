@@ -7,7 +7,7 @@ losses live elsewhere: :mod:`xprospect.perceptual` has the perceptual term, the 
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1)}`` (single view: rows = canonical axis 0,
 columns = axis 2, beam along axis 1) in [0, 1] → ``(B, S, S, S, 1)`` float32 in [0, 1] in the
-canonical frame of :mod:`xprospect.layers` (axis 0 head → feet, axis 1 anterior → posterior,
+canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
 axis 2 patient's right → left).
 
 **Network** (``L = len(depths)`` levels; level ``l`` at resolution ``r_l = S / 2**l`` with 2D
@@ -29,7 +29,7 @@ width ``a_l = min(base_filters_2d * 2**l, max_filters)`` and 3D width
         l = L-2 .. 0:  d = Conv3D-block(concat(transposed-conv up(d), e_l))
     head: Conv3D(1, 1x1x1, sigmoid, float32)
 
-A *Conv3D-block* is two :class:`~xprospect.layers.ConvNormAct` (3x3x3, instance norm).
+A *Conv3D-block* is two :class:`~xprospect.models.blocks.ConvNormAct` (3x3x3, instance norm).
 
 Everything is written with ``keras.ops`` / ``keras.layers`` only, so it also runs on JAX.
 """
@@ -46,9 +46,9 @@ import numpy.typing as npt
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.layers import positive_int as _positive_int
-from xprospect.layers import power_of_two as _power_of_two
+from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
+from xprospect.models.blocks import positive_int as _positive_int
+from xprospect.models.blocks import power_of_two as _power_of_two
 
 __all__ = [
     "ConvNeXtBlock",
@@ -481,8 +481,8 @@ class SXR2CTGenerator(keras.Model):
       a 1x1 Conv2D maps them to the 3D width of the level before lifting (lifting in 2D widths
       would cost ``S`` times more memory in 3D).
     - Lifting: repeat along the frontal beam (canonical axis 1) with
-      :class:`~xprospect.layers.ExpandXrays`, no learned depth weighting.
-    - 3D encoder / decoder blocks: two 3x3x3 :class:`~xprospect.layers.ConvNormAct` (instance
+      :class:`~xprospect.models.blocks.ExpandXrays`, no learned depth weighting.
+    - 3D encoder / decoder blocks: two 3x3x3 :class:`~xprospect.models.blocks.ConvNormAct` (instance
       norm, ``activation``) per level; stride-2 conv down, stride-2 transposed conv up; the
       template enters only at full resolution, the lifted X-ray features at every level.
     - Attention: ``attention_blocks`` :class:`WindowAttention3D` blocks after the decoder's first

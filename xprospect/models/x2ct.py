@@ -5,7 +5,7 @@
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1] in
-the canonical frame of :mod:`xprospect.layers` (axis 0 head → feet, axis 1 anterior → posterior,
+the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
 axis 2 patient's right → left).
 
 **Network** (``g`` the grid edge, ``n = log2(S / g)`` encoder stages and decoder scales above the
@@ -41,7 +41,7 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.layers import (
+from xprospect.models.blocks import (
     ConnectionC,
     ConvNormAct,
     canonical_to_view,
@@ -49,9 +49,9 @@ from xprospect.layers import (
     normalization,
     resolve_policy,
 )
-from xprospect.layers import check_norm as _check_norm
-from xprospect.layers import positive_int as _positive_int
-from xprospect.layers import power_of_two as _power_of_two
+from xprospect.models.blocks import check_norm as _check_norm
+from xprospect.models.blocks import positive_int as _positive_int
+from xprospect.models.blocks import power_of_two as _power_of_two
 
 __all__ = ["VIEWS", "DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
 
@@ -210,7 +210,7 @@ class LiftToVolume(keras.layers.Layer):
     """X2CT-GAN's Connection B: 2D skip features lifted into a view's 3D decoder.
 
     ``ConvNormAct(filters, 1)`` (2D) → repeat ``depth`` times along a new last spatial axis (the
-    view's beam axis, exactly as :class:`xprospect.layers.ConnectionB`) → ``ConvNormAct(filters,
+    view's beam axis, exactly as :class:`xprospect.models.blocks.ConnectionB`) → ``ConvNormAct(filters,
     3)`` (3D). Unlike ``ConnectionB`` both convolutions are normalised.
 
     Args:
@@ -273,7 +273,7 @@ class LiftToVolume(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="xprospect")
 class ToViewFrame(keras.layers.Layer):
     """Canonical ``(B, D0, D1, D2, ch)`` features moved into a view frame (the inverse of the
-    move Connection C makes; :func:`xprospect.layers.canonical_to_view`).
+    move Connection C makes; :func:`xprospect.models.blocks.canonical_to_view`).
 
     Args:
         view: ``"frontal"`` (frame: axis 0, 2, 1) or ``"lateral"`` (frame: axis 0, 1, 2).

@@ -196,7 +196,7 @@ def stylize_dataset(
     """
     import tensorflow as tf
 
-    from xprospect.data import MANIFEST_NAME, VIEWS, encode_case, parse_case, read_manifest
+    from xprospect.data.pipeline import MANIFEST_NAME, VIEWS, encode_case, parse_case, read_manifest
 
     if direction != "drr2real":
         raise ConfigError("a dataset holds DRRs: only direction drr2real stylizes it")
@@ -210,7 +210,7 @@ def stylize_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     shards = sorted(src.glob("*.tfrecord"))
-    from xprospect.prepare import _progress
+    from xprospect.data.prepare import _progress
 
     bar = _progress(
         sum(int(s.get("cases", 0)) for s in manifest.get("shards", {}).values()), progress

@@ -35,7 +35,7 @@ import numpy as np
 
 from xprospect.errors import ConfigError, MissingDataError
 from xprospect.style.config import StyleConfig
-from xprospect.train import Trainer, TrainResult
+from xprospect.training import Trainer, TrainResult
 from xprospect.training.loop import TrainingRun
 
 __all__ = [
@@ -273,7 +273,7 @@ class CycleGANStepLogic:
     def build(self) -> None:
         """Builds networks, optimizers and buffers (call inside ``strategy.scope()``)."""
         from xprospect.models.cyclegan import build_style_discriminator, build_style_generator
-        from xprospect.train import build_optimizer
+        from xprospect.training import build_optimizer
 
         cfg, run = self.cfg, self.run
         size = cfg.data.size

@@ -1,4 +1,4 @@
-"""The training loop behind :class:`xprospect.train.Trainer` (one ``fit`` call).
+"""The training loop behind :class:`xprospect.training.Trainer` (one ``fit`` call).
 
 One step logic for every strategy: each replica computes per-example losses, averages them over
 the global batch (``tf.nn.compute_average_loss``) and applies its gradients through the Keras 3
@@ -21,7 +21,7 @@ import numpy as np
 
 from xprospect.config import ExperimentConfig, config_to_dict, dump_config
 from xprospect.errors import ConfigError
-from xprospect.train import (
+from xprospect.training.trainer import (
     TrainResult,
     _mae_loss,
     _manifest,
@@ -33,11 +33,11 @@ from xprospect.train import (
 )
 
 if TYPE_CHECKING:
-    from xprospect.train import Trainer
+    from xprospect.training.trainer import Trainer
 
 __all__ = ["TrainingRun"]
 
-log = logging.getLogger("xprospect.train")
+log = logging.getLogger("xprospect.training")
 
 
 class TrainingRun:

@@ -12,7 +12,7 @@ class covers both kinds of model, since a supervised model is a GAN without a di
   ``adversarial`` (LSGAN or BCE, ``gan.adversarial``).
 - **Discriminator**: built by :func:`xprospect.models.build_discriminator` when the preset has
   one and ``adversarial`` has a positive weight. It sees the volume (real or generated) with the
-  X-rays broadcast along their beams (:class:`xprospect.layers.ExpandXrays`) and has its own
+  X-rays broadcast along their beams (:class:`xprospect.models.blocks.ExpandXrays`) and has its own
   optimizer (the generator's kind, betas and schedule; ``gan.d_learning_rate``).
 - **One forward pass per micro-batch**: the generated volume goes through the discriminator once,
   under a persistent tape; the generator's gradient is taken of its loss with respect to its own
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StepLogic"]
 
-log = logging.getLogger("xprospect.train")
+log = logging.getLogger("xprospect.training")
 
 _EXTRA_TERMS = ("masked_mae", "masked_mse", "perceptual", "adversarial")
 
@@ -81,7 +81,7 @@ class StepLogic:
 
     def build(self) -> None:
         """Builds networks and optimizers (call inside ``strategy.scope()``)."""
-        from xprospect.train import build_optimizer
+        from xprospect.training.trainer import build_optimizer
 
         run, cfg = self.run, self.run.cfg
         self.model = run.trainer.model_fn(cfg)
@@ -110,7 +110,7 @@ class StepLogic:
             except TypeError as exc:
                 raise ConfigError(f"perceptual: {exc}") from None
         plain = run.trainer.loss_fn(cfg)
-        from xprospect.train import _per_example_loss
+        from xprospect.training.trainer import _per_example_loss
 
         self.plain_loss = _per_example_loss(plain) if plain is not None else None
 

@@ -1,7 +1,7 @@
 """The tf.data input pipeline over datasets written by ``xprospect prepare``.
 
 A dataset folder holds uncompressed TFRecord shards ``{split}-{k:05d}.tfrecord`` and a
-``manifest.json`` (see :mod:`xprospect.prepare`). Each record is one case:
+``manifest.json`` (see :mod:`xprospect.data.prepare`). Each record is one case:
 
 =================  =======================================================================
 feature            content
@@ -42,10 +42,13 @@ from xprospect.preprocessing import resolve_hu_window
 __all__ = [
     "MANIFEST_NAME",
     "Augmentation",
+    "augmentation_from_dict",
     "encode_case",
     "load_dataset",
     "parse_case",
+    "radiograph_augment",
     "read_manifest",
+    "spatial_augment",
 ]
 
 MANIFEST_NAME = "manifest.json"

@@ -69,7 +69,7 @@ def _fmt(value: Any) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from xprospect.datasets import sample_ct
+    from xprospect.data.samples import sample_ct
     from xprospect.demo import DemoSettings, run_demo
     from xprospect.io import read_nifti, write_nifti
     from xprospect.preprocessing import ct_preprocessing
@@ -94,7 +94,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from xprospect.train import run_train
+    from xprospect.cli.train import run_train
 
     return run_train(args)
 
@@ -122,7 +122,7 @@ def _cmd_drr(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from xprospect.prepare import PrepareConfig, prepare_dataset
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
 
     cfg = PrepareConfig(
         size=args.size,
@@ -287,21 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_predict)
 
-    from xprospect.style.cli import add_style_parser
+    from xprospect.cli.style import add_style_parser
 
     add_style_parser(sub)
 
-    from xprospect.export import add_export_parser
+    from xprospect.cli.export import add_export_parser
 
     add_export_parser(sub)
 
-    from xprospect.train import add_train_arguments
+    from xprospect.cli.train import add_train_arguments
 
     p = sub.add_parser("train", help="train a model from an experiment YAML (resumable)")
     add_train_arguments(p)
     p.set_defaults(handler=_cmd_train)
 
-    from xprospect.tuning import add_tune_parser
+    from xprospect.cli.tune import add_tune_parser
 
     add_tune_parser(sub)
 

@@ -21,7 +21,7 @@ the batches already used in the deterministic pipeline (:mod:`xprospect.training
 The step: each replica computes per-example losses, averages them over the *global* batch
 (``tf.nn.compute_average_loss``), and a Keras 3 optimizer applies the gradients inside
 ``strategy.run`` (it sums them over replicas). A NaN or Inf loss stops the run without saving the
-diverged state; :func:`run_train` then exits with :data:`EXIT_DIVERGED`.
+diverged state; `xprospect train` then exits with :data:`EXIT_DIVERGED`.
 
 For notebooks, :func:`compile_model` compiles a model for plain ``model.fit`` on
 :func:`xprospect.data.load_dataset` output (one machine only: Keras 3 ``fit`` does not run under
@@ -30,11 +30,9 @@ For notebooks, :func:`compile_model` compiles a model for plain ``model.fit`` on
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
-import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,6 @@ from xprospect.config import (
     _build,
     apply_overrides,
     load_config,
-    shipped_configs,
     validate_config,
 )
 from xprospect.errors import ConfigError
@@ -58,11 +55,9 @@ __all__ = [
     "EXIT_DIVERGED",
     "TrainResult",
     "Trainer",
-    "add_train_arguments",
     "build_optimizer",
     "compile_model",
     "resolve_config",
-    "run_train",
     "train",
 ]
 
@@ -511,43 +506,3 @@ def train(
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return Trainer(cfg, **trainer_kwargs).fit()
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``xprospect train`` arguments to a (sub)parser."""
-    parser.add_argument(
-        "--config",
-        required=True,
-        help="experiment YAML, or a shipped name: " + ", ".join(shipped_configs()),
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.steps=100 (repeatable)",
-    )
-    parser.add_argument("--data", help="shortcut for --set data.dir=DIR")
-    parser.add_argument("--output-dir", help="shortcut for --set training.output_dir=DIR")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Runs ``xprospect train``; returns 0, or :data:`EXIT_DIVERGED` on a NaN/Inf loss.
-
-    Configuration errors propagate as :class:`~xprospect.errors.ConfigError` (the CLI prints one
-    line and exits with 2).
-    """
-    overrides = list(args.overrides or [])
-    if getattr(args, "data", None):
-        overrides.append(f"data.dir={args.data}")
-    if getattr(args, "output_dir", None):
-        overrides.append(f"training.output_dir={args.output_dir}")
-    cfg = load_config(args.config, overrides or None)
-    result = Trainer(cfg, progress=not getattr(args, "no_progress", False)).fit()
-    if not result.ok:
-        print(f"xprospect: error: {result.message}", file=sys.stderr)
-        return EXIT_DIVERGED
-    print(result.message)
-    return 0

@@ -3,7 +3,7 @@
 The search space is a table of hyperparameters (:class:`HyperParam`) kept apart from the model
 code: :class:`SearchSpace` declares them in KerasTuner's ``hp`` and maps the values onto an
 ordinary :class:`~xprospect.config.ExperimentConfig`, which the normal builders
-(:func:`xprospect.models.build_model`) and the normal trainer (:class:`xprospect.train.Trainer`)
+(:func:`xprospect.models.build_model`) and the normal trainer (:class:`xprospect.training.Trainer`)
 turn into a trained model. Every trial is an ordinary training run in its own folder
 (``DIRECTORY/PROJECT/trial_ID/run``) and reports the best validation PSNR-3D of the run
 (``val_psnr_3d``, maximised).
@@ -69,7 +69,6 @@ whose id contains ``chief`` only serves the oracle (gRPC), the others (``tuner0`
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import functools
@@ -77,7 +76,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +112,6 @@ __all__ = [
     "TuneConfig",
     "TuneResult",
     "TunerConfig",
-    "add_tune_parser",
     "distributed_role",
     "family_of",
     "gan_space",
@@ -122,7 +119,6 @@ __all__ = [
     "load_tune_config",
     "make_hypermodel",
     "make_tuner",
-    "run_tune",
     "search_space",
     "shipped_tune_configs",
     "tune",
@@ -732,7 +728,7 @@ def distributed_role() -> Role:
 
 def _model_from_config(config: ExperimentConfig) -> Any:
     """The generator of a resolved experiment, as ``xprospect train`` builds it."""
-    from xprospect.train import _default_model
+    from xprospect.training.trainer import _default_model
 
     return _default_model(config)
 
@@ -740,7 +736,7 @@ def _model_from_config(config: ExperimentConfig) -> Any:
 @functools.cache
 def hypermodel_class() -> type:
     """``ExperimentHyperModel``: a ``keras_tuner.HyperModel`` over a :class:`SearchSpace` whose
-    ``fit`` trains through :class:`xprospect.train.Trainer`.
+    ``fit`` trains through :class:`xprospect.training.Trainer`.
 
     ``ExperimentHyperModel(space, *, steps_per_trial, steps_per_epoch=None, progress=False)``;
     ``build(hp)`` returns the model of ``hp``'s experiment; ``fit(hp, model=None, *,
@@ -787,7 +783,7 @@ def hypermodel_class() -> type:
             return max(1, (int(epochs) - int(initial_epoch)) * self.steps_per_epoch)
 
         def build(self, hp: Any) -> Any:
-            from xprospect.train import resolve_config
+            from xprospect.training import resolve_config
 
             cfg = resolve_config(self.trial_config(hp, "unused", self.steps_per_trial))
             return _model_from_config(cfg)
@@ -806,7 +802,7 @@ def hypermodel_class() -> type:
             initial_epoch: int = 0,
             **kwargs: Any,
         ) -> dict[str, float]:
-            from xprospect.train import Trainer, resolve_config
+            from xprospect.training import Trainer, resolve_config
 
             # The stock Tuner.run_trial passes a checkpoint callback whose folder is the trial's.
             checkpoint = next(
@@ -1183,7 +1179,7 @@ def _check_project(config: TuneConfig, write: bool) -> None:
 def _check_dataset(config: TuneConfig) -> None:
     """The experiment resolves against its dataset, which has a ``val`` split to score on."""
     from xprospect.data import read_manifest
-    from xprospect.train import resolve_config
+    from xprospect.training import resolve_config
 
     resolve_config(config.experiment)
     shards = read_manifest(config.experiment.data.dir).get("shards", {})
@@ -1268,59 +1264,6 @@ def tune(config: TuneConfig, *, progress: bool = False) -> TuneResult:
 
 
 # === Command line ===
-
-
-def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
-    """Adds ``xprospect tune`` to the CLI's subparsers."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "tune",
-        help="KerasTuner search over an experiment's hyperparameters (resumable, distributable)",
-        description="Search hyperparameters with KerasTuner; every trial trains like "
-        "'xprospect train'. Distributed: set KERASTUNER_TUNER_ID (chief | tuner0, tuner1, ...), "
-        "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT on every process (docs/tuning.md).",
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        help="tune YAML (experiment + tuner), or a shipped name: "
-        + ", ".join(shipped_tune_configs()),
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value, e.g. --set tuner.max_trials=5 (repeatable)",
-    )
-    p.add_argument("--data", help="shortcut for --set experiment.data.dir=DIR")
-    p.add_argument("--no-progress", action="store_true", help="hide trial tables and progress")
-    p.set_defaults(handler=run_tune)
-    return p
-
-
-class _NoRetracingNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def run_tune(args: argparse.Namespace) -> int:
-    """Runs ``xprospect tune``; prints the results table. Returns 0, or 1 when no trial
-    completed."""
-    overrides = list(args.overrides or [])
-    if getattr(args, "data", None):
-        overrides.append(f"experiment.data.dir={args.data}")
-    config = load_tune_config(args.config, overrides or None)
-    # Every trial builds new models, so TensorFlow's advice against retracing is noise here.
-    logging.getLogger("tensorflow").addFilter(_NoRetracingNote())
-    result = tune(config, progress=not getattr(args, "no_progress", False))
-    if result.trials:
-        print(result.table())
-    print(result.message)
-    if result.role != "worker" and result.best is None:
-        print("xprospect: error: no trial completed", file=sys.stderr)
-        return 1
-    return 0
 
 
 def __getattr__(name: str) -> Any:

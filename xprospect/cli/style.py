@@ -12,7 +12,7 @@ __all__ = ["add_style_parser"]
 def _cmd_train(args: argparse.Namespace) -> int:
     from xprospect.style.config import load_style_config
     from xprospect.style.training import train_style
-    from xprospect.train import EXIT_DIVERGED
+    from xprospect.training import EXIT_DIVERGED
 
     overrides = list(args.overrides or [])
     for flag, key in (
