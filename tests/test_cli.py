@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -161,3 +163,37 @@ def test_drr_command_writes_png_and_npy_in_display_layout(capsys, tmp_path, phan
     top = frontal[:16]
     assert top[:, 16:].sum() > top[:, :16].sum()
     assert "frontal" in capsys.readouterr().out
+
+
+# === Layout of the CLI package ===
+
+
+def test_parser_builds_without_tensorflow():
+    # Command modules import heavy libraries only in their handlers: `xprospect info` stays quick.
+    code = (
+        "import sys; from xprospect.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_every_command_group_adds_its_commands_and_only_the_cli_uses_argparse():
+    import xprospect
+    from xprospect.cli.main import COMMAND_GROUPS, build_parser
+
+    listed = re.findall(r"^    (\w+) ", build_parser().format_help(), flags=re.MULTILINE)
+    assert listed == [
+        "info", "drr", "prepare", "models", "evaluate", "predict",
+        "style", "export", "train", "tune", "demo",
+    ]  # fmt: skip
+    for group in COMMAND_GROUPS:
+        assert callable(group.add_parser), group.__name__
+    package = Path(xprospect.__file__).parent
+    users = sorted(
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"^\s*(import|from) argparse\b", path.read_text(encoding="utf-8"), re.M)
+    )
+    assert users and all(user.startswith("cli/") for user in users), users

@@ -1,5 +1,28 @@
 """The ``xprospect`` command line: one module per command group, each parsing its arguments and
-calling the library with typed arguments (the library never sees ``argparse``)."""
+calling the library with typed arguments or a config object (the library never sees
+``argparse``).
+
+Which module owns which command (each exposes ``add_parser(subparsers)`` and ``run_*`` handlers
+that take the parsed ``argparse.Namespace`` and return the exit code):
+
+============================  =========================================================
+module                        commands
+============================  =========================================================
+:mod:`xprospect.cli.main`     the top-level parser, logging, the error contract (exit 2
+                              for a user error, 1 otherwise, ``--debug`` tracebacks)
+:mod:`xprospect.cli.common`   shared pieces: exit codes, one-line errors, ``--set``
+                              shortcut flags
+:mod:`xprospect.cli.data`     ``info``, ``drr``, ``prepare``
+:mod:`xprospect.cli.models`   ``models``
+:mod:`xprospect.cli.evaluate` ``evaluate``
+:mod:`xprospect.cli.predict`  ``predict``
+:mod:`xprospect.cli.style`    ``style train``, ``style apply``, ``style evaluate``
+:mod:`xprospect.cli.export`   ``export``
+:mod:`xprospect.cli.train`    ``train`` (also ``add_train_arguments`` for any parser)
+:mod:`xprospect.cli.tune`     ``tune``
+:mod:`xprospect.cli.demo`     ``demo``
+============================  =========================================================
+"""
 
 from __future__ import annotations
 

@@ -1,17 +1,36 @@
-"""``xprospect export``: a trained model to a TF Serving SavedModel."""
+"""``xprospect export``: a trained model to a TF Serving SavedModel, by
+:func:`xprospect.export.export_model`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from xprospect.export import MODELS_CONFIG, SIGNATURES, export_model, read_model_card
+from xprospect.cli.common import Subparsers
 
-__all__ = ["add_export_parser"]
+__all__ = ["add_parser", "run_export"]
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def add_parser(sub: Subparsers) -> None:
+    """Adds ``export`` to the CLI's subparsers."""
+    p = sub.add_parser("export", help="export a trained model as a TF Serving SavedModel")
+    p.add_argument("run", help="run folder (model.keras + config.yaml) or a .keras file")
+    p.add_argument("--name", required=True, help="model name in TF Serving (and its folder)")
+    p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.add_argument("--output-dir", default="saved_models", help="model root (default saved_models)")
+    p.add_argument(
+        "--serving-root",
+        help="base_path prefix written to models.config, e.g. /models inside the "
+        "tensorflow/serving container (default: the output folder's absolute path)",
+    )
+    p.add_argument("--no-warmup", action="store_true", help="skip the warmup requests file")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Runs ``xprospect export``; prints the version folder, sizes and the TF Serving config."""
+    from xprospect.export import MODELS_CONFIG, SIGNATURES, export_model, read_model_card
+
     dest = export_model(
         args.run,
         args.name,
@@ -32,22 +51,3 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"  TF Serving config: {Path(args.output_dir) / MODELS_CONFIG}"
     )
     return 0
-
-
-def add_export_parser(sub: Any) -> argparse.ArgumentParser:
-    """Adds ``xprospect export`` to the CLI's subparsers."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "export", help="export a trained model as a TF Serving SavedModel"
-    )
-    p.add_argument("run", help="run folder (model.keras + config.yaml) or a .keras file")
-    p.add_argument("--name", required=True, help="model name in TF Serving (and its folder)")
-    p.add_argument("--version", type=int, help="version number (default: next free)")
-    p.add_argument("--output-dir", default="saved_models", help="model root (default saved_models)")
-    p.add_argument(
-        "--serving-root",
-        help="base_path prefix written to models.config, e.g. /models inside the "
-        "tensorflow/serving container (default: the output folder's absolute path)",
-    )
-    p.add_argument("--no-warmup", action="store_true", help="skip the warmup requests file")
-    p.set_defaults(handler=_cmd_export)
-    return p

@@ -1,49 +1,100 @@
-"""``xprospect style train|apply|evaluate``: the CycleGAN stage on the command line."""
+"""``xprospect style train | apply | evaluate``: the CycleGAN stage on the command line."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-__all__ = ["add_style_parser"]
+from xprospect.cli.common import EXIT_USER_ERROR, Subparsers, overrides_with_shortcuts
+from xprospect.style.config import shipped_style_configs
+
+__all__ = ["add_parser", "run_style_apply", "run_style_evaluate", "run_style_train"]
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def add_parser(sub: Subparsers) -> None:
+    """Adds ``style`` with its three subcommands to the CLI's subparsers."""
+    style = sub.add_parser("style", help="CycleGAN style transfer between DRRs and real X-rays")
+    ssub = style.add_subparsers(dest="style_command", metavar="STYLE_COMMAND")
+
+    def print_style_help(args: argparse.Namespace) -> int:
+        # ``xprospect style`` alone: like ``xprospect`` alone, the help and a usage error.
+        style.print_help()
+        return EXIT_USER_ERROR
+
+    style.set_defaults(handler=print_style_help)
+
+    p = ssub.add_parser("train", help="train one CycleGAN (one view) from a style YAML")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="style YAML, or a shipped name: " + ", ".join(shipped_style_configs()),
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data", help="domain A: dataset folder (data.dir)")
+    p.add_argument("--real", help="domain B: real X-ray folder with manifest.csv (data.real_dir)")
+    p.add_argument("--view", choices=("frontal", "lateral"), help="data.view")
+    p.add_argument("--output-dir", help="run folder (training.output_dir)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_style_train)
+
+    p = ssub.add_parser("apply", help="stylize a dataset (drr2real) or radiographs (real2drr)")
+    p.add_argument(
+        "--model", action="append", required=True, help="style run folder (one per view)"
+    )
+    p.add_argument("--direction", choices=("drr2real", "real2drr"), default="drr2real")
+    p.add_argument("--data", help="dataset folder to stylize (drr2real)")
+    p.add_argument("--input", dest="inputs", nargs="+", help="radiographs (real2drr)")
+    p.add_argument("--output", required=True, help="new dataset folder, or PNG folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_style_apply)
+
+    p = ssub.add_parser("evaluate", help="score translated DRRs against held-out real X-rays")
+    p.add_argument("--model", required=True, help="style run folder")
+    p.add_argument("--data", help="dataset folder (default: the one it was trained on)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--real", help="real X-ray folder (default: the run's)")
+    p.add_argument("--max-images", type=int, help="at most N images per set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the classifier test")
+    p.add_argument("--output", help="report folder (default RUN/style_eval_SPLIT)")
+    p.set_defaults(handler=run_style_evaluate)
+
+
+def run_style_train(args: argparse.Namespace) -> int:
+    """Runs ``xprospect style train``; returns 0, or ``xprospect.training.EXIT_DIVERGED`` on a
+    NaN/Inf loss."""
     from xprospect.style.config import load_style_config
     from xprospect.style.training import train_style
     from xprospect.training import EXIT_DIVERGED
 
-    overrides = list(args.overrides or [])
-    for flag, key in (
-        ("data", "data.dir"),
-        ("real", "data.real_dir"),
-        ("view", "data.view"),
-        ("output_dir", "training.output_dir"),
-    ):
-        value = getattr(args, flag, None)
-        if value:
-            overrides.append(f"{key}={value}")
-    cfg = load_style_config(args.config, overrides or None)
+    overrides = overrides_with_shortcuts(
+        args.overrides,
+        [
+            ("data.dir", args.data),
+            ("data.real_dir", args.real),
+            ("data.view", args.view),
+            ("training.output_dir", args.output_dir),
+        ],
+    )
+    cfg = load_style_config(args.config, overrides)
     result = train_style(cfg, progress=not args.no_progress)
     print(result.message)
     return 0 if result.ok else EXIT_DIVERGED
 
 
-def _cmd_apply(args: argparse.Namespace) -> int:
+def run_style_apply(args: argparse.Namespace) -> int:
+    """Runs ``xprospect style apply``: a stylized dataset (drr2real) or DRR-style PNGs of
+    radiographs (real2drr)."""
+    from xprospect.errors import ConfigError
     from xprospect.style.apply import load_style_model, stylize_dataset
 
     if args.direction == "drr2real":
         if not args.data:
-            from xprospect.errors import ConfigError
-
             raise ConfigError("--direction drr2real stylizes a dataset: give --data DIR")
         out = stylize_dataset(
             args.data, args.model, args.output, direction="drr2real", progress=not args.no_progress
         )
         print(f"wrote the stylized dataset {out}; train on it with --data {out}")
         return 0
-    from xprospect.errors import ConfigError
     from xprospect.io import read_radiograph
     from xprospect.io.raster import write_png
 
@@ -61,7 +112,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def run_style_evaluate(args: argparse.Namespace) -> int:
+    """Runs ``xprospect style evaluate``: prints the score table and the report folder."""
     from xprospect.style.evaluate import evaluate_style
 
     out = args.output or str(Path(args.model) / f"style_eval_{args.split}")
@@ -77,47 +129,3 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(result.table())
     print(f"report: {result.output_dir}")
     return 0
-
-
-def add_style_parser(sub: Any) -> None:
-    """Adds ``style`` with its three subcommands to the CLI's subparsers."""
-    from xprospect.style.config import shipped_style_configs
-
-    style = sub.add_parser("style", help="CycleGAN style transfer between DRRs and real X-rays")
-    ssub = style.add_subparsers(dest="style_command", metavar="STYLE_COMMAND")
-    style.set_defaults(handler=lambda args: (style.print_help(), 2)[1])
-
-    p = ssub.add_parser("train", help="train one CycleGAN (one view) from a style YAML")
-    p.add_argument(
-        "--config",
-        required=True,
-        help="style YAML, or a shipped name: " + ", ".join(shipped_style_configs()),
-    )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--data", help="domain A: dataset folder (data.dir)")
-    p.add_argument("--real", help="domain B: real X-ray folder with manifest.csv (data.real_dir)")
-    p.add_argument("--view", choices=("frontal", "lateral"), help="data.view")
-    p.add_argument("--output-dir", help="run folder (training.output_dir)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_cmd_train)
-
-    p = ssub.add_parser("apply", help="stylize a dataset (drr2real) or radiographs (real2drr)")
-    p.add_argument(
-        "--model", action="append", required=True, help="style run folder (one per view)"
-    )
-    p.add_argument("--direction", choices=("drr2real", "real2drr"), default="drr2real")
-    p.add_argument("--data", help="dataset folder to stylize (drr2real)")
-    p.add_argument("--input", dest="inputs", nargs="+", help="radiographs (real2drr)")
-    p.add_argument("--output", required=True, help="new dataset folder, or PNG folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_cmd_apply)
-
-    p = ssub.add_parser("evaluate", help="score translated DRRs against held-out real X-rays")
-    p.add_argument("--model", required=True, help="style run folder")
-    p.add_argument("--data", help="dataset folder (default: the one it was trained on)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--real", help="real X-ray folder (default: the run's)")
-    p.add_argument("--max-images", type=int, help="at most N images per set")
-    p.add_argument("--seed", type=int, default=0, help="seed of the classifier test")
-    p.add_argument("--output", help="report folder (default RUN/style_eval_SPLIT)")
-    p.set_defaults(handler=_cmd_evaluate)

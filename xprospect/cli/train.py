@@ -1,18 +1,25 @@
-"""``xprospect train``: an experiment YAML, overrides, then :func:`xprospect.training.train`."""
+"""``xprospect train``: an experiment YAML plus overrides, trained by
+:class:`xprospect.training.Trainer`."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from xprospect.config import load_config, shipped_configs
-from xprospect.training import EXIT_DIVERGED, Trainer
+from xprospect.cli.common import Subparsers, overrides_with_shortcuts, print_error
+from xprospect.config import shipped_configs
 
-__all__ = ["add_train_arguments", "run_train"]
+__all__ = ["add_parser", "add_train_arguments", "run_train"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Adds ``train`` to the CLI's subparsers."""
+    p = sub.add_parser("train", help="train a model from an experiment YAML (resumable)")
+    add_train_arguments(p)
+    p.set_defaults(handler=run_train)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``xprospect train`` arguments to a (sub)parser."""
+    """Adds ``xprospect train``'s arguments to a (sub)parser (what :func:`run_train` reads)."""
     parser.add_argument(
         "--config",
         required=True,
@@ -32,20 +39,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Runs ``xprospect train``; returns 0, or :data:`EXIT_DIVERGED` on a NaN/Inf loss.
+    """Runs ``xprospect train``; returns 0, or ``xprospect.training.EXIT_DIVERGED`` on a NaN/Inf
+    loss.
 
     Configuration errors propagate as :class:`~xprospect.errors.ConfigError` (the CLI prints one
     line and exits with 2).
     """
-    overrides = list(args.overrides or [])
-    if getattr(args, "data", None):
-        overrides.append(f"data.dir={args.data}")
-    if getattr(args, "output_dir", None):
-        overrides.append(f"training.output_dir={args.output_dir}")
-    cfg = load_config(args.config, overrides or None)
+    from xprospect.config import load_config
+    from xprospect.training import EXIT_DIVERGED, Trainer
+
+    overrides = overrides_with_shortcuts(
+        args.overrides,
+        [
+            ("data.dir", getattr(args, "data", None)),
+            ("training.output_dir", getattr(args, "output_dir", None)),
+        ],
+    )
+    cfg = load_config(args.config, overrides)
     result = Trainer(cfg, progress=not getattr(args, "no_progress", False)).fit()
     if not result.ok:
-        print(f"xprospect: error: {result.message}", file=sys.stderr)
+        print_error(result.message)
         return EXIT_DIVERGED
     print(result.message)
     return 0

@@ -1,20 +1,20 @@
-"""``xprospect tune``: a KerasTuner search from a tune YAML."""
+"""``xprospect tune``: a KerasTuner search from a tune YAML, run by
+:func:`xprospect.tuning.tune`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from typing import Any
 
-from xprospect.tuning import load_tune_config, shipped_tune_configs, tune
+from xprospect.cli.common import Subparsers, overrides_with_shortcuts, print_error
+from xprospect.tuning import shipped_tune_configs
 
-__all__ = ["add_tune_parser", "run_tune"]
+__all__ = ["add_parser", "run_tune"]
 
 
-def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
-    """Adds ``xprospect tune`` to the CLI's subparsers."""
-    p: argparse.ArgumentParser = sub.add_parser(
+def add_parser(sub: Subparsers) -> None:
+    """Adds ``tune`` to the CLI's subparsers."""
+    p = sub.add_parser(
         "tune",
         help="KerasTuner search over an experiment's hyperparameters (resumable, distributable)",
         description="Search hyperparameters with KerasTuner; every trial trains like "
@@ -38,7 +38,6 @@ def add_tune_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", help="shortcut for --set experiment.data.dir=DIR")
     p.add_argument("--no-progress", action="store_true", help="hide trial tables and progress")
     p.set_defaults(handler=run_tune)
-    return p
 
 
 class _NoRetracingNote(logging.Filter):
@@ -49,10 +48,12 @@ class _NoRetracingNote(logging.Filter):
 def run_tune(args: argparse.Namespace) -> int:
     """Runs ``xprospect tune``; prints the results table. Returns 0, or 1 when no trial
     completed."""
-    overrides = list(args.overrides or [])
-    if getattr(args, "data", None):
-        overrides.append(f"experiment.data.dir={args.data}")
-    config = load_tune_config(args.config, overrides or None)
+    from xprospect.tuning import load_tune_config, tune
+
+    overrides = overrides_with_shortcuts(
+        args.overrides, [("experiment.data.dir", getattr(args, "data", None))]
+    )
+    config = load_tune_config(args.config, overrides)
     # Every trial builds new models, so TensorFlow's advice against retracing is noise here.
     logging.getLogger("tensorflow").addFilter(_NoRetracingNote())
     result = tune(config, progress=not getattr(args, "no_progress", False))
@@ -60,6 +61,6 @@ def run_tune(args: argparse.Namespace) -> int:
         print(result.table())
     print(result.message)
     if result.role != "worker" and result.best is None:
-        print("xprospect: error: no trial completed", file=sys.stderr)
+        print_error("no trial completed")
         return 1
     return 0

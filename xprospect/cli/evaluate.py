@@ -1,0 +1,37 @@
+"""``xprospect evaluate``: a model and the two baselines scored on one dataset split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xprospect.cli.common import Subparsers
+
+__all__ = ["add_parser", "run_evaluate"]
+
+
+def add_parser(sub: Subparsers) -> None:
+    """Adds ``evaluate`` to the CLI's subparsers."""
+    p = sub.add_parser("evaluate", help="score a model and two baselines on a dataset split")
+    p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
+    p.add_argument("--data", required=True, help="dataset folder made by 'xprospect prepare'")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--output", help="report folder (default RUN/eval_SPLIT)")
+    p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
+    p.add_argument("--max-cases", type=int, help="stop after N cases")
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder."""
+    from xprospect.evaluation import evaluate_dataset, summary_markdown
+    from xprospect.inference import load_predictor
+
+    predictor = load_predictor(args.model)
+    out = Path(args.output or Path(args.model) / f"eval_{args.split}")
+    result = evaluate_dataset(
+        predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases
+    )
+    print(summary_markdown(result.summary, title=f"{args.split} split ({args.mode} metrics)"))
+    print(f"per-case CSV, summary.json, summary.md and panels in {out}")
+    return 0
