@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import pytest
 
 from xprospect.config import (
@@ -9,6 +12,7 @@ from xprospect.config import (
     apply_overrides,
     config_from_dict,
     dump_config,
+    engine,
     load_config,
     parse_override,
     resolve_config_path,
@@ -207,3 +211,59 @@ def test_presets_refuse_views_they_do_not_take():
         build_model("S-XR2CT", size=32, views=("frontal", "lateral"))
     with pytest.raises(ConfigError, match="takes views"):
         build_model("CVAA-GAN", size=32, views=("frontal",))
+
+
+def test_a_bad_key_inside_an_optional_section_is_named():
+    base = {"data": {"dir": "x"}, "training": {"steps": 1}}
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer\.schedule\.nme' \(did you mean"):
+        config_from_dict({**base, "optimizer": {"schedule": {"nme": "cosine"}}})
+    with pytest.raises(
+        ConfigError, match=r"optimizer\.schedule\.warmup_steps: expected an integer, got 'x'"
+    ):
+        config_from_dict({**base, "optimizer": {"schedule": {"warmup_steps": "x"}}})
+    with pytest.raises(ConfigError, match=r"optimizer\.schedule: expected a mapping or null"):
+        config_from_dict({**base, "optimizer": {"schedule": "cosine"}})
+
+
+@dataclass
+class _Export:
+    format: Literal["keras", "savedmodel"] = "keras"
+    batch: int = 1
+
+
+@dataclass
+class _Tool:
+    name: str = ""
+    export: _Export = field(default_factory=_Export)
+    tags: dict[str, float] = field(default_factory=dict)
+
+
+def _tool_from_dict(data, source=None) -> _Tool:
+    src = None if source is None else str(source)
+    config = engine.build(_Tool, data, "", src)
+    engine.check(config.export.batch >= 1, "export.batch", "must be >= 1", src)
+    return config
+
+
+def test_the_engine_serves_any_schema(tmp_path):
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    (folder / "tool.yaml").write_text("name: t\nexport: {format: SavedModel, batch: 2}\n")
+    file = engine.resolve_path("tool", folder, "tool config")
+    assert engine.shipped(folder) == {"tool": file}
+    cfg = engine.load_file(file, _tool_from_dict, ["export.batch=4", "tags.a=0.5"])
+    assert cfg == _Tool("t", _Export("savedmodel", 4), {"a": 0.5})
+    assert engine.load_file(engine.dump(cfg, tmp_path / "again.yaml"), _tool_from_dict) == cfg
+    with pytest.raises(ConfigError, match=r"tool config file not found \(shipped: tool\)"):
+        engine.resolve_path("nope", folder, "tool config")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("export: {batch: 0}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: export\.batch: must be >= 1"):
+        engine.load_file(bad, _tool_from_dict)
+    bad.write_text("export: {format: onnx}\n")
+    with pytest.raises(ConfigError, match=r"export\.format: expected one of keras, savedmodel"):
+        engine.load_file(bad, _tool_from_dict)
+    with pytest.raises(ConfigError, match=r"--set export\.size: unknown key 'export\.size'"):
+        engine.apply_overrides(cfg, ["export.size=1"], _tool_from_dict)
+    assert engine.describe_type(int | None) == "an integer or null"
+    assert engine.describe_type(list[float]) == "a list of numbers"

@@ -39,25 +39,14 @@ Shipped files live in ``xprospect/configs/style/`` (:func:`shipped_style_configs
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from xprospect.config import (
-    CONFIG_DIR,
-    OptimizerConfig,
-    ScheduleConfig,
-    TrainingConfig,
-    _build,
-    _check,
-    apply_overrides,
-    read_config_mapping,
-    resolve_config_path,
-    shipped_configs,
-)
+from xprospect.config import CONFIG_DIR, OptimizerConfig, ScheduleConfig, TrainingConfig, engine
+from xprospect.config.engine import check
 
 __all__ = [
     "STYLE_CONFIG_DIR",
@@ -69,6 +58,8 @@ __all__ = [
     "resolve_style_config",
     "shipped_style_configs",
     "style_config_from_dict",
+    "style_config_to_dict",
+    "validate_style_config",
 ]
 
 STYLE_CONFIG_DIR = CONFIG_DIR / "style"
@@ -141,37 +132,37 @@ class StyleConfig:
 def validate_style_config(config: StyleConfig, source: str | None = None) -> None:
     """Ranges and consistency; a :class:`ConfigError` naming the key."""
     d, o, t = config.data, config.optimizer, config.training
-    _check(bool(d.dir), "data.dir", "is required (a folder made by 'xprospect prepare')", source)
-    _check(
+    check(bool(d.dir), "data.dir", "is required (a folder made by 'xprospect prepare')", source)
+    check(
         d.size >= 16 and d.size % 4 == 0,
         "data.size",
         f"must be a multiple of 4 and >= 16, got {d.size}",
         source,
     )
-    _check(
+    check(
         len(d.percentiles) == 2 and 0 <= d.percentiles[0] < d.percentiles[1] <= 100,
         "data.percentiles",
         f"must be [low, high] with 0 <= low < high <= 100, got {d.percentiles}",
         source,
     )
-    _check(0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)", source)
-    _check(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}", source)
-    _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", source)
-    _check(d.val_images >= 1, "data.val_images", "must be >= 1", source)
-    _check(d.max_images is None or d.max_images >= 1, "data.max_images", "must be >= 1", source)
-    _check(config.loss.cycle >= 0, "loss.cycle", "must be >= 0", source)
-    _check(config.loss.identity >= 0, "loss.identity", "must be >= 0", source)
-    _check(config.history_size >= 0, "history_size", "must be >= 0", source)
-    _check(o.name in ("adam", "nadam"), "optimizer.name", "must be adam or nadam", source)
-    _check((o.learning_rate or 0) > 0, "optimizer.learning_rate", "must be > 0", source)
-    _check(0 < o.ema_momentum < 1, "optimizer.ema_momentum", "must be in (0, 1)", source)
-    _check(
+    check(0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)", source)
+    check(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}", source)
+    check(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", source)
+    check(d.val_images >= 1, "data.val_images", "must be >= 1", source)
+    check(d.max_images is None or d.max_images >= 1, "data.max_images", "must be >= 1", source)
+    check(config.loss.cycle >= 0, "loss.cycle", "must be >= 0", source)
+    check(config.loss.identity >= 0, "loss.identity", "must be >= 0", source)
+    check(config.history_size >= 0, "history_size", "must be >= 0", source)
+    check(o.name in ("adam", "nadam"), "optimizer.name", "must be adam or nadam", source)
+    check((o.learning_rate or 0) > 0, "optimizer.learning_rate", "must be > 0", source)
+    check(0 < o.ema_momentum < 1, "optimizer.ema_momentum", "must be in (0, 1)", source)
+    check(
         o.ema_reset == "never" or o.use_ema,
         "optimizer.ema_reset",
         "epoch needs optimizer.use_ema: true",
         source,
     )
-    _check(
+    check(
         (t.steps is None) != (t.epochs is None),
         "training",
         "set exactly one of steps and epochs",
@@ -179,8 +170,8 @@ def validate_style_config(config: StyleConfig, source: str | None = None) -> Non
     )
     for key in ("steps", "epochs", "validation_every", "checkpoint_every", "log_every"):
         value = getattr(t, key)
-        _check(value is None or value >= 1, f"training.{key}", "must be >= 1", source)
-    _check(
+        check(value is None or value >= 1, f"training.{key}", "must be >= 1", source)
+    check(
         t.grad_accum_steps in (None, 1),
         "training.grad_accum_steps",
         "the CycleGAN trainer does not accumulate gradients",
@@ -193,7 +184,7 @@ def style_config_from_dict(
 ) -> StyleConfig:
     """Builds and validates a :class:`StyleConfig` from plain data."""
     src = None if source is None else str(source)
-    config: StyleConfig = _build(StyleConfig, data, "", src)
+    config = engine.build(StyleConfig, data, "", src)
     if config.optimizer.schedule is None:
         config.optimizer.schedule = ScheduleConfig()
     if config.optimizer.name is None:
@@ -206,12 +197,12 @@ def style_config_from_dict(
 
 def shipped_style_configs() -> dict[str, Path]:
     """Name → path of the style files shipped in ``xprospect/configs/style/``."""
-    return shipped_configs(STYLE_CONFIG_DIR)
+    return engine.shipped(STYLE_CONFIG_DIR)
 
 
 def resolve_style_config(path: str | os.PathLike[str]) -> Path:
     """An existing file as given, else a shipped style config by name."""
-    return resolve_config_path(path, STYLE_CONFIG_DIR, "style config")
+    return engine.resolve_path(path, STYLE_CONFIG_DIR, "style config")
 
 
 def load_style_config(
@@ -219,12 +210,9 @@ def load_style_config(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
 ) -> StyleConfig:
     """Reads a style YAML file (or a shipped one by name) with optional dotted overrides."""
-    data, file = read_config_mapping(resolve_style_config(path))
-    config = style_config_from_dict(data, file)
-    if overrides:
-        config = apply_overrides(config, overrides, from_dict=style_config_from_dict)
-    return config
+    return engine.load_file(resolve_style_config(path), style_config_from_dict, overrides)
 
 
 def style_config_to_dict(config: StyleConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Plain nested dicts and lists (YAML/JSON-ready) of a style config."""
+    return engine.to_dict(config)

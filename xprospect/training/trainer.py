@@ -44,11 +44,11 @@ import numpy as np
 from xprospect.config import (
     ExperimentConfig,
     ScheduleConfig,
-    _build,
     apply_overrides,
     load_config,
     validate_config,
 )
+from xprospect.config.engine import build
 from xprospect.errors import ConfigError
 
 __all__ = [
@@ -178,7 +178,7 @@ def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> Experim
             if getattr(cfg.optimizer, beta) is None and beta in training:
                 setattr(cfg.optimizer, beta, float(training[beta]))
         if cfg.optimizer.schedule is None and training.get("schedule"):
-            cfg.optimizer.schedule = _build(
+            cfg.optimizer.schedule = build(
                 ScheduleConfig, training["schedule"], f"preset {key}: schedule", None
             )
         if cfg.gan.adversarial is None and training.get("adversarial"):
