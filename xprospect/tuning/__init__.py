@@ -268,15 +268,12 @@ def _fmt_value(value: Any) -> str:
 
 
 def _canonical_preset(preset: str) -> str:
-    from xprospect.models.presets import PRESETS
+    from xprospect.models.presets import canonical_preset
 
-    by_lower = {k.lower(): k for k in PRESETS}
-    key = by_lower.get(preset.strip().lower())
-    if key is None:
-        raise ConfigError(
-            f"experiment.model.preset: unknown preset {preset!r}; expected one of {list(PRESETS)}"
-        )
-    return key
+    try:
+        return canonical_preset(preset)
+    except ConfigError as exc:
+        raise ConfigError(f"experiment.model.preset: {exc.message}") from None
 
 
 def family_of(preset: str) -> Family:
@@ -291,9 +288,9 @@ def family_of(preset: str) -> Family:
 
 
 def _preset_training(base: ExperimentConfig) -> dict[str, Any]:
-    from xprospect.models.presets import PRESETS
+    from xprospect.config.presets import preset_training_defaults
 
-    return dict(PRESETS[_canonical_preset(base.model.preset)].get("training", {}))
+    return preset_training_defaults(_canonical_preset(base.model.preset))
 
 
 def _loss_weights(base: ExperimentConfig) -> dict[str, float]:
@@ -337,7 +334,7 @@ def _xprospect_defaults(base: ExperimentConfig) -> dict[str, Any]:
 
     preset = PRESETS[_canonical_preset(base.model.preset)]
     model = {**preset["model"], **base.model.overrides}
-    training = preset.get("training", {})
+    training = _preset_training(base)
     loss = _loss_weights(base)
     recon = [t for t in ("mae", "mse") if loss.get(t, 0.0) > 0]
     return {
