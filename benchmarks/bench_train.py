@@ -39,12 +39,13 @@ import numpy as np
 preset, size, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 steps, predict = int(sys.argv[4]), sys.argv[5] == "1"
 import keras
-from xprospect.models import PRESETS, build_model
+from xprospect.config.presets import preset_training_defaults
+from xprospect.models import build_model
 from xprospect.losses import build_loss
 if precision == "bf16":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
 model = build_model(preset, size=size)
-train_cfg = PRESETS[preset]["training"]
+train_cfg = preset_training_defaults(preset)
 opt = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}[train_cfg["optimizer"]](
     learning_rate=train_cfg["learning_rate"])
 model.compile(optimizer=opt, loss=build_loss(train_cfg["loss_weights"]), jit_compile=False)
@@ -142,7 +143,8 @@ _PROFILE = r"""
 import collections, glob, json, os, sys, tempfile
 import numpy as np, keras, tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
-from xprospect.models import PRESETS, build_model
+from xprospect.config.presets import preset_training_defaults
+from xprospect.models import build_model
 from xprospect.losses import build_loss
 preset, size, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 GROUPS = {"Conv3DBackpropFilter": "conv3d backprop filter", "Conv3DBackpropInput":
@@ -151,7 +153,7 @@ out = {}
 for precision in ("fp32", "bf16"):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     model = build_model(preset, size=size)
-    tc = PRESETS[preset]["training"]
+    tc = preset_training_defaults(preset)
     model.compile(optimizer=keras.optimizers.Nadam(tc["learning_rate"]),
                   loss=build_loss(tc["loss_weights"]), jit_compile=False)
     rng = np.random.default_rng(0)

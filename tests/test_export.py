@@ -87,9 +87,9 @@ def shared(tmp_path_factory, worker_id):
 def keras_model(shared):
     import keras
 
-    from xprospect.inference import _register_custom_objects
+    from xprospect.inference import register_custom_objects
 
-    _register_custom_objects()
+    register_custom_objects()
     return keras.saving.load_model(shared["run"] / "model.keras", compile=False)
 
 

@@ -1,4 +1,5 @@
-"""Tests of xprospect.models.blocks: blocks, connections A-D, back-projection.
+"""Tests of the DualUNet's layers (xprospect.models.dualunet.layers) and the shared ones
+(xprospect.models.blocks): blocks, connections A-D, back-projection.
 
 References are independent of the code under test: NumPy broadcasts written from the frame table
 of docs/conventions.md (frontal image = (axis 0, axis 2), lateral = (axis 0, axis 1)), sums of a
@@ -18,14 +19,13 @@ from keras_contract import check_layer
 from numpy.testing import assert_allclose
 
 from xprospect.errors import ConfigError, GeometryError
-from xprospect.models.blocks import (
+from xprospect.models.blocks import ConnectionC, view_to_canonical
+from xprospect.models.dualunet.layers import (
     BackProjection,
     ConnectionA,
     ConnectionB,
-    ConnectionC,
     ConnectionD,
     ConvBlock,
-    view_to_canonical,
 )
 
 RNG = np.random.default_rng(0)
@@ -122,7 +122,12 @@ def test_bad_arguments() -> None:
 
 def test_layers_do_not_use_tensorflow() -> None:
     root = Path(__file__).resolve().parents[1] / "xprospect"
-    for path in [root / "layers.py", *sorted((root / "models").glob("*.py"))]:
+    paths = sorted((root / "models").rglob("*.py"))
+    assert (
+        root / "models" / "blocks.py" in paths
+        and root / "models" / "dualunet" / "layers.py" in paths
+    )
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = (

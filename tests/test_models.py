@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from keras_contract import check_model, check_registration
 
+from xprospect.config.presets import preset_training_defaults
 from xprospect.errors import ConfigError
 from xprospect.models import (
     MODEL_KEYS,
@@ -25,6 +26,7 @@ from xprospect.models import (
     DualUNet,
     PresetInfo,
     build_model,
+    canonical_preset,
     list_presets,
     preset_config,
 )
@@ -67,15 +69,95 @@ def test_preset_table() -> None:
     assert set(PRESETS) == set(DUAL) | GAN_FAMILY
     for name in DUAL:
         cfg = PRESETS[name]
-        training = cfg["training"]
+        training = preset_training_defaults(name)
         assert set(training) == {"loss_weights", "optimizer", "learning_rate"}, name
         assert training["optimizer"] in ("adam", "nadam")
         assert set(training["loss_weights"]) <= {"mse", "mae"}
         assert set(cfg["model"]) <= set(MODEL_KEYS)
     assert PRESETS["64-Dense"]["model"]["dense_units"] == 64
-    assert PRESETS["512-Dense-MAE"]["training"]["loss_weights"] == {"mae": 1.0}
-    assert PRESETS["512-Dense-MAE"]["training"]["optimizer"] == "nadam"
+    assert preset_training_defaults("512-Dense-MAE")["loss_weights"] == {"mae": 1.0}
+    assert preset_training_defaults("512-Dense-MAE")["optimizer"] == "nadam"
     assert PRESETS["512-ProjInj"]["model"]["back_projection"] is True
+
+
+_X2CT = {
+    "optimizer": "adam",
+    "learning_rate": 2e-4,
+    "beta_1": 0.5,
+    "beta_2": 0.99,
+    "schedule": {"name": "linear", "start_fraction": 0.5},
+}
+# The training defaults as xprospect.models.PRESETS held them before they moved to
+# xprospect/configs/presets/training.yaml: the move must not change one value.
+PAPER_TRAINING = {
+    "64-Dense": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
+    "512-Dense": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
+    "512-Dense-MAE": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
+    "512-ProjInj": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
+    "X2CT-CNN+B": {**_X2CT, "loss_weights": {"mse": 10.0}},
+    "X2CT-GAN": {
+        **_X2CT,
+        "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
+        "adversarial": "lsgan",
+    },
+    "CVAA-GAN": {
+        **_X2CT,
+        "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
+        "adversarial": "lsgan",
+        "schedule": {"name": "constant"},
+    },
+    "DuoLift-CNN": {
+        "loss_weights": {"mse": 1.0, "mae": 1.0},
+        "optimizer": "adam",
+        "learning_rate": 5e-4,
+        "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
+        "grad_accum_steps": 4,
+    },
+    "DuoLift-GAN": {
+        "loss_weights": {
+            "mse": 1.0,
+            "mae": 1.0,
+            "masked_mse": 1.0,
+            "masked_mae": 1.0,
+            "adversarial": 0.01,
+        },
+        "adversarial": "bce",
+        "optimizer": "adam",
+        "learning_rate": 1e-4,
+        "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
+        "grad_accum_steps": 4,
+    },
+    "S-XR2CT": {
+        **_X2CT,
+        "loss_weights": {"mse": 10.0, "projection": 10.0, "perceptual": 1.0, "adversarial": 0.1},
+        "adversarial": "lsgan",
+        "schedule": {"name": "constant"},
+    },
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_TRAINING))
+def test_preset_training_defaults_live_in_configs(preset: str) -> None:
+    assert set(PAPER_TRAINING) == set(PRESETS)
+    assert "training" not in PRESETS[preset]  # presets are architecture metadata only
+    got = preset_training_defaults(preset)
+    assert got == PAPER_TRAINING[preset]
+    # Same types as before (YAML reads 2e-4 without a dot as a string) and the same term order
+    # (the tuner lists one hyperparameter per loss term, in this order).
+    assert isinstance(got["learning_rate"], float)
+    assert list(got["loss_weights"]) == list(PAPER_TRAINING[preset]["loss_weights"])
+    assert preset_training_defaults(preset.lower()) == got
+    got["loss_weights"]["mse"] = -1.0  # a copy: the defaults are not mutated
+    assert preset_training_defaults(preset) == PAPER_TRAINING[preset]
+
+
+def test_canonical_preset_is_case_insensitive() -> None:
+    assert canonical_preset("512-dense") == "512-Dense"
+    assert canonical_preset(" x2ct-cnn+b ") == "X2CT-CNN+B"
+    with pytest.raises(ConfigError, match=r"unknown preset '1024-Dense'; expected one of"):
+        canonical_preset("1024-Dense")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_training_defaults("1024-Dense")
 
 
 def test_list_presets_counts_built_models() -> None:

@@ -295,7 +295,7 @@ def _load_source(source: Any) -> tuple[Any, dict[str, Any], Path | None]:
 
     if isinstance(source, keras.Model):
         return source, {}, None
-    from xprospect.inference import _register_custom_objects
+    from xprospect.inference import register_custom_objects
 
     p = Path(source)
     run_dir: Path | None = None
@@ -315,7 +315,7 @@ def _load_source(source: Any) -> tuple[Any, dict[str, Any], Path | None]:
         model_path = p
     else:
         raise MissingDataError("expected a run folder or a .keras file", p)
-    _register_custom_objects()
+    register_custom_objects()
     # compile=False: an optimizer attached to the model would be tracked and saved with it.
     model = keras.saving.load_model(model_path, compile=False)
     return model, meta, run_dir

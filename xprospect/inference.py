@@ -25,20 +25,32 @@ from xprospect.errors import ConfigError, MissingDataError
 from xprospect.image import Radiograph, Volume
 from xprospect.preprocessing import radiograph_preprocessing, resolve_hu_window, unwindow_hu
 
-__all__ = ["Predictor", "load_predictor", "prepare_xray", "volume_from_output"]
+__all__ = [
+    "Predictor",
+    "load_predictor",
+    "prepare_xray",
+    "register_custom_objects",
+    "volume_from_output",
+]
 
 DEFAULT_FOV_MM = 320.0
 
 
-def _register_custom_objects() -> None:
-    # Importing the modules registers xprospect's Keras classes for deserialisation.
+def register_custom_objects() -> None:
+    """Registers every Keras class of xprospect's models, losses and metrics for loading.
+
+    ``keras.saving.load_model`` finds a custom class by its registered name (``xprospect>...``),
+    which exists once the module defining the class has been imported; this imports them all
+    (``xprospect.models`` imports every model family). :func:`load_predictor` calls it; call it
+    before loading an xprospect ``.keras`` file with Keras directly.
+    """
     import contextlib
     import importlib
 
     for name in (
-        "xprospect.models.blocks",
         "xprospect.models",
         "xprospect.losses",
+        "xprospect.perceptual",
         "xprospect.metrics",
     ):
         with contextlib.suppress(ImportError):  # a partial install still loads plain Keras models
@@ -153,7 +165,7 @@ def load_predictor(path: str | os.PathLike[str]) -> Predictor:
     p = Path(path)
     if not p.exists():
         raise MissingDataError("no model here", p)
-    _register_custom_objects()
+    register_custom_objects()
     meta: dict[str, Any] = {}
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     if p.is_dir() and (p / "model.keras").exists():

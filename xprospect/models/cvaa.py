@@ -8,8 +8,8 @@ Patch-3D discriminator and its losses are not here (see the trainer).
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (both views are required: the network's fusion needs two) → ``(B, S, S, S, 1)``
-float32 in [0, 1], in the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1
-anterior → posterior, axis 2 patient's right → left).
+float32 in [0, 1], in the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet,
+axis 1 anterior → posterior, axis 2 patient's right → left).
 
 **Network** (``L`` levels, level ``l`` at resolution ``S / 2**l`` with
 ``c_l = min(base_filters * 2**l, max_filters)`` channels; ``l = 0`` is the finest)::
@@ -39,9 +39,15 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import ConvNormAct, network_config, resolve_policy, view_to_canonical
-from xprospect.models.blocks import check_norm as _check_norm
-from xprospect.models.blocks import positive_int as _positive_int
+from xprospect.models.args import (
+    VIEWS,
+    check_norm,
+    check_view,
+    network_config,
+    positive_int,
+    resolve_policy,
+)
+from xprospect.models.blocks import ConvNormAct, view_to_canonical
 
 __all__ = [
     "CFVAA",
@@ -54,19 +60,11 @@ __all__ = [
     "lift_to_canonical",
 ]
 
-VIEWS = ("frontal", "lateral")
-
 
 def _odd_kernel(name: str, value: Any) -> int:
-    if _positive_int(name, value) % 2 == 0:
+    if positive_int(name, value) % 2 == 0:
         raise ConfigError(f"{name} must be odd (a centred, same-padded kernel), got {value!r}")
     return int(value)
-
-
-def _check_view(view: str) -> str:
-    if view not in VIEWS:
-        raise ConfigError(f"view must be one of {VIEWS}, got {view!r}")
-    return view
 
 
 def lift_to_canonical(x: Any, view: str, depth: int) -> Any:
@@ -124,11 +122,11 @@ class Feat2D(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.growth_rate = _positive_int("growth_rate", growth_rate)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.filters = positive_int("filters", filters)
+        self.growth_rate = positive_int("growth_rate", growth_rate)
+        self.num_layers = positive_int("num_layers", num_layers)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
-        self.norm = _check_norm(norm)
+        self.norm = check_norm(norm)
         self.dense_layers = [
             ConvNormAct(
                 growth_rate,
@@ -206,10 +204,10 @@ class CanonicalLift(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.view = _check_view(view)
+        self.filters = positive_int("filters", filters)
+        self.view = check_view(view)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
-        self.norm = _check_norm(norm)
+        self.norm = check_norm(norm)
         self.activation = activation
         self.conv = ConvNormAct(
             filters,
@@ -287,10 +285,10 @@ class ViewAttentionAlignment(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
+        self.filters = positive_int("filters", filters)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
         self.attention_kernel_size = _odd_kernel("attention_kernel_size", attention_kernel_size)
-        self.norm = _check_norm(norm)
+        self.norm = check_norm(norm)
         self.branches = [
             ConvNormAct(filters, kernel_size, rank=3, norm=norm, dtype=self.dtype_policy, name=name)
             for name in ("frontal_branch", "lateral_branch")
@@ -407,11 +405,11 @@ class CFVAA(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
+        self.filters = positive_int("filters", filters)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
         self.attention_kernel_size = _odd_kernel("attention_kernel_size", attention_kernel_size)
         self.distill_kernel_size = _odd_kernel("distill_kernel_size", distill_kernel_size)
-        self.norm = _check_norm(norm)
+        self.norm = check_norm(norm)
         policy = self.dtype_policy
         self.up = ConvNormAct(
             filters,
@@ -636,10 +634,10 @@ class CVAAGenerator(keras.Model):
             ("growth_rate", growth_rate),
             ("dense_layers", dense_layers),
         ):
-            _positive_int(name, val)
+            positive_int(name, val)
         _odd_kernel("attention_kernel_size", attention_kernel_size)
         _odd_kernel("distill_kernel_size", distill_kernel_size)
-        _check_norm(norm)
+        check_norm(norm)
         if (
             isinstance(size, bool)
             or not isinstance(size, int)

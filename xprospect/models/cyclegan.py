@@ -29,13 +29,8 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import (
-    ConvNormAct,
-    check_norm,
-    network_config,
-    positive_int,
-    resolve_policy,
-)
+from xprospect.models.args import check_norm, network_config, positive_int, resolve_policy
+from xprospect.models.blocks import ConvNormAct
 
 __all__ = [
     "STYLE_PRESETS",

@@ -9,8 +9,9 @@ losses (LSGAN or BCE on logits) live with the trainer, so there is no sigmoid he
 :mod:`xprospect.models.blocks`, the X-rays in display layout → ``(B, d, d, d, 1)`` float32 logits.
 
 **Conditioning.** Each X-ray is repeated along its own beam axis by
-:class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), so every
-voxel sees the pixels whose rays cross it; the views are concatenated to the volume as channels.
+:class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), so
+every voxel sees the pixels whose rays cross it; the views are concatenated to the volume as
+channels.
 
 **Network**::
 
@@ -44,8 +45,8 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.models.blocks import positive_int as _positive_int
+from xprospect.models.args import VIEWS, check_norm, network_config, positive_int, resolve_policy
+from xprospect.models.blocks import ConvNormAct, ExpandXrays
 
 __all__ = [
     "POOLS",
@@ -55,8 +56,6 @@ __all__ = [
     "patch_map_size",
     "x2ct_discriminator",
 ]
-
-VIEWS = ("frontal", "lateral")
 POOLS = (None, "avg")
 
 
@@ -161,10 +160,9 @@ class PatchDiscriminator3D(keras.Model):
         strides = tuple(strides)
         policy = resolve_policy(dtype)
         self._check(views, filters, strides, kernel_size, padding, pool, pool_size, pool_strides)
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_norm(norm)
         sizes = patch_map_size(
-            _positive_int("size", size),
+            positive_int("size", size),
             strides,
             kernel_size,
             padding,
@@ -242,20 +240,20 @@ class PatchDiscriminator3D(keras.Model):
         if not filters:
             raise ConfigError("filters must name at least one hidden layer")
         for f in filters:
-            _positive_int("filters entries", f)
+            positive_int("filters entries", f)
         if len(strides) != len(filters):
             raise ConfigError(
                 f"strides needs one entry per filters entry ({len(filters)}), got {strides!r}"
             )
         for s in strides:
-            _positive_int("strides entries", s)
-        _positive_int("kernel_size", kernel_size)
+            positive_int("strides entries", s)
+        positive_int("kernel_size", kernel_size)
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"padding must be a non-negative integer, got {padding!r}")
         if pool not in POOLS:
             raise ConfigError(f"pool must be one of {POOLS}, got {pool!r}")
-        _positive_int("pool_size", pool_size)
-        _positive_int("pool_strides", pool_strides)
+        positive_int("pool_size", pool_size)
+        positive_int("pool_strides", pool_strides)
 
     def get_config(self) -> dict[str, Any]:
         return {

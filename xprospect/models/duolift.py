@@ -7,8 +7,8 @@ class docstring under *Choices*.
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1], in
-the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
-axis 2 patient's right → left).
+the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior →
+posterior, axis 2 patient's right → left).
 
 **Network** (``S`` the size, ``s = 4 * 2**(len(encoder_blocks) - 1)`` the encoder's stride, ``n =
 log2(s)`` lifting stages, ``b`` = ``base_filters``)::
@@ -36,14 +36,17 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.models.blocks import activation_fn as _activation_fn
-from xprospect.models.blocks import positive_int as _positive_int
-from xprospect.models.blocks import power_of_two as _power_of_two
+from xprospect.models.args import (
+    VIEWS,
+    check_norm,
+    network_config,
+    positive_int,
+    power_of_two,
+    resolve_policy,
+)
+from xprospect.models.blocks import ConvNormAct, ExpandXrays, activation_fn
 
 __all__ = ["VIEWS", "DuoLiftGenerator", "ResidualBlock"]
-
-VIEWS = ("frontal", "lateral")
 
 
 # === Layers ===
@@ -86,12 +89,11 @@ class ResidualBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         if rank not in (2, 3):
             raise ConfigError(f"rank must be 2 or 3, got {rank!r}")
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.filters = _positive_int("filters", filters)
+        check_norm(norm)
+        self.filters = positive_int("filters", filters)
         self.rank = int(rank)
-        self.strides = _positive_int("strides", strides)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.strides = positive_int("strides", strides)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
         self.norm = norm
         self.activation = activation
         self.leaky_alpha = float(leaky_alpha)
@@ -106,7 +108,7 @@ class ResidualBlock(keras.layers.Layer):
         )
         # Linear before the sum: the activation comes after the shortcut is added (ResNet v1).
         self.conv2 = ConvNormAct(filters, kernel_size, 1, activation="linear", name="conv2", **unit)
-        self._act = _activation_fn(activation, self.leaky_alpha)
+        self._act = activation_fn(activation, self.leaky_alpha)
         self.shortcut: ConvNormAct | None = None
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
@@ -196,8 +198,8 @@ class DuoLiftGenerator(keras.Model):
       output). The number of lifting stages always follows the encoder's stride, so the last
       stage ends at full resolution.
     - **Lift.** Each view's features are repeated along that view's beam axis with
-      :class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), which
-      puts them straight into the canonical frame; the views' volumes are concatenated
+      :class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2),
+      which puts them straight into the canonical frame; the views' volumes are concatenated
       channel-wise. The encoders do not share weights.
     - **Upsampling.** "Type 2" is a learned x2 step: ``Conv3DTranspose(3x3x3, stride 2)`` →
       norm → activation, halving the channels. "Type 1" is nearest-neighbour upsampling straight
@@ -419,16 +421,15 @@ class DuoLiftGenerator(keras.Model):
             ("unet_filters", unet_filters),
             ("max_filters", max_filters),
         ):
-            _positive_int(name, val)
+            positive_int(name, val)
         if not encoder_blocks:
             raise ConfigError("encoder_blocks must name at least one ResNet stage, got ()")
         for val in encoder_blocks:
-            _positive_int("encoder_blocks entries", val)
+            positive_int("encoder_blocks entries", val)
         for name, val in (("unetpp_depth", unetpp_depth), ("unet_depth", unet_depth)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {val!r}")
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_norm(norm)
         if activation not in ("relu", "leaky_relu", "selu", "gelu"):
             raise ConfigError(
                 f"activation must be relu, leaky_relu, selu or gelu, got {activation!r}"
@@ -437,7 +438,7 @@ class DuoLiftGenerator(keras.Model):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         stride = 4 * 2 ** (len(encoder_blocks) - 1)
         need = max(stride, 2**unetpp_depth, 2**unet_depth)
-        if not _power_of_two(size) or size < need:
+        if not power_of_two(size) or size < need:
             raise ConfigError(
                 f"size must be a power of two >= {need} (encoder stride {stride}, "
                 f"2**unetpp_depth, 2**unet_depth), got {size!r}"

@@ -1,4 +1,9 @@
-"""Named configurations of :class:`~xprospect.models.dualunet.DualUNet`: the XprospeCT paper's rows.
+"""Named architectures: the XprospeCT paper's DualUNet rows and the GAN family's papers.
+
+A preset here is architecture metadata only: family, views, discriminator and generator
+arguments. Its training defaults (the "training" columns below) are data in
+``xprospect/configs/presets/training.yaml``, read by
+:func:`xprospect.config.presets.preset_training_defaults`; an experiment config's value wins.
 
 ============== ============ ========================= ===========================================
 preset         bottleneck   training                  what changes
@@ -18,7 +23,7 @@ X2CT-CNN+B     1 or 2     X2CTGenerator / none         mse 10; Adam 2e-4 (0.5, 0
                                                        decay from 50 %
 X2CT-GAN       1 or 2     X2CTGenerator / X2CT Patch   + projection 10, adversarial 0.1
                                                        (LSGAN)
-CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN (see CVAAGenerator)
+CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate
 DuoLift-CNN    2          DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
                                                        4 batches accumulated
 DuoLift-GAN    2          DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
@@ -50,6 +55,7 @@ __all__ = [
     "PresetInfo",
     "build_discriminator",
     "build_model",
+    "canonical_preset",
     "list_presets",
     "model_keys",
     "preset_config",
@@ -69,16 +75,6 @@ DISCRIMINATORS: dict[str, str] = {
 }
 """Discriminator kind → factory in :mod:`xprospect.models.discriminators`."""
 
-_X2CT_TRAINING: dict[str, Any] = {
-    "loss_weights": {"mse": 10.0, "projection": 10.0},
-    "optimizer": "adam",
-    "learning_rate": 2e-4,
-    "beta_1": 0.5,
-    "beta_2": 0.99,
-    "schedule": {"name": "linear", "start_fraction": 0.5},
-}
-_GAN_BOTH = ("frontal", "lateral")
-
 _COMMON: dict[str, Any] = {
     "base_filters": 16,
     "max_filters": 256,
@@ -96,7 +92,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         "description": "DualUNet, 64-unit dense bottleneck (4^3 grid), MSE + Adam",
         "model": {**_COMMON, "dense_units": 64, "back_projection": False},
-        "training": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     },
     "512-Dense": {
         "family": "dualunet",
@@ -104,7 +99,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         "description": "DualUNet, 512-unit dense bottleneck (8^3 grid), MSE + Adam",
         "model": {**_COMMON, "dense_units": 512, "back_projection": False},
-        "training": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     },
     "512-Dense-MAE": {
         "family": "dualunet",
@@ -112,7 +106,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         "description": "512-Dense trained with MAE + Nadam",
         "model": {**_COMMON, "dense_units": 512, "back_projection": False},
-        "training": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     },
     "512-ProjInj": {
         "family": "dualunet",
@@ -120,7 +113,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         "description": "512-Dense-MAE + back-projected X-rays injected at every fusion scale",
         "model": {**_COMMON, "dense_units": 512, "back_projection": True},
-        "training": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     },
     "X2CT-CNN+B": {
         "family": "x2ct",
@@ -129,7 +121,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The paper's CNN baselines are the generator trained with the reconstruction loss only.
         "description": "X2CT-CNN+B (Ying et al. 2019): the X2CT-GAN generator alone, MSE",
         "model": {},
-        "training": {**_X2CT_TRAINING, "loss_weights": {"mse": 10.0}},
     },
     "X2CT-GAN": {
         "family": "x2ct",
@@ -137,11 +128,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": {"kind": "x2ct", "args": {}},
         "description": "X2CT-GAN (Ying et al. 2019): DenseNet encoders, 3D decoders, PatchGAN",
         "model": {},
-        "training": {
-            **_X2CT_TRAINING,
-            "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
-            "adversarial": "lsgan",
-        },
     },
     "CVAA-GAN": {
         "family": "cvaa",
@@ -149,12 +135,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": {"kind": "x2ct", "args": {}},
         "description": "CVAA-GAN (Qiao et al. 2024): coarse-fine view attention alignment",
         "model": {},
-        "training": {
-            **_X2CT_TRAINING,
-            "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
-            "adversarial": "lsgan",
-            "schedule": {"name": "constant"},
-        },
     },
     "DuoLift-CNN": {
         "family": "duolift",
@@ -162,13 +142,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         "description": "DuoLift-CNN (Zhang and Ying 2024): two lifts, 3D UNet++ then 3D UNet",
         "model": {},
-        "training": {
-            "loss_weights": {"mse": 1.0, "mae": 1.0},
-            "optimizer": "adam",
-            "learning_rate": 5e-4,
-            "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
-            "grad_accum_steps": 4,
-        },
     },
     "DuoLift-GAN": {
         "family": "duolift",
@@ -176,20 +149,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": {"kind": "duolift", "args": {}},
         "description": "DuoLift-GAN: DuoLift-CNN + lung-masked terms + BCE discriminator",
         "model": {},
-        "training": {
-            "loss_weights": {
-                "mse": 1.0,
-                "mae": 1.0,
-                "masked_mse": 1.0,
-                "masked_mae": 1.0,
-                "adversarial": 0.01,
-            },
-            "adversarial": "bce",
-            "optimizer": "adam",
-            "learning_rate": 1e-4,
-            "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
-            "grad_accum_steps": 4,
-        },
     },
     "S-XR2CT": {
         "family": "sxr2ct",
@@ -197,23 +156,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": {"kind": "x2ct", "args": {}},
         "description": "S-XR2CT (Hor, Yang and Kim 2025): single view, likelihood, CT template",
         "model": {},
-        "training": {
-            **_X2CT_TRAINING,
-            "loss_weights": {
-                "mse": 10.0,
-                "projection": 10.0,
-                "perceptual": 1.0,
-                "adversarial": 0.1,
-            },
-            "adversarial": "lsgan",
-            "schedule": {"name": "constant"},
-        },
     },
 }
 """Preset name → ``{"family", "views" (the view sets it supports), "discriminator" (None or
-``{"kind", "args"}``), "description", "model": generator arguments, "training": {"loss_weights",
-"optimizer", "learning_rate", and optionally "beta_1", "beta_2", "schedule", "adversarial",
-"grad_accum_steps"}}``."""
+``{"kind", "args"}``), "description", "model": generator arguments}``. Training defaults are not
+here: see :func:`xprospect.config.presets.preset_training_defaults`."""
 
 MODEL_KEYS: tuple[str, ...] = (
     "base_filters",
@@ -250,6 +197,20 @@ class PresetInfo:
     params: int
     description: str
     discriminator_params: int = 0
+
+
+def canonical_preset(name: str) -> str:
+    """The key of :data:`PRESETS` that ``name`` names, matched case-insensitively (``512-dense``
+    → ``512-Dense``; surrounding spaces ignored).
+
+    Raises:
+        ConfigError: No preset has that name (the message lists them).
+    """
+    by_lower = {k.lower(): k for k in PRESETS}
+    key = by_lower.get(str(name).strip().lower())
+    if key is None:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")
+    return key
 
 
 def _preset(name: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ losses live elsewhere: :mod:`xprospect.perceptual` has the perceptual term, the 
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1)}`` (single view: rows = canonical axis 0,
 columns = axis 2, beam along axis 1) in [0, 1] → ``(B, S, S, S, 1)`` float32 in [0, 1] in the
-canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
-axis 2 patient's right → left).
+canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior →
+posterior, axis 2 patient's right → left).
 
 **Network** (``L = len(depths)`` levels; level ``l`` at resolution ``r_l = S / 2**l`` with 2D
 width ``a_l = min(base_filters_2d * 2**l, max_filters)`` and 3D width
@@ -46,9 +46,14 @@ import numpy.typing as npt
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import NORMS, ConvNormAct, ExpandXrays, network_config, resolve_policy
-from xprospect.models.blocks import positive_int as _positive_int
-from xprospect.models.blocks import power_of_two as _power_of_two
+from xprospect.models.args import (
+    check_norm,
+    network_config,
+    positive_int,
+    power_of_two,
+    resolve_policy,
+)
+from xprospect.models.blocks import ConvNormAct, ExpandXrays
 
 __all__ = [
     "ConvNeXtBlock",
@@ -206,9 +211,9 @@ class ConvNeXtBlock(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.mlp_ratio = _positive_int("mlp_ratio", mlp_ratio)
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.mlp_ratio = positive_int("mlp_ratio", mlp_ratio)
         self.layer_scale_init = _positive_float("layer_scale_init", layer_scale_init)
         self.epsilon = _positive_float("epsilon", epsilon)
         policy = self.dtype_policy
@@ -275,7 +280,7 @@ class TemplateVolume(keras.layers.Layer):
 
     def __init__(self, size: int, value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.size = _positive_int("size", size)
+        self.size = positive_int("size", size)
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"value must be finite, got {value!r}")
@@ -363,11 +368,11 @@ class WindowAttention3D(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.num_heads = _positive_int("num_heads", num_heads)
+        self.filters = positive_int("filters", filters)
+        self.num_heads = positive_int("num_heads", num_heads)
         if filters % num_heads:
             raise ConfigError(f"filters ({filters}) must be a multiple of num_heads ({num_heads})")
-        self.window_size = _positive_int("window_size", window_size)
+        self.window_size = positive_int("window_size", window_size)
         self.mlp_ratio = _positive_float("mlp_ratio", mlp_ratio)
         self.relative_position_bias = bool(relative_position_bias)
         self.epsilon = _positive_float("epsilon", epsilon)
@@ -688,24 +693,23 @@ class SXR2CTGenerator(keras.Model):
             ("num_heads", num_heads),
             ("window_size", window_size),
         ):
-            _positive_int(name, val)
+            positive_int(name, val)
         if not depths:
             raise ConfigError("depths must list the ConvNeXt blocks of at least one stage")
         for d in depths:
-            _positive_int("depths entries", d)
+            positive_int("depths entries", d)
         if isinstance(attention_blocks, bool) or not isinstance(attention_blocks, int):
             raise ConfigError(f"attention_blocks must be an integer >= 0, got {attention_blocks!r}")
         if attention_blocks < 0:
             raise ConfigError(f"attention_blocks must be an integer >= 0, got {attention_blocks!r}")
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        check_norm(norm)
         levels = len(depths)
         if (
             isinstance(size, bool)
             or not isinstance(size, int)
-            or not _power_of_two(size)
+            or not power_of_two(size)
             or size // 2 ** (levels - 1) < 2
         ):
             raise ConfigError(

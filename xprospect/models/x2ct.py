@@ -5,8 +5,8 @@
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
 display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1] in
-the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior,
-axis 2 patient's right → left).
+the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior →
+posterior, axis 2 patient's right → left).
 
 **Network** (``g`` the grid edge, ``n = log2(S / g)`` encoder stages and decoder scales above the
 grid; scale ``r = S / 2**l`` is level ``l``, level 0 the full resolution)::
@@ -41,21 +41,17 @@ import keras
 from keras import ops
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import (
-    ConnectionC,
-    ConvNormAct,
-    canonical_to_view,
+from xprospect.models.args import (
+    VIEWS,
+    check_norm,
     network_config,
-    normalization,
+    positive_int,
+    power_of_two,
     resolve_policy,
 )
-from xprospect.models.blocks import check_norm as _check_norm
-from xprospect.models.blocks import positive_int as _positive_int
-from xprospect.models.blocks import power_of_two as _power_of_two
+from xprospect.models.blocks import ConnectionC, ConvNormAct, canonical_to_view, normalization
 
 __all__ = ["VIEWS", "DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
-
-VIEWS = ("frontal", "lateral")
 
 
 # === Layers ===
@@ -89,11 +85,11 @@ class PreActConv(keras.layers.Layer):
         super().__init__(**kwargs)
         if rank not in (2, 3):
             raise ConfigError(f"rank must be 2 or 3, got {rank!r}")
-        self.filters = _positive_int("filters", filters)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.strides = _positive_int("strides", strides)
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.strides = positive_int("strides", strides)
         self.rank = int(rank)
-        self.norm = _check_norm(norm)
+        self.norm = check_norm(norm)
         self.norm_layer = normalization(norm, "norm", self.dtype_policy)
         conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
         self.conv = conv(
@@ -160,10 +156,10 @@ class DenseBlock(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.growth_rate = _positive_int("growth_rate", growth_rate)
-        self.bottleneck = _positive_int("bottleneck", bottleneck)
-        self.norm = _check_norm(norm)
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.growth_rate = positive_int("growth_rate", growth_rate)
+        self.bottleneck = positive_int("bottleneck", bottleneck)
+        self.norm = check_norm(norm)
         self.units = [
             (
                 PreActConv(
@@ -210,8 +206,8 @@ class LiftToVolume(keras.layers.Layer):
     """X2CT-GAN's Connection B: 2D skip features lifted into a view's 3D decoder.
 
     ``ConvNormAct(filters, 1)`` (2D) → repeat ``depth`` times along a new last spatial axis (the
-    view's beam axis, exactly as :class:`xprospect.models.blocks.ConnectionB`) → ``ConvNormAct(filters,
-    3)`` (3D). Unlike ``ConnectionB`` both convolutions are normalised.
+    view's beam axis, exactly as :class:`xprospect.models.dualunet.layers.ConnectionB`) →
+    ``ConvNormAct(filters, 3)`` (3D). Unlike ``ConnectionB`` both convolutions are normalised.
 
     Args:
         filters: Output channels.
@@ -233,9 +229,9 @@ class LiftToVolume(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.depth = depth if depth is None else _positive_int("depth", depth)
-        self.norm = _check_norm(norm)
+        self.filters = positive_int("filters", filters)
+        self.depth = depth if depth is None else positive_int("depth", depth)
+        self.norm = check_norm(norm)
         self.activation = activation
         unit: dict[str, Any] = {"norm": norm, "activation": activation, "dtype": self.dtype_policy}
         self.channel_conv = ConvNormAct(filters, 1, rank=2, name="channel_conv", **unit)
@@ -417,19 +413,19 @@ class X2CTGenerator(keras.Model):
         views = tuple(views)
         policy = resolve_policy(dtype)
         n = self._check_size(size, views, grid_size)
-        _positive_int("stem_filters", stem_filters)
-        _positive_int("growth_rate", growth_rate)
-        _positive_int("bottleneck", bottleneck)
-        _positive_int("grid_filters", grid_filters)
-        _positive_int("head_kernel_size", head_kernel_size)
-        _check_norm(norm)
+        positive_int("stem_filters", stem_filters)
+        positive_int("growth_rate", growth_rate)
+        positive_int("bottleneck", bottleneck)
+        positive_int("grid_filters", grid_filters)
+        positive_int("head_kernel_size", head_kernel_size)
+        check_norm(norm)
         if not 0.0 < float(compression) <= 1.0:
             raise ConfigError(f"compression must be in (0, 1], got {compression!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         layers_per_stage = _per_level("block_layers", tuple(block_layers), n, 1)
         if isinstance(decoder_filters, int) and not isinstance(decoder_filters, bool):
-            base = _positive_int("decoder_filters", decoder_filters)
+            base = positive_int("decoder_filters", decoder_filters)
             filters = [base * 2 ** max(level - 1, 0) for level in range(n)]
         else:
             filters = _per_level("decoder_filters", decoder_filters, n, 1)
@@ -563,13 +559,13 @@ class X2CTGenerator(keras.Model):
             raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
         if "frontal" not in views:
             raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
-        if not _power_of_two(grid_size):
+        if not power_of_two(grid_size):
             raise ConfigError(f"grid_size must be a power of two, got {grid_size!r}")
         if (
             not isinstance(size, int)
             or size < 2 * grid_size
             or size % grid_size
-            or not _power_of_two(size // grid_size)
+            or not power_of_two(size // grid_size)
         ):
             raise ConfigError(
                 f"size must be grid_size ({grid_size}) times a power of two >= 2, got {size!r}"

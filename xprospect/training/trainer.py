@@ -117,16 +117,16 @@ def _split_cases(manifest: Mapping[str, Any], split: str) -> int:
 
 
 def _preset_training(preset: str) -> tuple[str, dict[str, Any]]:
-    """The canonical preset name and its training defaults from ``xprospect.models.PRESETS``."""
-    from xprospect.models import PRESETS
+    """The canonical preset name and its training defaults
+    (:func:`xprospect.config.presets.preset_training_defaults`)."""
+    from xprospect.config.presets import preset_training_defaults
+    from xprospect.models.presets import canonical_preset
 
-    by_lower = {k.lower(): k for k in PRESETS}
-    key = by_lower.get(preset.lower())
-    if key is None:
-        raise ConfigError(
-            f"model.preset: unknown preset {preset!r}; expected one of {list(PRESETS)}"
-        )
-    return key, dict(PRESETS[key].get("training", {}))
+    try:
+        key = canonical_preset(preset)
+    except ConfigError as exc:
+        raise ConfigError(f"model.preset: {exc.message}") from None
+    return key, preset_training_defaults(key)
 
 
 def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> ExperimentConfig:
@@ -138,7 +138,7 @@ def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> Experim
 
     Args:
         config: A validated config.
-        presets: Consult ``xprospect.models.PRESETS`` even when loss and optimizer are set
+        presets: Consult the preset's defaults even when loss and optimizer are set
             (False for injected models, whose preset name may be a free label).
 
     Raises:

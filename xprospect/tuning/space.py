@@ -158,20 +158,17 @@ def format_value(value: Any) -> str:
 
 
 def canonical_preset(preset: str) -> str:
-    """The :data:`~xprospect.models.PRESETS` key of ``preset`` (matched case-insensitively).
+    """:func:`xprospect.models.canonical_preset`, its error naming the tune file's key.
 
     Raises:
-        ConfigError: Unknown preset.
+        ConfigError: Unknown preset (``experiment.model.preset: unknown preset ...``).
     """
-    from xprospect.models.presets import PRESETS
+    from xprospect.models.presets import canonical_preset as preset_key
 
-    by_lower = {k.lower(): k for k in PRESETS}
-    key = by_lower.get(preset.strip().lower())
-    if key is None:
-        raise ConfigError(
-            f"experiment.model.preset: unknown preset {preset!r}; expected one of {list(PRESETS)}"
-        )
-    return key
+    try:
+        return preset_key(preset)
+    except ConfigError as exc:
+        raise ConfigError(f"experiment.model.preset: {exc.message}") from None
 
 
 def family_of(preset: str) -> Family:
@@ -186,9 +183,9 @@ def family_of(preset: str) -> Family:
 
 
 def _preset_training(base: ExperimentConfig) -> dict[str, Any]:
-    from xprospect.models.presets import PRESETS
+    from xprospect.config.presets import preset_training_defaults
 
-    return dict(PRESETS[canonical_preset(base.model.preset)].get("training", {}))
+    return preset_training_defaults(canonical_preset(base.model.preset))
 
 
 def _loss_weights(base: ExperimentConfig) -> dict[str, float]:
@@ -232,7 +229,7 @@ def _xprospect_defaults(base: ExperimentConfig) -> dict[str, Any]:
 
     preset = PRESETS[canonical_preset(base.model.preset)]
     model = {**preset["model"], **base.model.overrides}
-    training = preset.get("training", {})
+    training = _preset_training(base)
     loss = _loss_weights(base)
     recon = [t for t in ("mae", "mse") if loss.get(t, 0.0) > 0]
     return {

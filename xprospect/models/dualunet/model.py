@@ -42,25 +42,21 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.models.blocks import (
+from xprospect.models.args import VIEWS, network_config, power_of_two, resolve_policy
+from xprospect.models.blocks import ConnectionC
+from xprospect.models.dualunet.layers import (
     ACTIVATIONS,
     DEFAULT_FOV_MM,
     BackProjection,
     ConnectionA,
     ConnectionB,
-    ConnectionC,
     ConnectionD,
     ConvBlock,
     initializer_for,
-    network_config,
-    resolve_policy,
 )
-from xprospect.models.blocks import power_of_two as _power_of_two
 from xprospect.projection.geometry import GEOMETRY_PRESETS
 
 __all__ = ["VIEWS", "DualUNet"]
-
-VIEWS = ("frontal", "lateral")
 
 
 @keras.saving.register_keras_serializable(package="xprospect")
@@ -95,8 +91,8 @@ class DualUNet(keras.Model):
     Attributes:
         connection_a, connection_b, connection_c, connection_d: The connection layer classes. A
             variant subclasses :class:`DualUNet` and replaces one with a layer of the same call
-            signature and input/output shapes (see :mod:`xprospect.models.blocks`); the rest of the
-            network is unchanged. Register the subclass like this one.
+            signature and input/output shapes (see :mod:`xprospect.models.dualunet.layers`); the
+            rest of the network is unchanged. Register the subclass like this one.
     """
 
     connection_a: type[keras.layers.Layer] = ConnectionA
@@ -305,12 +301,12 @@ class DualUNet(keras.Model):
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         grid = grid_size if grid_size is not None else round(dense_units ** (1.0 / 3.0))
-        if not _power_of_two(grid) or dense_units % grid**3:
+        if not power_of_two(grid) or dense_units % grid**3:
             raise ConfigError(
                 f"grid_size {grid} must be a power of two whose cube divides dense_units "
                 f"({dense_units}); pass grid_size"
             )
-        if not isinstance(size, int) or not _power_of_two(size) or size < 2 * grid:
+        if not isinstance(size, int) or not power_of_two(size) or size < 2 * grid:
             raise ConfigError(f"size must be a power of two >= {2 * grid}, got {size!r}")
         if depth is not None and (not isinstance(depth, int) or depth < 1 or size >> depth < 1):
             raise ConfigError(f"depth must be an integer in [1, log2(size)], got {depth!r}")

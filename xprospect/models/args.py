@@ -1,0 +1,70 @@
+"""Argument checks and dtype helpers shared by every model family (no layers here).
+
+The checks raise :class:`~xprospect.errors.ConfigError` naming the argument, so a bad preset
+override reads the same whichever family's constructor rejects it. They sit apart from
+:mod:`xprospect.models.blocks` so that a module needing only a check does not depend on the
+layers, and the layers' module stays about layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from xprospect.errors import ConfigError
+
+__all__ = [
+    "NORMS",
+    "VIEWS",
+    "check_norm",
+    "check_view",
+    "network_config",
+    "positive_int",
+    "power_of_two",
+    "resolve_policy",
+]
+
+VIEWS = ("frontal", "lateral")
+"""The X-ray views a model may take, in input (and channel) order."""
+NORMS = ("instance", "batch", "none")
+"""Normalisations of :class:`~xprospect.models.blocks.ConvNormAct`: instance norm is
+``GroupNormalization(groups=-1)``."""
+
+
+def check_view(view: str) -> str:
+    """``view`` if it is one of :data:`VIEWS`, else a ConfigError."""
+    if view not in VIEWS:
+        raise ConfigError(f"view must be one of {VIEWS}, got {view!r}")
+    return view
+
+
+def check_norm(norm: str) -> str:
+    """``norm`` if it is one of :data:`NORMS`, else a ConfigError."""
+    if norm not in NORMS:
+        raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer (bools excluded), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def power_of_two(n: Any) -> bool:
+    """Whether ``n`` is an integer power of two (1, 2, 4, ...)."""
+    return bool(isinstance(n, int | np.integer) and n >= 1 and (n & (n - 1)) == 0)
+
+
+def resolve_policy(dtype: Any) -> Any:
+    """The Keras dtype policy named by ``dtype``, or the global policy when it is None."""
+    return keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+
+
+def network_config(model: Any) -> dict[str, Any]:
+    """The ``keras.Model`` part of a functional network's ``get_config``: name, trainable and
+    the dtype policy it was built with (``model._policy_name``)."""
+    return {"name": model.name, "trainable": model.trainable, "dtype": model._policy_name}

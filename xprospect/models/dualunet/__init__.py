@@ -1,0 +1,34 @@
+"""The XprospeCT DualUNet (:mod:`.model`) and the layers only it uses (:mod:`.layers`).
+
+Connection C, which X2CT-GAN fuses its views with too, lives in :mod:`xprospect.models.blocks`
+and is re-exported here so the four connections can be imported from one place.
+"""
+
+from __future__ import annotations
+
+from xprospect.models.blocks import ConnectionC
+from xprospect.models.dualunet.layers import (
+    ACTIVATIONS,
+    DEFAULT_FOV_MM,
+    BackProjection,
+    ConnectionA,
+    ConnectionB,
+    ConnectionD,
+    ConvBlock,
+    initializer_for,
+)
+from xprospect.models.dualunet.model import VIEWS, DualUNet
+
+__all__ = [
+    "ACTIVATIONS",
+    "DEFAULT_FOV_MM",
+    "VIEWS",
+    "BackProjection",
+    "ConnectionA",
+    "ConnectionB",
+    "ConnectionC",
+    "ConnectionD",
+    "ConvBlock",
+    "DualUNet",
+    "initializer_for",
+]
