@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from xprospect.constants import DEFAULT_FOV_MM
 from xprospect.image import CANONICAL_AXCODES
 from xprospect.phantoms import (
     BONE_LABELS,
-    FOV_MM,
     LABELS,
     LUNG_LABELS,
     ChestPhantom,
@@ -234,7 +234,7 @@ def test_volumes_are_canonical_with_the_expected_spacing(ph64):
         assert v.spacing_mm == pytest.approx((5.0, 5.0, 5.0))
         np.testing.assert_array_equal(v.affine, ph64.volume.affine)
     np.testing.assert_allclose(ph64.volume.center_mm, 0.0, atol=1e-9)
-    assert ph64.volume.extent_mm == pytest.approx((FOV_MM,) * 3)
+    assert ph64.volume.extent_mm == pytest.approx((DEFAULT_FOV_MM,) * 3)
     assert ph64.volume.array.dtype == np.float32
     assert ph64.labels.array.dtype == np.uint8
     assert ph64.LABELS["heart"] == LABELS["heart"]

@@ -47,7 +47,6 @@ def test_keras_file_of_the_previous_release_loads_and_predicts_the_same(name: st
     entry = INDEX["models"][name]
     if name.startswith(("D-", "CycleGAN")):
         # Not reconstruction models: loaded as Keras loads any file, once their classes exist.
-        import xprospect.models.cyclegan
         import xprospect.models.discriminators  # noqa: F401
 
         model = keras.saving.load_model(FIXTURE / entry["file"], safe_mode=True)

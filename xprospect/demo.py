@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from xprospect.constants import VIEWS
 from xprospect.utils import atomic_path
 
 __all__ = ["DemoSettings", "run_demo"]
@@ -152,12 +153,8 @@ def _real_ct(predictor: Any, out: Path) -> dict[str, Any]:
 
     ct = ct_preprocessing(size=predictor.size)(read_nifti(sample_ct().ct_path))
     hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
-    drrs = render_drr_batch(
-        hu[None], ct.spacing_mm, "x2ct", ("frontal", "lateral"), predictor.size
-    ).numpy()[0]
-    inputs = {
-        v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(("frontal", "lateral"))
-    }
+    drrs = render_drr_batch(hu[None], ct.spacing_mm, "x2ct", VIEWS, predictor.size).numpy()[0]
+    inputs = {v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(VIEWS)}
     pred = predictor.predict({v: inputs[v] for v in predictor.views})[0]
     truth = np.asarray(window_hu(hu, predictor.hu_window))
     save_comparison_panel(truth, pred, out / "real_ct_panel.png", title="real LIDC CT")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from xprospect.constants import VIEWS
 from xprospect.data import load_dataset, read_manifest
 from xprospect.inference import Predictor
 from xprospect.metrics import EvaluationMode
@@ -143,7 +144,7 @@ def _cases(
     )
     for (x, y), (xl, _) in zip(shown, raw, strict=True):
         case: dict[str, Any] = {"case_id": x["case_id"].numpy()[0].decode()}
-        for v in ("frontal", "lateral"):
+        for v in VIEWS:
             if v in x:
                 case[v] = x[v].numpy()
                 case[v + "_line"] = xl[v].numpy()[0, ..., 0]
@@ -203,7 +204,7 @@ def evaluate_dataset(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     hu_window = predictor.hu_window if predictor is not None else (-1000.0, 1000.0)
-    views = predictor.views if predictor is not None else ("frontal", "lateral")
+    views = predictor.views if predictor is not None else VIEWS
     methods: dict[str, Reconstructor] = {}
     if predictor is not None:
         methods["model"] = lambda case: predictor.predict({v: case[v] for v in views})[0]

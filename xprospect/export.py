@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from xprospect.constants import DEFAULT_FOV_MM, VIEW_SETS, VIEWS
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
 
 __all__ = [
@@ -81,12 +82,10 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 """Where TF Serving looks for warmup requests inside a version folder."""
 MODEL_CARD = "model_card.json"
 MODELS_CONFIG = "models.config"
-DEFAULT_FOV_MM = 320.0
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 # scipy.ndimage.gaussian_filter1d's default truncation, as xprospect.preprocessing uses it.
 _GAUSS_TRUNCATE = 4.0
-_VIEW_SETS = (("frontal", "lateral"), ("frontal",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def _to_hu(volume01: Any, hu_window: tuple[float, float]) -> Any:
 def _view_function(views: tuple[str, ...], body: Callable[[dict[str, Any]], Any]) -> Any:
     # Signature input names come from the Python argument names, so each view set gets a
     # function with named arguments.
-    if views == ("frontal", "lateral"):
+    if views == VIEWS:
 
         def two(frontal: Any, lateral: Any) -> Any:
             return body({"frontal": frontal, "lateral": lateral})
@@ -243,7 +242,7 @@ def build_serving_module(
     import tensorflow as tf
 
     views = tuple(views)
-    if views not in _VIEW_SETS:
+    if views not in VIEW_SETS:
         raise ConfigError(f"cannot export a model with views {list(views)}")
     window = (float(hu_window[0]), float(hu_window[1]))
     float_specs = [tf.TensorSpec([None, size, size, 1], tf.float32, name=v) for v in views]
@@ -323,7 +322,7 @@ def _load_source(source: Any) -> tuple[Any, dict[str, Any], Path | None]:
 
 def _model_views_size(model: Any) -> tuple[tuple[str, ...], int]:
     names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
-    views = tuple(v for v in ("frontal", "lateral") if v in names)
+    views = tuple(v for v in VIEWS if v in names)
     if not views or len(views) != len(names):
         raise ConfigError(f"model inputs must be named frontal[/lateral], got {list(names)}")
     shape = tuple(model.inputs[0].shape)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from xprospect.constants import DEFAULT_FOV_MM, VIEWS
 from xprospect.errors import ConfigError, MissingDataError
 from xprospect.image import Radiograph, Volume
 from xprospect.preprocessing import radiograph_preprocessing, resolve_hu_window, unwindow_hu
@@ -32,8 +33,6 @@ __all__ = [
     "register_custom_objects",
     "volume_from_output",
 ]
-
-DEFAULT_FOV_MM = 320.0
 
 
 def register_custom_objects() -> None:
@@ -71,7 +70,7 @@ class Predictor:
     """
 
     model: Any
-    views: tuple[str, ...] = ("frontal", "lateral")
+    views: tuple[str, ...] = VIEWS
     size: int = 64
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     fov_mm: float = DEFAULT_FOV_MM
@@ -186,7 +185,7 @@ def load_predictor(path: str | os.PathLike[str]) -> Predictor:
         )
     model = keras.saving.load_model(model_path)
     names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
-    views = tuple(v for v in ("frontal", "lateral") if v in names) or ("frontal",)
+    views = tuple(v for v in VIEWS if v in names) or ("frontal",)
     size = int(model.inputs[0].shape[1])
     return Predictor(
         model, views=views, size=size, hu_window=hu_window, source=str(p), metadata=meta
@@ -199,7 +198,7 @@ def _saved_model_predictor(path: Path) -> Predictor:
     loaded = tf.saved_model.load(str(path))
     fn = loaded.signatures["serving_default"]
     specs = fn.structured_input_signature[1]
-    views = tuple(v for v in ("frontal", "lateral") if v in specs)
+    views = tuple(v for v in VIEWS if v in specs)
     size = int(next(iter(specs.values())).shape[1])
 
     def call(inputs: Mapping[str, np.ndarray]) -> np.ndarray:

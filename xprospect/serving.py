@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xprospect.constants import DEFAULT_FOV_MM
 from xprospect.errors import ConfigError, XprospectError
 from xprospect.image import Volume
 
@@ -55,7 +56,6 @@ SIGNATURE_OUTPUTS: dict[str, tuple[str, Any]] = {
 }
 """Signature → (output key, output dtype), as :func:`xprospect.export.export_model` writes them."""
 DEFAULT_HU_WINDOW = (-1000.0, 1000.0)
-DEFAULT_FOV_MM = 320.0
 
 
 class ServingError(XprospectError):

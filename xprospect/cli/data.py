@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xprospect.cli.common import EXIT_USER_ERROR, Subparsers
+from xprospect.constants import DEFAULT_FOV_MM, VIEWS
 
 __all__ = ["add_parser", "run_drr", "run_info", "run_prepare"]
 
@@ -27,7 +28,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--geometry", default="x2ct", choices=_GEOMETRY_CHOICES)
     p.add_argument("--size", type=int, default=128, help="cube and detector size (default 128)")
-    p.add_argument("--fov-mm", type=float, default=320.0, help="field of view of the cube")
+    p.add_argument(
+        "--fov-mm", type=float, default=DEFAULT_FOV_MM, help="field of view of the cube (mm)"
+    )
     p.add_argument("--bits", type=int, default=16, choices=(8, 16), help="PNG bit depth")
     p.add_argument("--backend", default="tensorflow", choices=("tensorflow", "plastimatch"))
     p.set_defaults(handler=run_drr)
@@ -37,7 +40,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--output", required=True, help="dataset folder")
     p.add_argument("--phantoms", type=int, default=0, help="add N procedural chest phantoms")
     p.add_argument("--size", type=int, default=128, help="cube size, e.g. 64 or 128")
-    p.add_argument("--fov-mm", type=float, default=320.0, help="field of view of the cube")
+    p.add_argument(
+        "--fov-mm", type=float, default=DEFAULT_FOV_MM, help="field of view of the cube (mm)"
+    )
     p.add_argument("--geometry", default="x2ct", choices=_GEOMETRY_CHOICES)
     p.add_argument("--workers", type=int, default=1, help="processes reading cases")
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset")
@@ -106,7 +111,7 @@ def run_drr(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     geometry = _geometry_name(args.geometry)
-    for view in ("frontal", "lateral"):
+    for view in VIEWS:
         line = render_drr(volume, view, geometry, args.size, "line_integral", backend=args.backend)
         with atomic_path(out / f"{view}.npy") as tmp, tmp.open("wb") as f:
             np.save(f, line.array)

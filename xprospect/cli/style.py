@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from xprospect.cli.common import EXIT_USER_ERROR, Subparsers, overrides_with_shortcuts
+from xprospect.constants import VIEWS
 from xprospect.style.config import shipped_style_configs
 
 __all__ = ["add_parser", "run_style_apply", "run_style_evaluate", "run_style_train"]
@@ -32,7 +33,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data", help="domain A: dataset folder (data.dir)")
     p.add_argument("--real", help="domain B: real X-ray folder with manifest.csv (data.real_dir)")
-    p.add_argument("--view", choices=("frontal", "lateral"), help="data.view")
+    p.add_argument("--view", choices=VIEWS, help="data.view")
     p.add_argument("--output-dir", help="run folder (training.output_dir)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_style_train)

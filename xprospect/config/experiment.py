@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 from xprospect.config import engine
 from xprospect.config.engine import check
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 
 __all__ = [
@@ -302,7 +303,7 @@ def validate_config(config: ExperimentConfig, source: str | None = None) -> None
         raise ConfigError(f"data.hu_window: {exc.message}", source) from None
     check(len(d.views) > 0, "data.views", "needs at least one view", source)
     for v in d.views:
-        check(v in ("frontal", "lateral"), "data.views", f"unknown view {v!r}", source)
+        check(v in VIEWS, "data.views", f"unknown view {v!r}", source)
     check(len(set(d.views)) == len(d.views), "data.views", "lists a view twice", source)
     from xprospect.data import augmentation_from_dict
 

@@ -11,7 +11,20 @@ The pipeline's names are re-exported here but imported on first use, so that imp
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xprospect.data.pipeline import (
+        MANIFEST_NAME,
+        Augmentation,
+        augmentation_from_dict,
+        encode_case,
+        load_dataset,
+        parse_case,
+        radiograph_augment,
+        read_manifest,
+        spatial_augment,
+    )
 
 __all__ = [
     "MANIFEST_NAME",

@@ -42,9 +42,10 @@ after ``import xprospect.models`` any ``.keras`` file xprospect wrote loads with
 
 from __future__ import annotations
 
+from xprospect.constants import VIEWS
+
 # Every family is imported so that its classes are registered for deserialisation.
 from xprospect.models import cvaa, cyclegan, discriminators, duolift, sxr2ct, x2ct  # noqa: F401
-from xprospect.models.args import VIEWS
 from xprospect.models.dualunet import DualUNet
 from xprospect.models.presets import (
     FAMILIES,

@@ -13,21 +13,20 @@ from typing import Any
 import keras
 import numpy as np
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 
 __all__ = [
     "NORMS",
-    "VIEWS",
     "check_norm",
     "check_view",
+    "check_views",
     "network_config",
     "positive_int",
     "power_of_two",
     "resolve_policy",
 ]
 
-VIEWS = ("frontal", "lateral")
-"""The X-ray views a model may take, in input (and channel) order."""
 NORMS = ("instance", "batch", "none")
 """Normalisations of :class:`~xprospect.models.blocks.ConvNormAct`: instance norm is
 ``GroupNormalization(groups=-1)``."""
@@ -38,6 +37,22 @@ def check_view(view: str) -> str:
     if view not in VIEWS:
         raise ConfigError(f"view must be one of {VIEWS}, got {view!r}")
     return view
+
+
+def check_views(views: Any, *, need_frontal: bool = False) -> tuple[str, ...]:
+    """``views`` as a tuple if they are distinct names from :data:`VIEWS`, else a ConfigError.
+
+    Args:
+        views: A sequence of view names (a bare string is refused: it is not a list of views).
+        need_frontal: Also require the frontal view (every single-view model takes the frontal).
+    """
+    if isinstance(views, str) or not views or len(set(views)) != len(views):
+        raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
+    if not set(views) <= set(VIEWS):
+        raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
+    if need_frontal and "frontal" not in views:
+        raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
+    return tuple(views)
 
 
 def check_norm(norm: str) -> str:

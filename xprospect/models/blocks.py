@@ -41,8 +41,9 @@ from typing import Any
 import keras
 from keras import ops
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
-from xprospect.models.args import NORMS, VIEWS, check_view
+from xprospect.models.args import NORMS, check_view, check_views
 
 __all__ = [
     "NORM_ACTIVATIONS",
@@ -241,10 +242,7 @@ class ExpandXrays(keras.layers.Layer):
 
     def __init__(self, views: Sequence[str] = VIEWS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        views = [views] if isinstance(views, str) else list(views)
-        if not views or len(set(views)) != len(views):
-            raise ConfigError(f"views must be distinct views of {VIEWS}, got {views!r}")
-        self.views = tuple(check_view(v) for v in views)
+        self.views = check_views([views] if isinstance(views, str) else list(views))
 
     def _images(self, inputs: Any) -> list[Any]:
         if isinstance(inputs, dict):
@@ -299,9 +297,7 @@ class ConnectionC(keras.layers.Layer):
 
     def __init__(self, views: Sequence[str] = VIEWS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(views, str) or not views or len(set(views)) != len(views):
-            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
-        self.views = tuple(check_view(v) for v in views)
+        self.views = check_views(views)
 
     def _as_list(self, inputs: Any) -> list[Any]:
         items = list(inputs) if isinstance(inputs, list | tuple) else [inputs]

@@ -38,9 +38,9 @@ from typing import Any
 import keras
 from keras import ops
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
-    VIEWS,
     check_norm,
     check_view,
     network_config,
@@ -51,7 +51,6 @@ from xprospect.models.blocks import ConvNormAct, view_to_canonical
 
 __all__ = [
     "CFVAA",
-    "VIEWS",
     "CVAAGenerator",
     "CanonicalLift",
     "Feat2D",

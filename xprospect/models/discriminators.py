@@ -44,13 +44,19 @@ from typing import Any
 
 import keras
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
-from xprospect.models.args import VIEWS, check_norm, network_config, positive_int, resolve_policy
+from xprospect.models.args import (
+    check_norm,
+    check_views,
+    network_config,
+    positive_int,
+    resolve_policy,
+)
 from xprospect.models.blocks import ConvNormAct, ExpandXrays
 
 __all__ = [
     "POOLS",
-    "VIEWS",
     "PatchDiscriminator3D",
     "duolift_discriminator",
     "patch_map_size",
@@ -235,8 +241,7 @@ class PatchDiscriminator3D(keras.Model):
         pool_size: int,
         pool_strides: int,
     ) -> None:
-        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
-            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
+        check_views(views)
         if not filters:
             raise ConfigError("filters must name at least one hidden layer")
         for f in filters:

@@ -35,10 +35,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
-    VIEWS,
     check_norm,
+    check_views,
     network_config,
     positive_int,
     power_of_two,
@@ -409,10 +410,7 @@ class DuoLiftGenerator(keras.Model):
         dropout: float,
     ) -> None:
         """Validates the arguments (raises :class:`ConfigError`)."""
-        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
-            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
-        if "frontal" not in views:
-            raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
+        check_views(views, need_frontal=True)
         for name, val in (
             ("encoder_filters", encoder_filters),
             ("base_filters", base_filters),

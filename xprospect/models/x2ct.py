@@ -40,10 +40,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
-    VIEWS,
     check_norm,
+    check_views,
     network_config,
     positive_int,
     power_of_two,
@@ -51,7 +52,7 @@ from xprospect.models.args import (
 )
 from xprospect.models.blocks import ConnectionC, ConvNormAct, canonical_to_view, normalization
 
-__all__ = ["VIEWS", "DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
+__all__ = ["DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
 
 
 # === Layers ===
@@ -555,10 +556,7 @@ class X2CTGenerator(keras.Model):
     @staticmethod
     def _check_size(size: int, views: tuple[str, ...], grid_size: int) -> int:
         """Validates size, views and grid; returns the number of encoder stages."""
-        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
-            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
-        if "frontal" not in views:
-            raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
+        check_views(views, need_frontal=True)
         if not power_of_two(grid_size):
             raise ConfigError(f"grid_size must be a power of two, got {grid_size!r}")
         if (

@@ -5,7 +5,6 @@ from __future__ import annotations
 from xprospect.phantoms.asymmetric import AsymmetricPhantom, asymmetric_phantom
 from xprospect.phantoms.chest import (
     BONE_LABELS,
-    FOV_MM,
     LABELS,
     LUNG_LABELS,
     ChestPhantom,
@@ -16,7 +15,6 @@ from xprospect.phantoms.chest import (
 
 __all__ = [
     "BONE_LABELS",
-    "FOV_MM",
     "LABELS",
     "LUNG_LABELS",
     "AsymmetricPhantom",

@@ -42,11 +42,11 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from xprospect.constants import DEFAULT_FOV_MM
 from xprospect.image import Volume
 
 __all__ = [
     "BONE_LABELS",
-    "FOV_MM",
     "LABELS",
     "LUNG_LABELS",
     "ChestPhantom",
@@ -58,9 +58,6 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-
-FOV_MM = 320.0
-"""Default field of view (mm along the longest axis), as in the CT preprocessing."""
 
 LABELS: dict[str, int] = {
     "background": 0,
@@ -1392,7 +1389,7 @@ def chest_phantom(
             small for the voxels (vessels at 32^3) simply is not drawn.
         seed: Seed of everything random; the same seed gives the same phantom (for the same size,
             spacing and options), and the anatomy is the same at every size.
-        spacing_mm: Isotropic voxel size. Defaults to ``FOV_MM / max(shape)``, so the longest
+        spacing_mm: Isotropic voxel size. Defaults to ``DEFAULT_FOV_MM / max(shape)``: the longest
             axis spans 320 mm as in the CT preprocessing (2.5 mm at 128).
         nodules: How many nodules (3-15 mm, -100 to +100 HU) to put in the lungs.
         noise_hu: Standard deviation of the Gaussian noise added to every voxel (0 for none).
@@ -1404,7 +1401,7 @@ def chest_phantom(
         ValueError: On a shape under 16 voxels, a non-positive spacing, or negative counts/noise.
     """
     shape = _shape_of(size)
-    spacing = FOV_MM / max(shape) if spacing_mm is None else float(spacing_mm)
+    spacing = DEFAULT_FOV_MM / max(shape) if spacing_mm is None else float(spacing_mm)
     if not (math.isfinite(spacing) and spacing > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm!r}")
     if nodules < 0:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError, GeometryError
 from xprospect.image import CANONICAL_AXCODES, Radiograph, View, Volume
 from xprospect.preprocessing import reorient
@@ -214,7 +215,7 @@ def render_drr_batch(
     volumes_hu: Any,
     spacing_mm: Sequence[float] | float,
     geometry: str | Sequence[Geometry] = "x2ct",
-    views: Sequence[str | View] = ("frontal", "lateral"),
+    views: Sequence[str | View] = VIEWS,
     size: int = 128,
     output: Output = "line_integral",
     *,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from xprospect.models.blocks import ConnectionC
 from xprospect.models.dualunet.layers import (
     ACTIVATIONS,
-    DEFAULT_FOV_MM,
     BackProjection,
     ConnectionA,
     ConnectionB,
@@ -17,12 +16,10 @@ from xprospect.models.dualunet.layers import (
     ConvBlock,
     initializer_for,
 )
-from xprospect.models.dualunet.model import VIEWS, DualUNet
+from xprospect.models.dualunet.model import DualUNet
 
 __all__ = [
     "ACTIVATIONS",
-    "DEFAULT_FOV_MM",
-    "VIEWS",
     "BackProjection",
     "ConnectionA",
     "ConnectionB",

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from keras import ops
 
+from xprospect.constants import DEFAULT_FOV_MM
 from xprospect.errors import ConfigError, GeometryError
 from xprospect.projection.geometry import (
     GEOMETRY_PRESETS,
@@ -44,7 +45,6 @@ from xprospect.projection.geometry import (
 
 __all__ = [
     "ACTIVATIONS",
-    "DEFAULT_FOV_MM",
     "BackProjection",
     "ConnectionA",
     "ConnectionB",
@@ -57,7 +57,6 @@ __all__ = [
 ACTIVATIONS = ("selu", "relu")
 """Activations the blocks know: SELU (LeCun-normal init, AlphaDropout) or ReLU (He-normal,
 Dropout)."""
-DEFAULT_FOV_MM = 320.0
 """Field of view of xprospect's cubes (``ct_preprocessing(fov_mm=320)``): default spacing is
 ``320 / size`` mm."""
 

@@ -41,12 +41,12 @@ from typing import Any
 
 import keras
 
+from xprospect.constants import DEFAULT_FOV_MM, VIEWS
 from xprospect.errors import ConfigError
-from xprospect.models.args import VIEWS, network_config, power_of_two, resolve_policy
+from xprospect.models.args import check_views, network_config, power_of_two, resolve_policy
 from xprospect.models.blocks import ConnectionC
 from xprospect.models.dualunet.layers import (
     ACTIVATIONS,
-    DEFAULT_FOV_MM,
     BackProjection,
     ConnectionA,
     ConnectionB,
@@ -56,7 +56,7 @@ from xprospect.models.dualunet.layers import (
 )
 from xprospect.projection.geometry import GEOMETRY_PRESETS
 
-__all__ = ["VIEWS", "DualUNet"]
+__all__ = ["DualUNet"]
 
 
 @keras.saving.register_keras_serializable(package="xprospect")
@@ -285,10 +285,7 @@ class DualUNet(keras.Model):
         spacing_mm: float | None,
     ) -> int:
         """Validates the arguments; returns the grid size."""
-        if not views or len(set(views)) != len(views) or not set(views) <= set(VIEWS):
-            raise ConfigError(f"views must be distinct names from {VIEWS}, got {views!r}")
-        if "frontal" not in views:
-            raise ConfigError(f"the frontal view is required (single-view mode), got {views!r}")
+        check_views(views, need_frontal=True)
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         for name, val in (("base_filters", base_filters), ("max_filters", max_filters)):
