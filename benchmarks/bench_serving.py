@@ -143,7 +143,7 @@ def wire(args: argparse.Namespace) -> list[dict[str, Any]]:
     from xprospect.serving import make_ndarray, make_tensor_proto
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from serving_double import _as_proto_field
+    from serving_double import as_proto_field
 
     hu_f = chest_phantom(args.wire_size, seed=0).volume.array
     hu16 = np.clip(np.round(hu_f), -1000, 1000).astype(np.int16)[None]
@@ -193,14 +193,14 @@ def wire(args: argparse.Namespace) -> list[dict[str, Any]]:
         json_case("REST JSON, int16 HU (predict_hu)", hu16, np.int16),
         proto_case("gRPC tensor_content, float32", norm, "volume", make_tensor_proto),
         proto_case("gRPC tensor_content, int16 HU", hu16, "hu", make_tensor_proto),
-        proto_case("gRPC float_val (TF Serving default), float32", norm, "volume", _as_proto_field),
-        proto_case("gRPC int_val (TF Serving default), int16 HU", hu16, "hu", _as_proto_field),
+        proto_case("gRPC float_val (TF Serving default), float32", norm, "volume", as_proto_field),
+        proto_case("gRPC int_val (TF Serving default), int16 HU", hu16, "hu", as_proto_field),
         # Not exported: what an unsigned output (HU + 1024, as X2CT stores CT) would cost.
         proto_case(
             "gRPC int_val (TF Serving default), uint16 HU+1024 (not exported)",
             (hu16.astype(np.int32) + 1024).astype(np.uint16),
             "hu",
-            _as_proto_field,
+            as_proto_field,
         ),
     ]
     for row in rows:

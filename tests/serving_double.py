@@ -58,7 +58,7 @@ class _RequestError(Exception):
         self.http = http
 
 
-def _as_proto_field(array: np.ndarray) -> Any:
+def as_proto_field(array: np.ndarray) -> Any:
     """``TensorProto`` with typed value fields, like TensorFlow's ``Tensor::AsProtoField``."""
     import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2
@@ -182,7 +182,7 @@ class ServingDouble:
                 response.model_spec.signature_name = spec.signature_name or "serving_default"
                 for key, value in outputs.items():
                     proto = (
-                        _as_proto_field(value)
+                        as_proto_field(value)
                         if double.serialization == "field"
                         else tf.make_tensor_proto(value)
                     )

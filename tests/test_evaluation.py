@@ -47,10 +47,10 @@ def test_mean_baseline_is_the_mean_training_volume(dataset):
 
 def test_back_projection_baseline_is_the_least_squares_fit(dataset):
     base = BackProjectionBaseline.fit(dataset, ("frontal", "lateral"))
-    from xprospect.evaluation import _cases
+    from xprospect.evaluation import dataset_cases
 
     xs, ys = [], []
-    for case, target in _cases(dataset, "train", "xprospect"):
+    for case, target in dataset_cases(dataset, "train", "xprospect"):
         xs.append(base.back_project(case).ravel())
         ys.append(target.ravel())
     slope, intercept = np.polyfit(np.concatenate(xs), np.concatenate(ys), 1)

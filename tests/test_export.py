@@ -370,9 +370,9 @@ def test_tensor_proto_round_trips_like_tensorflow(dtype):
     proto = make_tensor_proto(a)
     np.testing.assert_array_equal(tf.make_ndarray(proto), a)  # TensorFlow reads ours
     np.testing.assert_array_equal(make_ndarray(tf.make_tensor_proto(a)), a)  # we read TF's
-    from serving_double import _as_proto_field
+    from serving_double import as_proto_field
 
-    field = _as_proto_field(a)  # TF Serving's default encoding: typed value fields
+    field = as_proto_field(a)  # TF Serving's default encoding: typed value fields
     assert not field.tensor_content
     np.testing.assert_array_equal(make_ndarray(field), a)
     np.testing.assert_array_equal(tf.make_ndarray(field), a)

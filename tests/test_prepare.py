@@ -210,8 +210,8 @@ def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, 
     # Each series is hashed on its own files: the two identical-pixel series differ in UIDs.
     assert len({c["source_sha256"] for c in dicom}) == 2
     series = {c["series_uid"]: c["source_sha256"] for c in dicom}
-    from xprospect.data.prepare import _sha256_paths
+    from xprospect.data.prepare import sha256_paths
     from xprospect.io.dicom import list_dicom_series
 
     for s in list_dicom_series(root):
-        assert series[s.uid] == _sha256_paths(sorted(s.files))
+        assert series[s.uid] == sha256_paths(sorted(s.files))

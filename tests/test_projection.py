@@ -187,13 +187,13 @@ def test_chord_lengths_through_ellipsoid(ellipsoid, geometry):
 
 
 def test_cubic_interpolation_is_exact_for_quadratics_and_sharper_at_the_edge(ellipsoid):
-    from xprospect.projection.renderers import _cubic_taps
+    from xprospect.projection.renderers import cubic_taps
 
     # Keys' kernel (a = -0.5) reproduces polynomials up to degree 2 exactly (third-order accurate).
     f = lambda t: 0.3 * t**2 - 2.0 * t + 1.0  # noqa: E731
     grid = f(np.arange(20.0))
     at = np.array([3.25, 7.5, 11.9, 15.01])
-    idx, w = _cubic_taps(at, 20)
+    idx, w = cubic_taps(at, 20)
     assert_allclose((grid[idx] * w).sum(-1), f(at), rtol=1e-12)
     assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
     geom = ANALYTIC_CASES[2]

@@ -34,9 +34,9 @@ from xprospect.style.radiographs import (
     LATERAL_VIEWS,
     REAL_XRAYS_ENV,
     RealXray,
-    _otsu_threshold,
     default_real_xray_dir,
     load_real_xrays,
+    otsu_threshold,
     preprocess_real_xray,
     read_real_manifest,
     split_by_patient,
@@ -147,7 +147,7 @@ def test_thorax_box_constant_and_bad_input():
 def test_otsu_threshold_matches_skimage():
     rng = np.random.default_rng(3)
     values = np.concatenate([rng.normal(0.2, 0.05, 4000), rng.normal(0.7, 0.1, 6000)])
-    t = _otsu_threshold(values)
+    t = otsu_threshold(values)
     assert t == pytest.approx(threshold_otsu(values, nbins=256), abs=1e-12)
     assert 0.35 < t < 0.55
 

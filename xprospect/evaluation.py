@@ -36,6 +36,7 @@ __all__ = [
     "BackProjectionBaseline",
     "EvaluationResult",
     "MeanVolumeBaseline",
+    "dataset_cases",
     "evaluate_dataset",
     "save_comparison_panel",
 ]
@@ -106,7 +107,7 @@ class BackProjectionBaseline:
         )
         sxx = sx = sxy = sy = 0.0
         n = 0
-        for case, target in _cases(data_dir, "train", hu_window):
+        for case, target in dataset_cases(data_dir, "train", hu_window):
             bp = base.back_project(case).ravel().astype(np.float64)
             t = target.ravel().astype(np.float64)
             sxx += float(bp @ bp)
@@ -127,10 +128,14 @@ class BackProjectionBaseline:
         return np.clip(self.scale * self.back_project(case) + self.offset, 0.0, 1.0)
 
 
-def _cases(
+def dataset_cases(
     data_dir: str | os.PathLike[str], split: str, hu_window: Any
 ) -> Iterable[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Yields (case dict with model inputs, line integrals and id; target (S, S, S) in [0, 1])."""
+    """The cases of one split in order, for scoring: what a model and the baselines need.
+
+    Yields:
+        (case dict with model inputs, line integrals and id; target (S, S, S) in [0, 1]).
+    """
     shown = load_dataset(
         data_dir, split, batch_size=1, shuffle=False, hu_window=hu_window, with_case_id=True
     )
@@ -214,7 +219,7 @@ def evaluate_dataset(
     # Lung volumes in ml need the dataset's real voxel size (5 mm at 64^3, 2.5 mm at 128^3).
     spacing_mm = tuple(read_manifest(data_dir)["config"]["spacing_mm"])
     result = EvaluationResult(output_dir=out)
-    for i, (case, truth) in enumerate(_cases(data_dir, split, hu_window)):
+    for i, (case, truth) in enumerate(dataset_cases(data_dir, split, hu_window)):
         if max_cases is not None and i >= max_cases:
             break
         preds = {name: fn(case) for name, fn in methods.items()}

@@ -266,7 +266,8 @@ def _read_split_file(path: Path) -> dict[str, str]:
 # === Per-case work (runs in worker processes: NumPy only) ===
 
 
-def _sha256_paths(paths: Iterable[Path]) -> str:
+def sha256_paths(paths: Iterable[Path]) -> str:
+    """SHA-256 of the files' bytes in order: the content key of a case's sources."""
     h = hashlib.sha256()
     for p in paths:
         with p.open("rb") as f:
@@ -309,7 +310,7 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
 
         kwargs = {"series_uid": spec.series_uid} if spec.kind == "dicom" else {}
         volume = read_volume(spec.source, **kwargs)
-        digest = _sha256_paths(_source_files(spec))
+        digest = sha256_paths(_source_files(spec))
     prepared = ct_preprocessing(size=size, fov_mm=fov_mm)(volume)
     return {
         "volume": np.clip(np.rint(prepared.array), *STORED_HU_RANGE).astype(np.int16),

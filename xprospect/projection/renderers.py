@@ -68,6 +68,7 @@ __all__ = [
     "Projector",
     "back_project",
     "back_project_views",
+    "cubic_taps",
     "get_projector",
     "project",
     "project_views",
@@ -103,7 +104,7 @@ def _two_taps(
     return np.clip(idx, 0, n - 1).astype(np.int32), w
 
 
-def _cubic_taps(
+def cubic_taps(
     index: npt.NDArray[np.float64], n: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
     """Keys cubic convolution at fractional indices (four taps), zero outside ``[0, n - 1]``.
@@ -166,7 +167,7 @@ def _interp_matrix(
     """Dense ``(len(index), n)`` interpolation matrix (linear or cubic), or None for identity."""
     if len(index) == n and np.allclose(index, np.arange(n), rtol=0, atol=1e-9):
         return None
-    idx, w = _cubic_taps(index, n) if cubic else _two_taps(index, n)
+    idx, w = cubic_taps(index, n) if cubic else _two_taps(index, n)
     m = np.zeros((len(index), n), dtype=np.float64)
     rows = np.arange(len(index))
     for k in range(idx.shape[-1]):
@@ -381,7 +382,7 @@ class Projector:
         p, q = tables.projection_axis, tables.column_axis
         n0, nq = self.volume_shape[0], self.volume_shape[q]
         rows, cols = tables.detector_shape_px
-        taps_of = _cubic_taps if self.method == "cubic" else _two_taps
+        taps_of = cubic_taps if self.method == "cubic" else _two_taps
         col_idx, col_w = taps_of(tables.column_index, nq)  # (P, C, T), T = 2 or 4 taps
         row_idx, row_w = taps_of(tables.row_index, n0)  # (P, R, T)
         cw = self._const(col_w[..., None])  # (P, C, 2, 1)

@@ -48,6 +48,7 @@ __all__ = [
     "RealXray",
     "default_real_xray_dir",
     "load_real_xrays",
+    "otsu_threshold",
     "preprocess_real_xray",
     "read_real_manifest",
     "split_by_patient",
@@ -350,7 +351,7 @@ def _finite_array(image: Radiograph | np.ndarray) -> np.ndarray:
     return out
 
 
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold (as ``skimage.filters.threshold_otsu``: bin centres, ``x > t`` is fg)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     lo, hi = float(v.min()), float(v.max())
@@ -449,7 +450,7 @@ def thorax_box(
     sigma = max(1.0, float(sigma_fraction) * min(inner.shape))
     smooth = ndi.gaussian_filter(inner, sigma, mode="nearest")
     s_lo, s_hi = np.percentile(smooth, [0.5, 99.5])
-    threshold = min(_otsu_threshold(smooth), float(s_lo + air_fraction * (s_hi - s_lo)))
+    threshold = min(otsu_threshold(smooth), float(s_lo + air_fraction * (s_hi - s_lo)))
     mask = smooth > threshold
     mask = ndi.binary_opening(mask, structure=np.ones((3, 3), dtype=bool))
     labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=int))
