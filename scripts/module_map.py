@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
     print("| module | lines | longest function (lines) |")
     print("|---|---:|---|")
     for path, lines, name, length in rows:
-        print(f"| `{path}` | {lines} | {name} ({length}) |" if name else f"| `{path}` | {lines} | |")
+        longest = f"{name} ({length})" if name else ""
+        print(f"| `{path}` | {lines} | {longest} |")
     total = sum(r[1] for r in rows)
     print(f"| **{len(rows)} modules** | **{total}** | |")
     return 0

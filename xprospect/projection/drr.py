@@ -30,7 +30,7 @@ from xprospect.errors import ConfigError, GeometryError
 from xprospect.image import CANONICAL_AXCODES, Radiograph, View, Volume
 from xprospect.preprocessing import reorient
 from xprospect.projection.geometry import (
-    _PROJECTION_AXIS,
+    PROJECTION_AXIS,
     ConeBeam,
     Geometry,
     MeanProjection,
@@ -123,7 +123,7 @@ def _render(
     if isinstance(geometry, MeanProjection):
         if output == "display":
             return proj(_window(hu, geometry.hu_window))
-        p = _PROJECTION_AXIS[geometry.view]
+        p = PROJECTION_AXIS[geometry.view]
         line = proj(hu_to_mu(hu)) * (shape[p] * spacing_mm[p])
     else:
         line = proj(hu_to_mu(hu))

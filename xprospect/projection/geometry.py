@@ -39,7 +39,9 @@ from xprospect.errors import ConfigError, GeometryError
 from xprospect.image import View
 
 __all__ = [
+    "COLUMN_AXIS",
     "GEOMETRY_PRESETS",
+    "PROJECTION_AXIS",
     "X2CT_DETECTOR_SIZE_MM",
     "X2CT_SAD_MM",
     "X2CT_SID_MM",
@@ -69,9 +71,10 @@ X2CT_DETECTOR_SIZE_MM = (500.0, 500.0)
 GEOMETRY_PRESETS = ("x2ct", "xprospect_mean", "parallel")
 """Names :func:`geometry_preset` knows (``"mean"`` is an alias of ``"xprospect_mean"``)."""
 
-# Which array axis each view projects along, and which axis its image columns follow.
-_PROJECTION_AXIS = {"frontal": 1, "lateral": 2}
-_COLUMN_AXIS = {"frontal": 2, "lateral": 1}
+PROJECTION_AXIS = {"frontal": 1, "lateral": 2}
+"""The canonical array axis each view's beam runs along (docs/conventions.md)."""
+COLUMN_AXIS = {"frontal": 2, "lateral": 1}
+"""The canonical array axis each view's image columns follow."""
 # +1: the source lies on the side of increasing array index along the projection axis.
 _SOURCE_SIGN = {"posterior": 1, "anterior": -1, "right": -1, "left": 1}
 _SIDES_OF_VIEW = {"frontal": ("posterior", "anterior"), "lateral": ("right", "left")}
@@ -363,7 +366,7 @@ def detector_pixel_spacing_mm(
     shape, spacing = _check_grid(volume_shape, spacing_mm)
     if isinstance(geometry, ConeBeam):
         return geometry.detector_shape_px, geometry.pixel_spacing_mm
-    q = _COLUMN_AXIS[geometry.view]
+    q = COLUMN_AXIS[geometry.view]
     native = (shape[0], shape[q])
     extent = (shape[0] * spacing[0], shape[q] * spacing[q])
     if isinstance(geometry, MeanProjection):
@@ -402,8 +405,8 @@ def sampling_tables(
         GeometryError: If the source or detector lies inside the volume.
     """
     shape, spacing = _check_grid(volume_shape, spacing_mm)
-    p = _PROJECTION_AXIS[geometry.view]
-    q = _COLUMN_AXIS[geometry.view]
+    p = PROJECTION_AXIS[geometry.view]
+    q = COLUMN_AXIS[geometry.view]
     (rows, cols), (pr, pc) = detector_pixel_spacing_mm(geometry, shape, spacing)
     u = _centred(rows, pr)  # detector row positions, mm, along axis 0
     v = _centred(cols, pc)  # detector column positions, mm, along axis q

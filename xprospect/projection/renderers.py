@@ -53,8 +53,8 @@ import tensorflow as tf
 
 from xprospect.errors import ConfigError, GeometryError
 from xprospect.projection.geometry import (
-    _COLUMN_AXIS,
-    _PROJECTION_AXIS,
+    COLUMN_AXIS,
+    PROJECTION_AXIS,
     ConeBeam,
     Geometry,
     MeanProjection,
@@ -182,7 +182,7 @@ def _ray_endpoints_mm(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Start points and unit directions (R, C, 3) of every pixel's ray in the volume frame, mm."""
     (rows, cols), (pr, pc) = detector_pixel_spacing_mm(geometry, shape, spacing)
-    p, q = _PROJECTION_AXIS[geometry.view], _COLUMN_AXIS[geometry.view]
+    p, q = PROJECTION_AXIS[geometry.view], COLUMN_AXIS[geometry.view]
     iso = np.asarray(geometry.isocenter_offset_mm, dtype=np.float64)
     u = (np.arange(rows) - (rows - 1) / 2.0) * pr
     v = (np.arange(cols) - (cols - 1) / 2.0) * pc
@@ -351,7 +351,7 @@ class Projector:
     # -- kernels ---------------------------------------------------------------------------------
     def _build_mean(self) -> Callable[[tf.Tensor], tf.Tensor]:
         geom = self.geometry
-        p, q = _PROJECTION_AXIS[geom.view], _COLUMN_AXIS[geom.view]
+        p, q = PROJECTION_AXIS[geom.view], COLUMN_AXIS[geom.view]
         (rows, cols), _ = detector_pixel_spacing_mm(geom, self.volume_shape, self.spacing_mm)
         # The mean image's pixels span the volume's extent (pixel centres at cell centres).
         row_index = (np.arange(rows) + 0.5) * self.volume_shape[0] / rows - 0.5
