@@ -16,9 +16,13 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/xprospect demo --output demo_output
 
+# The architecture (docs/architecture.md) is part of lint: import-linter's layer, no-cycle and
+# private-module contracts (setup.cfg), and no private name imported across modules.
 lint: $(STAMP)
 	$(BIN)/ruff check xprospect tests scripts benchmarks
 	$(BIN)/ruff format --check xprospect tests scripts benchmarks
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_private_imports.py xprospect
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
