@@ -728,9 +728,9 @@ def distributed_role() -> Role:
 
 def _model_from_config(config: ExperimentConfig) -> Any:
     """The generator of a resolved experiment, as ``xprospect train`` builds it."""
-    from xprospect.training.trainer import _default_model
+    from xprospect.training.trainer import default_model
 
-    return _default_model(config)
+    return default_model(config)
 
 
 @functools.cache
