@@ -205,3 +205,31 @@ def test_mirrored_strategy_on_two_cpus_sees_every_case_once(dataset):
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = proc.stdout.strip().splitlines()[-1].split(",")
     assert seen == [f"phantom-{i:05d}" for i in range(4)]
+
+
+def test_manifest_reads_and_counts_splits_without_tensorflow(dataset, tmp_path):
+    import subprocess
+    import sys
+
+    import xprospect.data
+    import xprospect.data.manifest as manifest_module
+    from xprospect.errors import MissingDataError
+
+    # The package's lazy re-exports are the manifest module's names.
+    for name in ("MANIFEST_NAME", "read_manifest", "split_cases"):
+        assert getattr(xprospect.data, name) is getattr(manifest_module, name)
+    manifest = xprospect.data.read_manifest(dataset)
+    assert manifest["config"]["size"] == 32
+    assert manifest_module.split_cases(manifest, "train") == 4
+    assert manifest_module.split_cases(manifest, "val") == 0
+    assert manifest_module.split_cases({}, "train") == 0
+    with pytest.raises(MissingDataError, match=r"no manifest\.json"):
+        manifest_module.read_manifest(tmp_path)
+    code = (
+        "import sys\n"
+        "from xprospect.data import read_manifest, split_cases\n"
+        f"assert split_cases(read_manifest({str(dataset)!r}), 'train') == 4\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

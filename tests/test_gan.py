@@ -99,7 +99,8 @@ def gan_config(data_dir: Path | str, output_dir: Path | str, preset: str, **over
     return config_from_dict(cfg)
 
 
-def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` in a fresh interpreter (``argv[1]``: this folder) and checks it succeeded."""
     proc = subprocess.run(
         [sys.executable, "-c", script, str(TESTS), *args],
         capture_output=True,
@@ -384,5 +385,5 @@ print("OK")
 
 @pytest.mark.slow
 def test_interrupted_gan_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
-    proc = _run_script(_RESUME_SCRIPT, str(dataset), str(tmp_path))
+    proc = run_script(_RESUME_SCRIPT, str(dataset), str(tmp_path))
     assert proc.stdout.strip().endswith("OK"), proc.stdout

@@ -29,6 +29,7 @@ from xprospect.losses import (
     ProjectionLoss,
     WeightedLoss,
     build_loss,
+    per_example_loss,
 )
 
 SHAPE = (3, 6, 7, 8, 1)
@@ -261,3 +262,38 @@ def test_losses_and_metrics_run_on_jax_backend(pair) -> None:
         ]
     )
     np.testing.assert_allclose(ssim, ssim_ref, rtol=1e-4)
+
+
+def _reference_per_example(loss, y_true, y_pred):
+    """The trainer's per-example wrapper as it was written with ``tf.*`` (release 0.1.0)."""
+    if isinstance(loss, keras.losses.Loss):
+        dtype = loss.dtype or "float32"
+
+        def values_of(t, p):
+            return loss.call(tf.cast(t, dtype), tf.cast(p, dtype))
+    else:
+        values_of = loss
+    values = tf.cast(values_of(y_true, tf.cast(y_pred, tf.float32)), tf.float32)
+    return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+
+
+def test_per_example_loss_matches_the_tf_wrapper_and_keeps_the_loss(pair):
+    y_true, y_pred = pair
+    mae = ref_mae(y_true, y_pred)
+    cases = [
+        (MAELoss(), mae),
+        (build_loss({"mae": 1.0, "projection": 0.1}), mae + 0.1 * ref_projection(y_true, y_pred)),
+        # A plain function with element-wise (B, D, H, W) values, averaged per example.
+        (keras.losses.mean_absolute_error, mae),
+    ]
+    for loss, expected in cases:
+        fn = per_example_loss(loss)
+        for pred in (y_pred, y_pred.astype(np.float16)):
+            got = fn(tf.constant(y_true), tf.constant(pred))
+            assert got.shape == (SHAPE[0],) and got.dtype == tf.float32
+            want = _reference_per_example(loss, tf.constant(y_true), tf.constant(pred))
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+        np.testing.assert_allclose(fn(y_true, y_pred).numpy(), expected, rtol=1e-5)
+    assert cases[0][0].reduction == "sum_over_batch_size"  # the wrapped object is not changed
+    with pytest.raises(ConfigError, match="one value per example"):
+        per_example_loss(lambda t, p: keras.ops.mean(p))(y_true, y_pred)

@@ -266,7 +266,7 @@ def test_interrupted_run_resumes_to_the_same_networks(domains, trained, tmp_path
     resumed = StyleTrainer(cfg, progress=False)
     result = resumed.fit()
     assert result.ok and result.start_step == 2
-    a, b = trained._run_logic, resumed._run_logic  # type: ignore[attr-defined]
+    a, b = trained.logic, resumed.logic
     for x, y in zip(
         _weights(a.g_ab, a.g_ba, a.d_a, a.d_b), _weights(b.g_ab, b.g_ba, b.d_a, b.d_b), strict=True
     ):
@@ -289,7 +289,7 @@ trainer = StyleTrainer(cfg, progress=False)
 result = trainer.fit()
 assert result.ok and result.steps == 2, result.message
 assert trainer.strategy.num_replicas_in_sync == 2
-logic = trainer._run_logic
+logic = trainer.logic
 for net in (logic.g_ab, logic.g_ba, logic.d_a, logic.d_b):
     for v in net.weights:
         a, b = trainer.strategy.experimental_local_results(v.value)

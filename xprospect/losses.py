@@ -23,6 +23,8 @@ Terms:
   on a discriminator's patch logits (the GAN family's trainer, :mod:`xprospect.training.steps`).
 - :class:`WeightedLoss` / :func:`build_loss`: a non-negative weighted sum of named terms, from a
   config mapping such as ``{"mae": 1.0, "projection": 0.1}`` (keys in :data:`LOSS_TERMS`).
+- :func:`per_example_loss`: any Keras loss (or loss function) as a ``(B,)`` per-example function,
+  for custom training loops that average over a distributed global batch.
 
 Under mixed precision the predictions may arrive as ``bfloat16`` or ``float16``; every loss casts
 both inputs to ``float32`` first and returns ``float32``.
@@ -55,6 +57,7 @@ __all__ = [
     "masked_mae_per_example",
     "masked_mse_per_example",
     "mse_per_example",
+    "per_example_loss",
     "projection_per_example",
 ]
 
@@ -391,3 +394,41 @@ def build_loss(
         ConfigError: On an unknown term (listing the valid ones) or invalid weights.
     """
     return WeightedLoss(weights, reduction=reduction)
+
+
+def per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
+    """Wraps a loss so that it returns one float32 value per example, shape ``(B,)``.
+
+    A custom training loop needs per-example values to average over the *global* batch (the
+    trainers of :mod:`xprospect.training`). For a :class:`keras.losses.Loss` the wrapper calls its
+    ``call`` method, which returns the values before Keras' batch reduction: the caller's object
+    keeps its ``reduction``, and no copy is made (copying a Keras loss goes through
+    serialization, which custom losses may not support); both inputs are cast to the loss's
+    dtype first. Element-wise values, e.g. ``(B, D, H, W)``, are averaged over all but the batch
+    axis.
+
+    Args:
+        loss: A :class:`keras.losses.Loss`, or a function ``fn(y_true, y_pred)`` such as
+            ``keras.losses.mean_absolute_error`` (which receives ``y_pred`` as float32).
+
+    Returns:
+        ``fn(y_true, y_pred) -> (B,)`` float32.
+
+    Raises:
+        ConfigError: When called, if the loss returns a scalar (already reduced over the batch).
+    """
+    if isinstance(loss, keras.losses.Loss):
+        dtype = loss.dtype or _COMPUTE_DTYPE
+
+        def values_of(y_true: Any, y_pred: Any) -> Any:
+            return loss.call(ops.cast(y_true, dtype), ops.cast(y_pred, dtype))
+    else:
+        values_of = loss
+
+    def per_example(y_true: Any, y_pred: Any) -> Any:
+        values = _float32(values_of(y_true, _float32(y_pred)))
+        if ops.ndim(values) == 0:
+            raise ConfigError("the loss must return one value per example (or per voxel)")
+        return _mean_over_examples(values)
+
+    return per_example

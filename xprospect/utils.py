@@ -1,4 +1,4 @@
-"""Small shared utilities: atomic writes, seeding, logging set-up."""
+"""Small shared utilities: atomic writes, seeding, progress bars."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from xprospect.errors import OutputExistsError
 
-__all__ = ["atomic_dir", "atomic_path", "seed_everything"]
+__all__ = ["ProgressBar", "atomic_dir", "atomic_path", "progress_bar", "seed_everything"]
 
 
 def _umask() -> int:
@@ -107,3 +108,40 @@ def seed_everything(seed: int) -> np.random.Generator:
     else:
         keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)
+
+
+class ProgressBar(Protocol):
+    """What :func:`progress_bar` returns: ``update(n)`` after ``n`` more items, ``close()``."""
+
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(
+    total: int, enabled: bool, *, unit: str = "case", desc: str = "prepare"
+) -> ProgressBar:
+    """A ``tqdm`` bar over ``total`` items, or one that shows nothing.
+
+    Args:
+        total: Items to come; 0 shows nothing.
+        enabled: False shows nothing (quiet runs, tests).
+        unit: The items' name in the bar.
+        desc: The bar's label.
+
+    Returns:
+        A :class:`ProgressBar`: ``update(n)`` and ``close()``.
+    """
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc)

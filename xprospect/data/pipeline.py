@@ -25,33 +25,30 @@ augmentation (gamma, contrast, blur, noise) is applied to the X-rays only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
 
+from xprospect.data.manifest import read_manifest
 from xprospect.errors import ConfigError, MissingDataError
 from xprospect.preprocessing import resolve_hu_window
 
 __all__ = [
-    "MANIFEST_NAME",
     "Augmentation",
     "augmentation_from_dict",
     "encode_case",
     "load_dataset",
     "parse_case",
     "radiograph_augment",
-    "read_manifest",
     "spatial_augment",
 ]
 
-MANIFEST_NAME = "manifest.json"
 VIEWS = ("frontal", "lateral")
 AIR_HU = -1024.0
 XrayMapping = Literal["display", "line_integral", "intensity"]
@@ -133,21 +130,6 @@ def parse_case(
         raw = tf.io.decode_raw(ex[view], tf.float16, little_endian=True)
         out[view] = tf.cast(tf.reshape(raw, dshape), tf.float32)
     return out
-
-
-def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Reads ``manifest.json`` of a prepared dataset.
-
-    Raises:
-        MissingDataError: No manifest (not a dataset folder, or ``prepare`` never finished a shard).
-    """
-    path = Path(data_dir) / MANIFEST_NAME
-    if not path.exists():
-        raise MissingDataError(
-            f"no {MANIFEST_NAME}: not a dataset made by 'xprospect prepare'", path
-        )
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    return manifest
 
 
 # === Augmentation ===

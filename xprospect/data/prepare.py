@@ -36,7 +36,7 @@ import numpy as np
 
 from xprospect import __version__
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
-from xprospect.utils import atomic_path
+from xprospect.utils import atomic_path, progress_bar
 
 __all__ = [
     "CaseSpec",
@@ -391,7 +391,7 @@ def prepare_dataset(
     result.skipped = [
         c.case_id for name, specs in plan.items() if name not in dict(todo) for c in specs
     ]
-    bar = _progress(sum(len(s) for _, s in todo), progress)
+    bar = progress_bar(sum(len(s) for _, s in todo), progress)
     pool = _pool(workers)
     try:
         for shard_name, specs in todo:
@@ -522,19 +522,3 @@ def _write_shard(
         for rec in records:
             writer.write(rec)
     manifest["shards"][shard_name] = {"file": path.name, "cases": len(records)}
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="case", desc="prepare")

@@ -338,7 +338,7 @@ def build_discriminator(
     spec = config.get("discriminator")
     if not spec:
         return None
-    from xprospect.models import discriminators
+    import xprospect.models.discriminators as discriminators
 
     views = tuple(config["views"][0]) if views is None else _check_views(preset, views)
     factory = getattr(discriminators, DISCRIMINATORS[spec["kind"]])

@@ -30,8 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from xprospect.data.manifest import MANIFEST_NAME, read_manifest
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
 from xprospect.image import Radiograph
+from xprospect.utils import progress_bar
 
 __all__ = ["StyleModel", "load_style_model", "stylize_dataset"]
 
@@ -93,7 +95,7 @@ class StyleModel:
 
         Images of another size are resized to :attr:`size` and the result back (anti-aliased).
         """
-        from xprospect.style.training import _resize_batch, translate_images
+        from xprospect.style.training import resize_batch, translate_images
 
         a = np.asarray(images, dtype=np.float32)
         single = a.ndim == 2
@@ -103,9 +105,9 @@ class StyleModel:
         shape = a.shape[1:]
         if shape[0] != shape[1]:
             raise ConfigError(f"expected square images, got {shape}")
-        x = _resize_batch(np.clip(a, 0.0, 1.0), self.size)
+        x = resize_batch(np.clip(a, 0.0, 1.0), self.size)
         y = translate_images(self.generator(direction), x, batch_size)
-        y = _resize_batch(y, shape[0])
+        y = resize_batch(y, shape[0])
         return y[0] if single else y
 
     def prepare_real(self, image: Radiograph | np.ndarray) -> np.ndarray:
@@ -125,9 +127,9 @@ class StyleModel:
         """A real radiograph in DRR style, ``(size, size)`` (default: the model's size)."""
         out = self.translate(self.prepare_real(image), "real2drr")
         if size is not None and size != self.size:
-            from xprospect.style.training import _resize_batch
+            from xprospect.style.training import resize_batch
 
-            out = _resize_batch(out[None], size)[0]
+            out = resize_batch(out[None], size)[0]
         return out
 
     def domain_a(self, volume_hu: np.ndarray, line_integral: np.ndarray) -> np.ndarray:
@@ -136,12 +138,12 @@ class StyleModel:
 
         if self.source == "mean_ct":
             from xprospect.preprocessing import window_hu
-            from xprospect.style.training import _unit
+            from xprospect.style.training import minmax_per_image
 
             # The window domain_a_images sees: load_dataset's default, "xprospect".
             w = window_hu(np.asarray(volume_hu, np.float32), "xprospect")
             proj = w.mean(axis=1 if self.view == "frontal" else 2)
-            return _unit(proj[None])[0]
+            return minmax_per_image(proj[None])[0]
         return np.asarray(display_unit(np.asarray(line_integral, np.float32)), np.float32)
 
 
@@ -196,7 +198,7 @@ def stylize_dataset(
     """
     import tensorflow as tf
 
-    from xprospect.data.pipeline import MANIFEST_NAME, VIEWS, encode_case, parse_case, read_manifest
+    from xprospect.data.pipeline import VIEWS, encode_case, parse_case
 
     if direction != "drr2real":
         raise ConfigError("a dataset holds DRRs: only direction drr2real stylizes it")
@@ -210,9 +212,7 @@ def stylize_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     shards = sorted(src.glob("*.tfrecord"))
-    from xprospect.data.prepare import _progress
-
-    bar = _progress(
+    bar = progress_bar(
         sum(int(s.get("cases", 0)) for s in manifest.get("shards", {}).values()), progress
     )
     try:

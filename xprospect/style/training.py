@@ -46,7 +46,10 @@ __all__ = [
     "StyleTrainingRun",
     "domain_a_images",
     "domain_b_images",
+    "minmax_per_image",
+    "resize_batch",
     "train_style",
+    "translate_images",
 ]
 
 log = logging.getLogger("xprospect.style")
@@ -68,8 +71,14 @@ class DomainImages:
     b_val: np.ndarray
 
 
-def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) → (N, size, size) with area averaging down and bilinear up (anti-aliased)."""
+def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) → (N, size, size) float32 in [0, 1], area averaging down and bilinear up
+    (anti-aliased); images already at ``size`` are only cast.
+
+    The one resize of the style stage: training data (:func:`domain_a_images`) and
+    :class:`xprospect.style.apply.StyleModel` both go through it, so a model sees images resized
+    as in training.
+    """
     import tensorflow as tf
 
     if images.shape[1:] == (size, size):
@@ -79,8 +88,12 @@ def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out.numpy()[..., 0], 0.0, 1.0).astype(np.float32)
 
 
-def _unit(images: np.ndarray) -> np.ndarray:
-    """Per-image min-max to [0, 1] (constant images become 0)."""
+def minmax_per_image(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) → float32 with each image min-max scaled to [0, 1] (constant images become 0).
+
+    Domain A's ``mean_ct`` projections in training (:func:`domain_a_images`) and in
+    :meth:`xprospect.style.apply.StyleModel.domain_a`.
+    """
     lo = images.min(axis=(1, 2), keepdims=True)
     hi = images.max(axis=(1, 2), keepdims=True)
     return np.where(hi > lo, (images - lo) / np.maximum(hi - lo, 1e-12), 0.0).astype(np.float32)
@@ -119,12 +132,12 @@ def domain_a_images(
             img = x[view].numpy()[..., 0]
         else:
             axis = 2 if view == "frontal" else 3
-            img = _unit(y.numpy()[..., 0].mean(axis=axis))
+            img = minmax_per_image(y.numpy()[..., 0].mean(axis=axis))
         out.append(img)
         if limit is not None and sum(len(o) for o in out) >= limit:
             break
     images = np.concatenate(out)[:limit]
-    return _resize_batch(images, size)
+    return resize_batch(images, size)
 
 
 def domain_b_images(cfg: StyleConfig, split: str | None, limit: int | None = None) -> np.ndarray:
@@ -273,7 +286,7 @@ class CycleGANStepLogic:
     def build(self) -> None:
         """Builds networks, optimizers and buffers (call inside ``strategy.scope()``)."""
         from xprospect.models.cyclegan import build_style_discriminator, build_style_generator
-        from xprospect.training import build_optimizer
+        from xprospect.training.optimizers import build_optimizer
 
         cfg, run = self.cfg, self.run
         size = cfg.data.size
@@ -418,7 +431,7 @@ class StyleTrainingRun(TrainingRun):
     def _setup_data(self) -> tuple[int, bool]:
         cfg: StyleConfig = self.cfg  # type: ignore[assignment]
         d = cfg.data
-        from xprospect.data import read_manifest
+        from xprospect.data.manifest import read_manifest
 
         manifest = read_manifest(d.dir)
         self.manifest = manifest
@@ -445,9 +458,7 @@ class StyleTrainingRun(TrainingRun):
         return max(len(a_train), len(b_train)), True
 
     def _make_logic(self) -> Any:
-        logic = CycleGANStepLogic(self)
-        self.trainer._run_logic = logic  # type: ignore[attr-defined]
-        return logic
+        return CycleGANStepLogic(self)
 
     def _dataset_fn(self, skip_steps: int) -> Callable[[Any], Any]:
         import tensorflow as tf
@@ -607,7 +618,11 @@ class StyleTrainer(Trainer):
         config: The style experiment.
         step_hook: ``step_hook(step, logs)`` after each step.
         progress: Show a Keras progress bar.
+
+    After :meth:`fit`, :attr:`logic` is the run's :class:`CycleGANStepLogic` (its four networks).
     """
+
+    run_class = StyleTrainingRun
 
     def __init__(
         self,
@@ -625,9 +640,6 @@ class StyleTrainer(Trainer):
 
     def _resolve(self) -> Any:
         return self.config
-
-    def _run_class(self) -> type:
-        return StyleTrainingRun
 
 
 def train_style(

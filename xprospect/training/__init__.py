@@ -1,8 +1,13 @@
 """Training: the Trainer, its loop and step logic, optimizers, checkpoints and logs.
 
-- :mod:`xprospect.training.trainer`: :class:`Trainer`, :func:`train`, :func:`compile_model`.
+Modules, from the top down (a module imports only the ones below it):
+
+- :mod:`xprospect.training.trainer`: :class:`Trainer`, :func:`train`, :func:`compile_model`,
+  :func:`resolve_config`.
 - :mod:`xprospect.training.loop`: one ``fit`` call (data, steps, validation, resume, logs).
 - :mod:`xprospect.training.steps`: what one optimizer step does (generator alone or a 3D GAN).
+- :mod:`xprospect.training.results`: :class:`TrainResult`.
+- :mod:`xprospect.training.optimizers`: :func:`build_optimizer` and its learning-rate schedule.
 - :mod:`xprospect.training.schedules`: learning-rate schedules beyond Keras'.
 - :mod:`xprospect.training.distribute`: strategy choice, chief/worker roles, per-replica input.
 - :mod:`xprospect.training.checkpoints`: resumable checkpoints, ``state.json``, the best model.

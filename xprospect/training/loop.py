@@ -1,5 +1,10 @@
 """The training loop behind :class:`xprospect.training.Trainer` (one ``fit`` call).
 
+:class:`TrainingRun` owns the data, checkpoints, resume, validation and logs of one run; the
+networks, optimizers and the replica step are its :class:`xprospect.training.steps.StepLogic`'s.
+It sees the trainer only through :class:`RunOwner` (the factories, hooks and strategy), so this
+module does not import :mod:`xprospect.training.trainer`.
+
 One step logic for every strategy: each replica computes per-example losses, averages them over
 the global batch (``tf.nn.compute_average_loss``) and applies its gradients through the Keras 3
 optimizer inside ``strategy.run`` (the optimizer sums them over replicas). The host reads the
@@ -15,29 +20,54 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from xprospect.config import ExperimentConfig, config_to_dict, dump_config
+from xprospect.data.manifest import read_manifest, split_cases
 from xprospect.errors import ConfigError
-from xprospect.training.trainer import (
-    TrainResult,
-    _mae_loss,
-    _manifest,
-    _per_example_loss,
-    _psnr_fn,
-    _split_cases,
-    _total_steps,
-    _window,
-)
+from xprospect.training.results import TrainResult
+from xprospect.training.steps import NetworkFactories, StepLogic
 
-if TYPE_CHECKING:
-    from xprospect.training.trainer import Trainer
-
-__all__ = ["TrainingRun"]
+__all__ = ["RunOwner", "StepHook", "TrainingRun", "target_window", "total_steps"]
 
 log = logging.getLogger("xprospect.training")
+
+StepHook = Callable[[int, Mapping[str, float]], None]
+"""``step_hook(step, logs)``, called after each step."""
+
+
+class RunOwner(NetworkFactories, Protocol):
+    """What a :class:`TrainingRun` needs of its trainer (:class:`xprospect.training.Trainer`).
+
+    The run reads the factories, the hook, the progress flag and the strategy, and hands the
+    built networks, optimizers and step logic back through the remaining attributes.
+    """
+
+    step_hook: StepHook | None
+    progress: bool
+    strategy: Any
+    model: Any
+    optimizer: Any
+    discriminator: Any
+    d_optimizer: Any
+    logic: Any
+
+
+def target_window(config: ExperimentConfig) -> str | tuple[float, ...]:
+    """The HU window of the targets, ``data.hu_window``, as :func:`xprospect.data.load_dataset`
+    takes it (a window name, or a ``(low, high)`` tuple)."""
+    w = config.data.hu_window
+    return w if isinstance(w, str) else tuple(w)
+
+
+def total_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
+    """The run length: ``training.steps``, else ``training.epochs`` (default 1) epochs."""
+    t = config.training
+    if t.steps is not None:
+        return t.steps
+    return int(t.epochs or 1) * steps_per_epoch
 
 
 class TrainingRun:
@@ -57,7 +87,7 @@ class TrainingRun:
     val_columns: tuple[str, ...] = ()
     """Validation metrics written to ``metrics.csv`` beyond ``val_loss/psnr_3d/mae``."""
 
-    def __init__(self, trainer: Trainer, cfg: ExperimentConfig) -> None:
+    def __init__(self, trainer: RunOwner, cfg: ExperimentConfig) -> None:
         import tensorflow as tf
 
         from xprospect.training.checkpoints import CheckpointStore
@@ -86,7 +116,7 @@ class TrainingRun:
             self.steps_per_epoch = int(cfg.training.steps_per_epoch)
         else:
             self.steps_per_epoch = max(1, n_train // batch)
-        self.total = _total_steps(cfg, self.steps_per_epoch)
+        self.total = total_steps(cfg, self.steps_per_epoch)
         if self.chief:
             self.out.mkdir(parents=True, exist_ok=True)
         self.store = CheckpointStore(self.out, chief=self.chief, keep=cfg.training.keep_checkpoints)
@@ -96,19 +126,23 @@ class TrainingRun:
         self.step_var = tf.Variable(self.start_step, dtype=tf.int64, trainable=False, name="step")
         self.last_val: dict[str, float] = {}
         self.sample: tuple[np.ndarray, np.ndarray, str] | None = None
-        self.psnr = _psnr_fn()
 
     # --- set-up ---
 
     def _setup_data(self) -> tuple[int, bool]:
         """Reads what the run needs to know of its data: (training examples, has a val split)."""
-        self.manifest = _manifest(self.cfg)
-        return _split_cases(self.manifest, "train"), _split_cases(self.manifest, "val") > 0
+        self.manifest = read_manifest(self.cfg.data.dir)
+        return split_cases(self.manifest, "train"), split_cases(self.manifest, "val") > 0
 
     def _make_logic(self) -> Any:
-        from xprospect.training.steps import StepLogic
-
         return StepLogic(self)
+
+    @staticmethod
+    def psnr(truth: np.ndarray, pred: np.ndarray) -> float:
+        """PSNR-3D of one case (:func:`xprospect.metrics.psnr_3d`), as a float."""
+        from xprospect.metrics import psnr_3d
+
+        return float(psnr_3d(truth, pred))
 
     def _agree_on_start(self) -> None:
         """Stops when workers see different checkpoints (the run folder must be shared)."""
@@ -144,7 +178,7 @@ class TrainingRun:
                 cfg.data.dir,
                 "train",
                 batch_size=cfg.data.batch_size,
-                hu_window=_window(cfg),
+                hu_window=target_window(cfg),
                 views=tuple(cfg.data.views),
                 xray_mapping=cfg.data.xray_mapping,
                 with_lung_mask=self.logic.needs_mask,
@@ -191,9 +225,14 @@ class TrainingRun:
         self.trainer.model, self.trainer.optimizer = self.model, self.optimizer
         self.trainer.discriminator = self.logic.discriminator
         self.trainer.d_optimizer = self.logic.d_optimizer
+        self.trainer.logic = self.logic
         plain = self.logic.plain_loss
-        # Validation scores the voxel terms; a config with none of them gets MAE.
-        self.loss = plain if plain is not None else _per_example_loss(_mae_loss())
+        if plain is None:
+            from xprospect.losses import build_loss, per_example_loss
+
+            # Validation scores the voxel terms; a config with none of them gets MAE.
+            plain = per_example_loss(build_loss({"mae": 1.0}))
+        self.loss = plain
         if not self.start_step and not self.latest:
             self._set_template()
 
@@ -288,7 +327,7 @@ class TrainingRun:
             cfg.data.dir,
             "val",
             batch_size=batch,
-            hu_window=_window(cfg),
+            hu_window=target_window(cfg),
             views=tuple(cfg.data.views),
             xray_mapping=cfg.data.xray_mapping,
             shuffle=False,
@@ -340,7 +379,7 @@ class TrainingRun:
             cfg.data.dir,
             "train",
             batch_size=1,
-            hu_window=_window(cfg),
+            hu_window=target_window(cfg),
             views=tuple(cfg.data.views),
             xray_mapping=cfg.data.xray_mapping,
             shuffle=False,
@@ -464,7 +503,7 @@ class TrainingRun:
         from xprospect.evaluation import MeanVolumeBaseline
 
         cfg = self.cfg
-        mean = MeanVolumeBaseline.fit(cfg.data.dir, hu_window=_window(cfg)).mean
+        mean = MeanVolumeBaseline.fit(cfg.data.dir, hu_window=target_window(cfg)).mean
         self.model.set_template(mean)
         log.info("template CT: the mean of the training volumes of %s", cfg.data.dir)
 

@@ -34,28 +34,67 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from xprospect.config import ExperimentConfig
 from xprospect.errors import ConfigError
+from xprospect.training.optimizers import build_optimizer
 
-if TYPE_CHECKING:
-    from xprospect.training.loop import TrainingRun
-
-__all__ = ["StepLogic"]
+__all__ = ["LossFn", "ModelFn", "NetworkFactories", "StepContext", "StepLogic"]
 
 log = logging.getLogger("xprospect.training")
 
 _EXTRA_TERMS = ("masked_mae", "masked_mse", "perceptual", "adversarial")
+
+ModelFn = Callable[[ExperimentConfig], Any]
+"""``model_fn(config) -> keras.Model`` (the generator or the discriminator, or None)."""
+LossFn = Callable[[ExperimentConfig], Any]
+"""``loss_fn(config) -> keras.losses.Loss | None``: the voxel terms of the generator's loss."""
+
+
+class NetworkFactories(Protocol):
+    """What the step logic builds its networks and voxel loss with (the trainer's factories)."""
+
+    @property
+    def model_fn(self) -> ModelFn: ...
+
+    @property
+    def loss_fn(self) -> LossFn: ...
+
+    @property
+    def discriminator_fn(self) -> ModelFn: ...
+
+
+class StepContext(Protocol):
+    """What the step logic reads of its run (:class:`xprospect.training.loop.TrainingRun`)."""
+
+    @property
+    def cfg(self) -> ExperimentConfig: ...
+
+    @property
+    def strategy(self) -> Any: ...
+
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def steps_per_epoch(self) -> int: ...
+
+    @property
+    def trainer(self) -> NetworkFactories: ...
 
 
 class StepLogic:
     """The networks, optimizers and losses of one run, and its replica step.
 
     Args:
-        run: The training run (config, strategy, trainer hooks).
+        run: The training run (config, strategy, run length, the trainer's factories).
     """
 
-    def __init__(self, run: TrainingRun) -> None:
+    def __init__(self, run: StepContext) -> None:
         self.run = run
         cfg = run.cfg
         weights = dict(cfg.loss or {})
@@ -81,7 +120,7 @@ class StepLogic:
 
     def build(self) -> None:
         """Builds networks and optimizers (call inside ``strategy.scope()``)."""
-        from xprospect.training.trainer import build_optimizer
+        from xprospect.losses import per_example_loss
 
         run, cfg = self.run, self.run.cfg
         self.model = run.trainer.model_fn(cfg)
@@ -110,9 +149,7 @@ class StepLogic:
             except TypeError as exc:
                 raise ConfigError(f"perceptual: {exc}") from None
         plain = run.trainer.loss_fn(cfg)
-        from xprospect.training.trainer import _per_example_loss
-
-        self.plain_loss = _per_example_loss(plain) if plain is not None else None
+        self.plain_loss = per_example_loss(plain) if plain is not None else None
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Objects saved in each checkpoint besides the step and the data position."""

@@ -26,6 +26,13 @@ diverged state; `xprospect train` then exits with :data:`EXIT_DIVERGED`.
 For notebooks, :func:`compile_model` compiles a model for plain ``model.fit`` on
 :func:`xprospect.data.load_dataset` output (one machine only: Keras 3 ``fit`` does not run under
 ``MultiWorkerMirroredStrategy``, keras-team/keras#20585).
+
+Layering inside :mod:`xprospect.training`: this module (the :class:`Trainer`, its defaults and
+entry points) uses :mod:`~xprospect.training.loop` (:class:`TrainingRun`, one ``fit`` call), which
+uses :mod:`~xprospect.training.steps` (what one step does), which uses the leaf modules
+:mod:`~xprospect.training.optimizers`, :mod:`~xprospect.training.schedules`,
+:mod:`~xprospect.training.checkpoints`, :mod:`~xprospect.training.logs` and
+:mod:`~xprospect.training.distribute`; no module imports one above it.
 """
 
 from __future__ import annotations
@@ -34,12 +41,8 @@ import copy
 import logging
 import os
 import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from xprospect.config import (
     ExperimentConfig,
@@ -49,7 +52,12 @@ from xprospect.config import (
     validate_config,
 )
 from xprospect.config.engine import build
+from xprospect.data.manifest import read_manifest
 from xprospect.errors import ConfigError
+from xprospect.training.loop import StepHook, TrainingRun
+from xprospect.training.optimizers import build_optimizer
+from xprospect.training.results import TrainResult
+from xprospect.training.steps import LossFn, ModelFn
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -57,6 +65,9 @@ __all__ = [
     "Trainer",
     "build_optimizer",
     "compile_model",
+    "default_discriminator",
+    "default_loss",
+    "default_model",
     "resolve_config",
     "train",
 ]
@@ -66,54 +77,12 @@ log = logging.getLogger(__name__)
 EXIT_DIVERGED = 3
 """Exit code of ``xprospect train`` when the loss became NaN or Inf."""
 
-ModelFn = Callable[[ExperimentConfig], Any]
-LossFn = Callable[[ExperimentConfig], Any]
-StepHook = Callable[[int, Mapping[str, float]], None]
-
-
-@dataclass
-class TrainResult:
-    """What a run did.
-
-    Attributes:
-        status: ``completed`` or ``diverged`` (NaN/Inf loss; the last good checkpoint is kept).
-        steps: The step reached.
-        start_step: The step the run resumed from (0 for a fresh run).
-        output_dir: The run folder.
-        model_path: ``model.keras`` (None when diverged, or on non-chief workers).
-        best: ``best.json`` content (step and validation metrics), if any.
-        metrics: The last validation metrics (``val_loss``, ``val_psnr_3d``, ``val_mae``).
-        seconds: Wall time of this invocation.
-        message: A one-line summary.
-    """
-
-    status: Literal["completed", "diverged"]
-    steps: int
-    start_step: int
-    output_dir: Path
-    model_path: Path | None = None
-    best: dict[str, Any] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
-
 
 # === Config resolution ===
 
 
 def _manifest(config: ExperimentConfig) -> dict[str, Any]:
-    from xprospect.data import read_manifest
-
     return read_manifest(config.data.dir)
-
-
-def _split_cases(manifest: Mapping[str, Any], split: str) -> int:
-    shards = manifest.get("shards", {})
-    return sum(int(s.get("cases", 0)) for name, s in shards.items() if name.startswith(f"{split}-"))
 
 
 def _preset_training(preset: str) -> tuple[str, dict[str, Any]]:
@@ -193,97 +162,17 @@ def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> Experim
     return cfg
 
 
-def _window(config: ExperimentConfig) -> str | tuple[float, ...]:
-    w = config.data.hu_window
-    return w if isinstance(w, str) else tuple(w)
+# === The Trainer's defaults and model.fit support ===
 
 
-def _total_steps(config: ExperimentConfig, steps_per_epoch: int) -> int:
-    t = config.training
-    if t.steps is not None:
-        return t.steps
-    return int(t.epochs or 1) * steps_per_epoch
+def default_loss(config: ExperimentConfig) -> Any:
+    """The :class:`Trainer`'s default ``loss_fn``: the voxel terms (``mae``, ``mse``,
+    ``projection``) of the config's loss as :func:`xprospect.losses.build_loss`; None if it has
+    none (the step logic adds masked, perceptual and adversarial terms itself).
 
-
-# === Optimizer and model.fit support ===
-
-
-def _learning_rate(config: ExperimentConfig, total_steps: int, lr: float | None = None) -> Any:
-    import keras
-
-    lr = float(lr if lr is not None else config.optimizer.learning_rate or 1e-4)
-    s = config.optimizer.schedule or ScheduleConfig()
-    if s.name == "constant":
-        return lr
-    if s.name == "cosine":
-        decay = max(1, total_steps - s.warmup_steps)
-        if s.warmup_steps > 0:
-            return keras.optimizers.schedules.CosineDecay(
-                0.0, decay, alpha=s.min_fraction, warmup_target=lr, warmup_steps=s.warmup_steps
-            )
-        return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=s.min_fraction)
-    if s.name == "linear":
-        from xprospect.training.schedules import DelayedLinearDecay
-
-        return DelayedLinearDecay(lr, total_steps, round(s.start_fraction * total_steps))
-    if s.name == "multistep":
-        bounds = sorted({max(1, round(m * total_steps)) for m in s.milestones})
-        values = [lr * s.decay_factor**i for i in range(len(bounds) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
-    return keras.optimizers.schedules.ExponentialDecay(
-        lr, decay_steps=s.decay_every, decay_rate=s.decay_factor, staircase=True
-    )
-
-
-def build_optimizer(
-    config: ExperimentConfig,
-    total_steps: int = 1,
-    *,
-    learning_rate: float | None = None,
-    steps_per_epoch: int | None = None,
-) -> Any:
-    """The Keras optimizer of a (resolved) config.
-
-    Gradient clipping is not set on the optimizer: Keras would clip each replica's partial
-    gradient before the cross-replica sum; :class:`Trainer` clips the summed gradient instead.
-    ``mixed_float16`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer``.
-
-    Args:
-        config: Needs ``optimizer.name`` and ``optimizer.learning_rate`` (see
-            :func:`resolve_config`).
-        total_steps: Run length, for the schedules.
-        learning_rate: Instead of ``optimizer.learning_rate`` (the discriminator's rate).
-        steps_per_epoch: Needed with ``optimizer.ema_reset: epoch``: the live weights are set to
-            their moving average after every ``steps_per_epoch`` updates (Keras'
-            ``ema_overwrite_frequency``).
+    Raises:
+        ConfigError: A loss term that no trainer knows.
     """
-    import keras
-
-    o = config.optimizer
-    classes = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}
-    if o.name not in classes:
-        raise ConfigError(f"optimizer.name: expected adam or nadam, got {o.name!r}")
-    betas = {k: v for k, v in (("beta_1", o.beta_1), ("beta_2", o.beta_2)) if v is not None}
-    overwrite = None
-    if o.use_ema and o.ema_reset == "epoch":
-        if not steps_per_epoch:
-            raise ConfigError("optimizer.ema_reset: epoch needs the run's steps per epoch")
-        overwrite = int(steps_per_epoch)
-    optimizer = classes[o.name](
-        learning_rate=_learning_rate(config, total_steps, learning_rate),
-        use_ema=o.use_ema,
-        ema_momentum=o.ema_momentum,
-        ema_overwrite_frequency=overwrite,
-        **betas,
-    )
-    if config.training.mixed_precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _default_loss(config: ExperimentConfig) -> Any:
-    """The voxel terms (``mae``, ``mse``, ``projection``) of the config's loss; None if it has
-    none (the generator trainer adds masked, perceptual and adversarial terms itself)."""
     from xprospect.losses import GENERATOR_TERMS, LOSS_TERMS, build_loss
 
     weights = dict(config.loss or {"mae": 1.0})
@@ -296,14 +185,10 @@ def _default_loss(config: ExperimentConfig) -> Any:
     return build_loss(plain) if plain else None
 
 
-def _mae_loss() -> Any:
-    from xprospect.losses import build_loss
-
-    return build_loss({"mae": 1.0})
-
-
-def _default_discriminator(config: ExperimentConfig) -> Any:
-    """The preset's discriminator (None for a generator-only preset or an injected model)."""
+def default_discriminator(config: ExperimentConfig) -> Any:
+    """The :class:`Trainer`'s default ``discriminator_fn``: the preset's discriminator
+    (:func:`xprospect.models.build_discriminator`; None for a generator-only preset or a preset
+    name that ``xprospect.models.PRESETS`` does not know)."""
     from xprospect.models import PRESETS, build_discriminator
 
     m = config.model
@@ -314,7 +199,9 @@ def _default_discriminator(config: ExperimentConfig) -> Any:
     )
 
 
-def _default_model(config: ExperimentConfig) -> Any:
+def default_model(config: ExperimentConfig) -> Any:
+    """The :class:`Trainer`'s default ``model_fn``: :func:`xprospect.models.build_model` with the
+    config's preset, size, views, geometry, spacing and overrides (``xprospect train``'s model)."""
     from xprospect.models import build_model
 
     m = config.model
@@ -354,47 +241,10 @@ def compile_model(
         metrics = [PSNR3D()]
     model.compile(
         optimizer=build_optimizer(config, total_steps),
-        loss=_default_loss(config) if loss is None else loss,
+        loss=default_loss(config) if loss is None else loss,
         metrics=list(metrics),
     )
     return model
-
-
-# === Per-example losses and metrics ===
-
-
-def _per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
-    """Wraps a loss so that it returns one value per example, shape (B,).
-
-    For a ``keras.losses.Loss`` this calls its ``call`` method, which returns the values before
-    Keras' batch reduction: the caller's object keeps its ``reduction``, and no copy is made
-    (copying a Keras loss goes through serialization, which custom losses may not support).
-    Element-wise values (B, D, H, W) are averaged over all but the batch axis.
-    """
-    import keras
-    import tensorflow as tf
-
-    if isinstance(loss, keras.losses.Loss):
-        dtype = loss.dtype or "float32"
-
-        def values_of(y_true: Any, y_pred: Any) -> Any:
-            return loss.call(tf.cast(y_true, dtype), tf.cast(y_pred, dtype))
-    else:
-        values_of = loss  # a plain function such as keras.losses.mean_absolute_error
-
-    def per_example(y_true: Any, y_pred: Any) -> Any:
-        values = tf.cast(values_of(y_true, tf.cast(y_pred, tf.float32)), tf.float32)
-        if values.shape.rank == 0:
-            raise ConfigError("the loss must return one value per example (or per voxel)")
-        return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-
-    return per_example
-
-
-def _psnr_fn() -> Callable[[np.ndarray, np.ndarray], float]:
-    from xprospect.metrics import psnr_3d
-
-    return lambda truth, pred: float(psnr_3d(truth, pred))
 
 
 # === Trainer ===
@@ -402,6 +252,11 @@ def _psnr_fn() -> Callable[[np.ndarray, np.ndarray], float]:
 
 class Trainer:
     """Runs one experiment (see the module docstring).
+
+    A subclass trains another kind of model in the same loop by setting :attr:`run_class` to a
+    :class:`~xprospect.training.loop.TrainingRun` subclass (as
+    :class:`xprospect.style.training.StyleTrainer` does) and overriding :meth:`_validate` and
+    :meth:`_resolve`.
 
     Args:
         config: The experiment (validated; preset defaults are filled in by :meth:`fit`).
@@ -415,7 +270,18 @@ class Trainer:
         step_hook: ``step_hook(step, logs)`` after each step (tests, notebooks); an exception
             raised there ends the run like a crash would.
         progress: Show a Keras progress bar (chief only).
+
+    Attributes:
+        model, optimizer, discriminator, d_optimizer: Those of the last :meth:`fit` (the
+            discriminator and its optimizer None without an adversarial term).
+        logic: The step logic of the last :meth:`fit`
+            (:class:`~xprospect.training.steps.StepLogic` or the run class's own).
+        strategy: The ``tf.distribute`` strategy of the last :meth:`fit`.
+        resolved: The config the last :meth:`fit` ran (preset and dataset defaults filled in).
     """
+
+    run_class: ClassVar[type[TrainingRun]] = TrainingRun
+    """The loop that :meth:`fit` runs; a subclass sets its own."""
 
     def __init__(
         self,
@@ -430,15 +296,16 @@ class Trainer:
         self._validate(config)
         self.config = config
         self._custom_model = model_fn is not None
-        self.model_fn: ModelFn = model_fn or _default_model
-        self.loss_fn: LossFn = loss_fn or _default_loss
-        self.discriminator_fn: ModelFn = discriminator_fn or _default_discriminator
+        self.model_fn: ModelFn = model_fn or default_model
+        self.loss_fn: LossFn = loss_fn or default_loss
+        self.discriminator_fn: ModelFn = discriminator_fn or default_discriminator
         self.discriminator: Any = None
         self.d_optimizer: Any = None
-        self.step_hook = step_hook
+        self.step_hook: StepHook | None = step_hook
         self.progress = progress
         self.model: Any = None
         self.optimizer: Any = None
+        self.logic: Any = None
         self.strategy: Any = None
         self.resolved: ExperimentConfig | None = None
 
@@ -470,7 +337,7 @@ class Trainer:
         # The policy must be set before the model is built; restored so callers are unaffected.
         keras.config.set_dtype_policy("float32" if precision == "none" else precision)
         try:
-            return self._run_class()(self, cfg).execute()
+            return self.run_class(self, cfg).execute()
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -480,11 +347,6 @@ class Trainer:
     def _resolve(self) -> Any:
         """The config with what the dataset and preset fill in."""
         return resolve_config(self.config, presets=not self._custom_model)
-
-    def _run_class(self) -> type:
-        from xprospect.training.loop import TrainingRun
-
-        return TrainingRun
 
 
 # === Entry points ===

@@ -17,6 +17,7 @@ from typing import Any
 
 from xprospect.config import ExperimentConfig, validate_config
 from xprospect.errors import ConfigError
+from xprospect.training.trainer import default_model
 from xprospect.tuning.config import TuneConfig
 from xprospect.tuning.space import SearchSpace
 
@@ -24,22 +25,6 @@ __all__ = ["OBJECTIVE", "copy_weights", "hypermodel_class", "make_hypermodel"]
 
 OBJECTIVE = "val_psnr_3d"
 """What every trial reports and the tuners maximise: the run's best validation PSNR-3D, dB."""
-
-
-def _model_from_config(config: ExperimentConfig) -> Any:
-    """The generator of a resolved experiment, built as the trainer's default model is (the
-    same ``build_model`` arguments), so a trial's warm-start and best weights fit it."""
-    from xprospect.models import build_model
-
-    m = config.model
-    return build_model(
-        m.preset,
-        size=int(m.size or 64),
-        views=tuple(config.data.views),
-        geometry=str(m.geometry or "x2ct"),
-        spacing_mm=m.spacing_mm,
-        **m.overrides,
-    )
 
 
 @functools.cache
@@ -95,7 +80,7 @@ def hypermodel_class() -> type:
             from xprospect.training import resolve_config
 
             cfg = resolve_config(self.trial_config(hp, "unused", self.steps_per_trial))
-            return _model_from_config(cfg)
+            return default_model(cfg)
 
         def fit(
             self,
@@ -130,7 +115,7 @@ def hypermodel_class() -> type:
             if model is not None or warm_start is not None:
 
                 def model_fn(config: ExperimentConfig) -> Any:
-                    built = model if model is not None else _model_from_config(config)
+                    built = model if model is not None else default_model(config)
                     if warm_start is not None:
                         built.load_weights(str(warm_start))
                     return built

@@ -1,0 +1,51 @@
+"""The ``manifest.json`` of a prepared dataset: reading it and counting its splits.
+
+``xprospect prepare`` (:mod:`xprospect.data.prepare`) writes the manifest beside the TFRecord
+shards; it holds the dataset's ``config`` (size, geometry, spacing, ...), its ``cases`` and its
+``shards`` (``{"train-00000": {"file": ..., "cases": n}, ...}``). This module needs no TensorFlow,
+so config resolution and split counting stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from xprospect.errors import MissingDataError
+
+__all__ = ["MANIFEST_NAME", "read_manifest", "split_cases"]
+
+MANIFEST_NAME = "manifest.json"
+"""The manifest's file name inside a dataset folder."""
+
+
+def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Reads ``manifest.json`` of a prepared dataset.
+
+    Raises:
+        MissingDataError: No manifest (not a dataset folder, or ``prepare`` never finished a shard).
+    """
+    path = Path(data_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise MissingDataError(
+            f"no {MANIFEST_NAME}: not a dataset made by 'xprospect prepare'", path
+        )
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
+
+
+def split_cases(manifest: Mapping[str, Any], split: str) -> int:
+    """The number of cases in one split, summed over its shards (``{split}-NNNNN``).
+
+    Args:
+        manifest: As :func:`read_manifest` returns it.
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        The case count; 0 when the dataset has no shard of that split.
+    """
+    shards = manifest.get("shards", {})
+    return sum(int(s.get("cases", 0)) for name, s in shards.items() if name.startswith(f"{split}-"))
