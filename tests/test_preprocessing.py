@@ -540,3 +540,34 @@ def test_module_imports_without_tensorflow():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_resize_images_area_averages_when_shrinking() -> None:
+    from xprospect.preprocessing import resize_images
+
+    x = np.random.default_rng(5).random((2, 64, 48)).astype(np.float32)
+    shrunk = resize_images(x, 32)
+    assert shrunk.shape == (2, 32, 32)
+    # An integer factor (2) is the block mean; area averaging keeps the mean and constants.
+    rows_only = resize_images(x[:, :, :32], 32)
+    np.testing.assert_allclose(rows_only, x[:, :, :32].reshape(2, 32, 2, 32).mean(2), rtol=1e-5)
+    np.testing.assert_allclose(shrunk.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(resize_images(np.full((1, 50, 70), 0.3), 32), 0.3, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "method"),
+    [((3, 40, 40), 16, "area"), ((3, 24, 24), 37, "bilinear"), ((2, 50, 35), (20, 30), "area")],
+)
+def test_resize_images_matches_tensorflow(shape, size, method) -> None:
+    """Independent reference: TensorFlow's area and bilinear (half-pixel centres) resizes."""
+    import tensorflow as tf
+
+    from xprospect.preprocessing import resize_images
+
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    dims = (size, size) if isinstance(size, int) else size
+    expected = tf.image.resize(x[..., None], dims, method=method).numpy()[..., 0]
+    np.testing.assert_allclose(resize_images(x, size), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(GeometryError):
+        resize_images(x[0], 8)

@@ -44,11 +44,13 @@ __all__ = [
     "ResizeImage",
     "Transform",
     "WindowHU",
+    "area_matrix",
     "body_mask",
     "clip_hu",
     "crop_or_pad",
     "crop_to_square",
     "ct_preprocessing",
+    "linear_matrix",
     "pad_to_square",
     "percentile_window",
     "radiograph_preprocessing",
@@ -57,6 +59,7 @@ __all__ = [
     "resize",
     "resize_array",
     "resize_image",
+    "resize_images",
     "resolve_hu_window",
     "unwindow_hu",
     "window_hu",
@@ -849,6 +852,69 @@ def crop_to_square(img: _ImgOrArray, center: Sequence[float] | None = None) -> _
 def _image_size(size: int | Sequence[int]) -> tuple[int, int]:
     dims = _check_shape(size, 2)
     return dims[0], dims[1]
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of area averaging: pixel overlaps, each row summing to 1."""
+    lo_in, hi_in = np.arange(n_in) / n_in, np.arange(1, n_in + 1) / n_in
+    lo_out, hi_out = np.arange(n_out) / n_out, np.arange(1, n_out + 1) / n_out
+    overlap = np.minimum(hi_out[:, None], hi_in[None, :]) - np.maximum(
+        lo_out[:, None], lo_in[None, :]
+    )
+    return np.clip(overlap, 0.0, None) * n_out
+
+
+def linear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of linear interpolation at ``(m + 0.5) * n_in / n_out - 0.5``,
+    with edge replication (the sampling rule of :func:`resize_array`, without its pre-filter)."""
+    x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1.0)
+    i0 = np.floor(x).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = x - i0
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), i0), 1.0 - frac)
+    np.add.at(weights, (np.arange(n_out), i1), frac)
+    return weights
+
+
+def resize_images(images: npt.ArrayLike, size: int | Sequence[int]) -> np.ndarray:
+    """Resizes a batch of radiographs ``(N, h, w)``: area averaging along an axis that shrinks,
+    linear interpolation along one that grows.
+
+    Area averaging is the anti-aliased shrink that equals a block mean for integer factors (no
+    high-frequency texture folds back as aliasing); growing needs no anti-aliasing. For a batch
+    that shrinks (grows) along both axes this is ``tf.image.resize`` with ``method="area"``
+    (``"bilinear"``), computed as two small matrix products. :func:`resize_image` is the
+    single-image, Gaussian-prefiltered resize that preprocessing uses.
+
+    Args:
+        images: ``(N, h, w)`` array.
+        size: Output side (square) or ``(rows, columns)``.
+
+    Returns:
+        float32 array ``(N, rows, columns)``.
+
+    Raises:
+        GeometryError: If ``images`` is not 3D, is empty, or ``size`` is not positive.
+    """
+    a = np.asarray(images, dtype=np.float32)
+    if a.ndim != 3 or min(a.shape, default=0) < 1:
+        raise GeometryError(f"expected a non-empty (N, h, w) batch of images, got shape {a.shape}")
+    rows_out, cols_out = _image_size(size)
+    _, h, w = a.shape
+    if (rows_out, cols_out) == (h, w):
+        return a
+
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        if n_out == n_in:
+            return np.eye(n_in, dtype=np.float32)
+        matrix = area_matrix(n_in, n_out) if n_out < n_in else linear_matrix(n_in, n_out)
+        return matrix.astype(np.float32)
+
+    out: np.ndarray = np.einsum(
+        "oh,nhw,pw->nop", weights(h, rows_out), a, weights(w, cols_out), optimize=True
+    )
+    return out.astype(np.float32)
 
 
 def resize_image(

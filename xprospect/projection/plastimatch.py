@@ -10,7 +10,7 @@ and scaled each image by its maximum. Plastimatch 1.9 spells ``-g`` as ``--sad``
         -O <prefix> -I <volume>.mha
 
 Facts about Plastimatch 1.9.4 this relies on (each checked against this package's renderer by
-``tests/test_projection.py``):
+``tests/projection/test_projection.py``):
 
 - The input is a MetaImage in DICOM LPS millimetres; ``-o`` is the isocentre in LPS.
 - The source sits at ``isocentre + sad * nrm``; ``vup`` points to the top row; image columns run

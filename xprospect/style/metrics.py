@@ -41,6 +41,7 @@ from scipy.special import xlogy
 from scipy.stats import binomtest, rankdata
 
 from xprospect.errors import ConfigError, GeometryError, InvalidValuesError
+from xprospect.preprocessing import resize_images
 from xprospect.viz import save_figure
 
 __all__ = [
@@ -91,30 +92,14 @@ def _check_unit_range(a: np.ndarray, name: str) -> None:
         )
 
 
-def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)`` weights of area averaging: pixel overlaps, each row summing to 1."""
-    lo_in, hi_in = np.arange(n_in) / n_in, np.arange(1, n_in + 1) / n_in
-    lo_out, hi_out = np.arange(n_out) / n_out, np.arange(1, n_out + 1) / n_out
-    overlap = np.minimum(hi_out[:, None], hi_in[None, :]) - np.maximum(
-        lo_out[:, None], lo_in[None, :]
-    )
-    return np.clip(overlap, 0.0, None) * n_out
-
-
-def _area_resize(images: np.ndarray, image_size: int) -> np.ndarray:
+def _shrink(images: np.ndarray, image_size: int) -> np.ndarray:
     """Shrinks every axis longer than ``image_size`` to it by area averaging; ``(N, h, w)``.
 
     Area averaging is the anti-aliased downsampling that equals a block mean for integer factors,
     so shrinking does not fold high-frequency texture back into the image as aliasing.
     """
     _, h, w = images.shape
-    h_out, w_out = min(h, image_size), min(w, image_size)
-    if (h_out, w_out) == (h, w):
-        return images
-    rows = _area_matrix(h, h_out).astype(np.float32)
-    cols = _area_matrix(w, w_out).astype(np.float32)
-    out: np.ndarray = np.einsum("oh,nhw,pw->nop", rows, images, cols, optimize=True)
-    return out.astype(np.float32)
+    return resize_images(images, (min(h, image_size), min(w, image_size)))
 
 
 # --- ROC AUC ---------------------------------------------------------------------------------
@@ -267,8 +252,8 @@ def classifier_two_sample_test(
             f"need epochs >= 1, batch_size >= 1, image_size >= 4; "
             f"got {epochs}, {batch_size}, {image_size}"
         )
-    xa = _area_resize(_as_images(a, "a"), image_size)
-    xb = _area_resize(_as_images(b, "b"), image_size)
+    xa = _shrink(_as_images(a, "a"), image_size)
+    xb = _shrink(_as_images(b, "b"), image_size)
     if xa.shape[1:] != xb.shape[1:]:
         raise GeometryError(
             f"a and b differ in image size after shrinking to {image_size}: "

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from xprospect.errors import ConfigError, MissingDataError
+from xprospect.preprocessing import resize_images
 from xprospect.style.config import StyleConfig
 from xprospect.training import Trainer, TrainResult
 from xprospect.training.loop import TrainingRun
@@ -73,19 +74,13 @@ class DomainImages:
 
 def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W) → (N, size, size) float32 in [0, 1], area averaging down and bilinear up
-    (anti-aliased); images already at ``size`` are only cast.
+    (:func:`xprospect.preprocessing.resize_images`); images already at ``size`` are only cast.
 
     The one resize of the style stage: training data (:func:`domain_a_images`) and
     :class:`xprospect.style.apply.StyleModel` both go through it, so a model sees images resized
     as in training.
     """
-    import tensorflow as tf
-
-    if images.shape[1:] == (size, size):
-        return images.astype(np.float32)
-    method = "bilinear" if images.shape[1] < size else "area"
-    out = tf.image.resize(images[..., None], (size, size), method=method, antialias=True)
-    return np.clip(out.numpy()[..., 0], 0.0, 1.0).astype(np.float32)
+    return np.clip(resize_images(images, size), 0.0, 1.0).astype(np.float32)
 
 
 def minmax_per_image(images: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_bad_arguments() -> None:
 
 
 def test_layers_do_not_use_tensorflow() -> None:
-    root = Path(__file__).resolve().parents[1] / "xprospect"
+    root = Path(__file__).resolve().parents[2] / "xprospect"
     paths = sorted((root / "models").rglob("*.py"))
     assert (
         root / "models" / "blocks.py" in paths

@@ -8,7 +8,6 @@ these tests never need the shared real X-rays.
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from faults import Crash, crash_at, subprocess_env
 from PIL import Image
 
 from xprospect.data.prepare import PrepareConfig, prepare_dataset
@@ -257,7 +257,6 @@ def test_run_writes_generators_logs_and_figures(trained: StyleTrainer) -> None:
 
 
 def test_interrupted_run_resumes_to_the_same_networks(domains, trained, tmp_path) -> None:
-    from test_train import Crash, crash_at
 
     ds, real = domains
     cfg = style_config(ds, real, tmp_path / "resumed")
@@ -307,7 +306,7 @@ def test_cyclegan_trains_under_mirrored_strategy(domains, tmp_path) -> None:
         text=True,
         check=False,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=subprocess_env(),
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from faults import subprocess_env
 
 from xprospect.cli.train import add_train_arguments, run_train
 from xprospect.config import (
@@ -85,18 +85,6 @@ def tiny_config(data_dir, output_dir, **overrides) -> ExperimentConfig:
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
-class Crash(Exception):
-    """Raised from a step hook to stop a run the way a crash would."""
-
-
-def crash_at(step: int):
-    def hook(s: int, logs) -> None:
-        if s == step:
-            raise Crash(f"simulated crash after step {s}")
-
-    return hook
-
-
 def weights_of(model: keras.Model) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
@@ -108,7 +96,7 @@ def _run_script(script: str, *args: str, env: dict[str, str] | None = None):
         text=True,
         check=False,
         timeout=400,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env=subprocess_env(**(env or {})),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -285,7 +273,7 @@ def test_training_modules_import_only_downward_and_no_private_names():
     """Every import (module- or function-level, TYPE_CHECKING included) goes down the layers."""
     import ast
 
-    root = TESTS.parent / "xprospect" / "training"
+    root = TESTS.parents[1] / "xprospect" / "training"
     rank = {m: i for i, group in enumerate(_TRAINING_LAYERS) for m in group}
     assert set(rank) == {p.stem for p in root.glob("*.py")}, "a new module needs a layer"
     wrong = []
@@ -320,7 +308,8 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
-from test_train import Crash, Trainer, crash_at, tiny_config, tiny_loss, tiny_model, weights_of
+from faults import Crash, crash_at
+from test_train import Trainer, tiny_config, tiny_loss, tiny_model, weights_of
 from xprospect.training.logs import read_metrics
 data, root = sys.argv[2], sys.argv[3]
 
@@ -361,7 +350,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import json
 import numpy as np
-from test_train import Crash, Trainer, crash_at, tiny_config, tiny_loss, tiny_model, weights_of
+from faults import Crash, crash_at
+from test_train import Trainer, tiny_config, tiny_loss, tiny_model, weights_of
 from xprospect.training.checkpoints import CheckpointStore
 data, root = sys.argv[2], sys.argv[3]
 over = {"training.strategy": "mirrored", "training.steps": 4}
@@ -402,7 +392,8 @@ _WORKER_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from test_train import Crash, Trainer, crash_at, tiny_config, tiny_loss, tiny_model, weights_of
+from faults import Crash, crash_at
+from test_train import Trainer, tiny_config, tiny_loss, tiny_model, weights_of
 data, out, stop, save_to = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cfg = tiny_config(data, out, **{"training.strategy": "multiworker", "training.steps": 4})
 hook = crash_at(stop) if stop else None
@@ -436,7 +427,7 @@ def _launch_workers(dataset: Path, out: Path, stop: int, save_to: str) -> list[s
     procs = []
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
+        env = subprocess_env(TF_CONFIG=tf_config)
         args = [str(TESTS), str(dataset), str(out), str(stop), save_to.format(i=i)]
         procs.append(
             subprocess.Popen(

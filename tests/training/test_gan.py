@@ -8,7 +8,6 @@ devices, deterministic ops) happen in subprocesses that import this module.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from faults import subprocess_env
 
 from xprospect.config import ExperimentConfig, config_from_dict
 from xprospect.data.prepare import PrepareConfig, prepare_dataset
@@ -107,7 +107,7 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=subprocess_env(),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -354,7 +354,7 @@ sys.path.insert(0, sys.argv[1])
 import keras
 import numpy as np
 from test_gan import gan_config
-from test_train import Crash, crash_at
+from faults import Crash, crash_at
 from xprospect.training import Trainer
 data, root = sys.argv[2], sys.argv[3]
 over = {"training.steps": 4, "training.deterministic": True, "training.grad_accum_steps": 2,

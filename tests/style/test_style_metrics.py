@@ -19,7 +19,6 @@ from scipy.stats import mannwhitneyu, wasserstein_distance
 from xprospect.errors import ConfigError, GeometryError, InvalidValuesError
 from xprospect.style.metrics import (
     C2STResult,
-    _area_resize,
     classifier_two_sample_test,
     histogram_distances,
     mean_periodogram,
@@ -173,17 +172,6 @@ def test_spectrum_distance_in_decades() -> None:
         spectrum_distance(a, blobs(2, 16, 0))
     with pytest.raises(ConfigError, match="too fine"):
         radial_power_spectrum(a, n_bins=100)
-
-
-def test_area_resize() -> None:
-    x = np.random.default_rng(5).random((2, 64, 48)).astype(np.float32)
-    shrunk = _area_resize(x, 32)
-    assert shrunk.shape == (2, 32, 32)
-    # An integer factor (2) is the block mean; area averaging keeps the mean and constants.
-    rows_only = _area_resize(x[:, :, :32], 32)
-    np.testing.assert_allclose(rows_only, x[:, :, :32].reshape(2, 32, 2, 32).mean(2), rtol=1e-5)
-    np.testing.assert_allclose(shrunk.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
-    np.testing.assert_allclose(_area_resize(np.full((1, 50, 70), 0.3), 32), 0.3, rtol=1e-6)
 
 
 # --- classifier two-sample test --------------------------------------------------------------
