@@ -117,7 +117,7 @@ def test_predict_and_evaluate_and_models_commands(dataset, run_dir, tmp_path, ca
             str(tmp_path / "x.nii.gz"),
         ]
     )
-    assert code == 2 and "--lateral" in capsys.readouterr().err
+    assert code == 5 and "--lateral" in capsys.readouterr().err  # a config error
     code = main(
         [
             "evaluate",

@@ -384,6 +384,6 @@ def test_tensor_proto_round_trips_like_tensorflow(dtype):
 def test_cli_missing_run_is_one_line_error(tmp_path, capsys):
     code = main(["export", str(tmp_path / "nope"), "--name", "x", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+    assert code == 6  # a model error: the run to export is missing
     assert len(err) == 1 and "nope" in err[0] and err[0].startswith("xprospect: error:")
     assert not (tmp_path / "x").exists()

@@ -1,8 +1,10 @@
 """Typed errors for everything a user can get wrong.
 
 Every error raised on bad input derives from :class:`XprospectError`, names the file (or folder) it
-concerns and says what is wrong in one line, so the CLI can print ``str(error)`` and exit with
-code 2.
+concerns and says what is wrong in one line, so the CLI can print ``str(error)`` and exit with the
+code of its category: input (4), config (5), model (6), output (7) or resource (8). Which class
+belongs to which category is :data:`xprospect.cli.common.ERROR_CATEGORIES`, documented in
+``docs/errors.md``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ __all__ = [
     "EmptyFileError",
     "GeometryError",
     "ImageFormatError",
+    "ImplausibleInputError",
     "InvalidValuesError",
+    "LockedError",
     "MissingDataError",
     "ModalityError",
+    "ModelError",
+    "OutputError",
     "OutputExistsError",
+    "ResourceLimitError",
     "UnsupportedFormatError",
+    "UntrustedModelError",
     "XprospectError",
 ]
 
@@ -81,3 +89,31 @@ class OutputExistsError(XprospectError):
 
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class ResourceLimitError(XprospectError):
+    """A header, file or config exceeds a limit (voxels, bytes, nesting depth) before anything is
+    allocated; the message names the limit and how to raise it."""
+
+
+class ImplausibleInputError(XprospectError):
+    """The input is valid but implausible for its role (one CT slice, a 1x1 X-ray, a lateral view
+    given as frontal); ``--force`` accepts it."""
+
+
+class ModelError(XprospectError):
+    """A model cannot be loaded: missing, corrupt, of a format or version xprospect cannot read."""
+
+
+class UntrustedModelError(XprospectError):
+    """A model file that is not trusted (not an xprospect export, or holding refused operations);
+    ``--trust-model`` overrides."""
+
+
+class LockedError(XprospectError):
+    """Another process holds the lock of a run folder or dataset; the message names its PID and
+    host."""
+
+
+class OutputError(XprospectError):
+    """The output cannot be written: disk full, permission denied, read-only file system."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from xprospect.constants import VIEWS
 from xprospect.data import load_dataset, read_manifest
+from xprospect.errors import MissingDataError
 from xprospect.inference import Predictor
 from xprospect.metrics import EvaluationMode
 from xprospect.utils import atomic_path
@@ -231,6 +232,8 @@ def evaluate_dataset(
             shown = preds.get("model", next(iter(preds.values())))
             case_id = str(case["case_id"])
             save_comparison_panel(truth, shown, out / "panels" / f"{case_id}.png", title=case_id)
+    if not result.rows:
+        raise MissingDataError(f"the '{split}' split holds no cases (empty shards?)", data_dir)
     result.summary = _summarise(result.rows)
     _write_reports(result, out, split, mode)
     return result

@@ -78,10 +78,11 @@ def _bad_inputs(tmp_path):
     }
 
 
-def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
+def test_bad_inputs_give_one_line_and_exit_4(capsys, tmp_path):
+    # Input errors exit 4 (docs/errors.md); before issue 15 every user error exited 2.
     for name, message in _bad_inputs(tmp_path).items():
         code, _, err = _run(capsys, "info", str(tmp_path / name))
-        assert code == 2, (name, err)
+        assert code == 4, (name, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1, (name, err)
         assert lines[0].startswith("xprospect: error: ") and message in lines[0], lines[0]
@@ -92,7 +93,7 @@ def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
 def test_debug_shows_traceback(capsys, tmp_path):
     (tmp_path / "empty.nii.gz").write_bytes(b"")
     code, _, err = _run(capsys, "--debug", "info", str(tmp_path / "empty.nii.gz"))
-    assert code == 2 and "Traceback" in err and "EmptyFileError" in err
+    assert code == 4 and "Traceback" in err and "EmptyFileError" in err
 
 
 @pytest.mark.realdata
@@ -124,15 +125,15 @@ def test_dicom_folder_errors_are_one_line(capsys, tmp_path, phantom):
     files = sorted(series.iterdir())
     files[len(files) // 2].unlink()  # a missing slice
     code, _, err = _run(capsys, "info", str(series))
-    assert code == 2 and err.count("\n") == 1 and "gap" in err and str(series) in err
+    assert code == 4 and err.count("\n") == 1 and "gap" in err and str(series) in err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "readme.txt").write_text("not dicom")
     code, _, err = _run(capsys, "info", str(tmp_path / "junk"))
-    assert code == 2 and err.count("\n") == 1 and "not DICOM" in err and "junk" in err
+    assert code == 4 and err.count("\n") == 1 and "not DICOM" in err and "junk" in err
     broken = tmp_path / "cut.dcm"
     broken.write_bytes(files[0].read_bytes()[:600])
     code, _, err = _run(capsys, "info", str(broken))
-    assert code == 2 and err.count("\n") == 1 and "cut.dcm" in err and "truncated" in err
+    assert code == 4 and err.count("\n") == 1 and "cut.dcm" in err and "truncated" in err
 
 
 def test_drr_command_writes_png_and_npy_in_display_layout(capsys, tmp_path, phantom):

@@ -108,7 +108,9 @@ def test_broken_input_is_listed_in_failures_json(tmp_path, capsys):
             str(out),
         ]
     )
-    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4  # an input error: the case that failed is named, all are in failures.json
+    assert err[-1].startswith("xprospect: error: 1 case(s) failed") and "broken.nii.gz" in err[-1]
     failures = json.loads((out / "failures.json").read_text())
     assert [f["case_id"] for f in failures] == ["broken"]
     assert "NaN or Inf" in failures[0]["error"] and "broken.nii.gz" in failures[0]["source"]

@@ -381,7 +381,7 @@ def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
     assert code == 0 and len(list((tmp_path / "pngs").glob("*_drr_style.png"))) == 1
     code = main(["style", "apply", "--model", str(run), "--output", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--data" in err[0]
+    assert code == 5 and len(err) == 1 and "--data" in err[0]  # a config error
 
 
 def test_predict_with_a_style_model(domains, trained, tmp_path) -> None:

@@ -395,7 +395,7 @@ def test_random_search_resumes_and_writes_a_trainable_best_config(
     assert sorted(p.name for p in project.glob("trial_*")) == ["trial_0", "trial_1"]
 
     # Resuming with another search is refused.
-    assert main(["tune", "--config", str(file), "--set", "tuner.steps_per_trial=9"]) == 2
+    assert main(["tune", "--config", str(file), "--set", "tuner.steps_per_trial=9"]) == 5
     assert "started with other settings (tuner.steps_per_trial)" in capsys.readouterr().err
 
 

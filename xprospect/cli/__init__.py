@@ -8,10 +8,13 @@ that take the parsed ``argparse.Namespace`` and return the exit code):
 ============================  =========================================================
 module                        commands
 ============================  =========================================================
-:mod:`xprospect.cli.main`     the top-level parser, logging, the error contract (exit 2
-                              for a user error, 1 otherwise, ``--debug`` tracebacks)
-:mod:`xprospect.cli.common`   shared pieces: exit codes, one-line errors, ``--set``
-                              shortcut flags
+:mod:`xprospect.cli.main`     the top-level parser, logging, the error contract (one
+                              line and the category's exit code; 1 and a traceback file
+                              for bugs; ``--debug`` tracebacks), TensorFlow's start-up
+                              lines kept off stderr unless ``--verbose``
+:mod:`xprospect.cli.common`   shared pieces: exit codes and error categories
+                              (``docs/errors.md``), one-line errors, typing the errors of
+                              loading models and configs, ``--set`` shortcut flags
 :mod:`xprospect.cli.data`     ``info``, ``drr``, ``prepare``
 :mod:`xprospect.cli.models`   ``models``
 :mod:`xprospect.cli.evaluate` ``evaluate``

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xprospect.cli.common import EXIT_USER_ERROR, Subparsers
+from xprospect.cli.common import EXIT_INPUT, Subparsers, print_error
 from xprospect.constants import DEFAULT_FOV_MM, VIEWS
 
 __all__ = ["add_parser", "run_drr", "run_info", "run_prepare"]
@@ -122,7 +122,8 @@ def run_drr(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Runs ``xprospect prepare``; exits with :data:`EXIT_USER_ERROR` when a case failed."""
+    """Runs ``xprospect prepare``; exits with :data:`~xprospect.cli.common.EXIT_INPUT` and one
+    error line naming the first failed input when a case failed (all are in ``failures.json``)."""
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
 
     cfg = PrepareConfig(
@@ -148,4 +149,11 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{len(result.failed)} failed (see failures.json) in {result.seconds:.1f} s "
         f"-> {result.output}"
     )
-    return 0 if not result.failed else EXIT_USER_ERROR
+    if not result.failed:
+        return 0
+    first = result.failed[0]["error"]
+    print_error(
+        f"{len(result.failed)} case(s) failed, listed in {Path(result.output) / 'failures.json'}; "
+        f"the first: {first}; fix or remove the input(s) and rerun"
+    )
+    return EXIT_INPUT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers
+from xprospect.cli.common import Subparsers, model_errors
 
 __all__ = ["add_parser", "run_evaluate"]
 
@@ -23,11 +23,15 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder."""
+    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder. The
+    dataset's manifest is read before the model is loaded."""
+    from xprospect.data.manifest import read_manifest
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
 
-    predictor = load_predictor(args.model)
+    read_manifest(args.data)
+    with model_errors(args.model):
+        predictor = load_predictor(args.model)
     out = Path(args.output or Path(args.model) / f"eval_{args.split}")
     result = evaluate_dataset(
         predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers
+from xprospect.cli.common import Subparsers, model_errors
 
 __all__ = ["add_parser", "run_export"]
 
@@ -31,14 +31,15 @@ def run_export(args: argparse.Namespace) -> int:
     """Runs ``xprospect export``; prints the version folder, sizes and the TF Serving config."""
     from xprospect.export import MODELS_CONFIG, SIGNATURES, export_model, read_model_card
 
-    dest = export_model(
-        args.run,
-        args.name,
-        version=args.version,
-        output_dir=args.output_dir,
-        warmup=not args.no_warmup,
-        serving_root=args.serving_root,
-    )
+    with model_errors(args.run, "export"):
+        dest = export_model(
+            args.run,
+            args.name,
+            version=args.version,
+            output_dir=args.output_dir,
+            warmup=not args.no_warmup,
+            serving_root=args.serving_root,
+        )
     card = read_model_card(dest)
     sizes = card["sizes"]
     print(

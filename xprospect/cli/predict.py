@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers
+from xprospect.cli.common import Subparsers, load_style_model_for, model_errors
 
 __all__ = ["add_parser", "run_predict"]
 
@@ -31,26 +31,29 @@ def add_parser(sub: Subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``xprospect predict``; a missing view or a style model for a view not given is a
-    :class:`~xprospect.errors.ConfigError`."""
+    :class:`~xprospect.errors.ConfigError`. The X-rays are read before the model is loaded (a
+    bad input fails in a moment); errors of loading a model are model errors (exit 6)."""
     from xprospect.errors import ConfigError
     from xprospect.inference import load_predictor
     from xprospect.io import read_radiograph, write_nifti
+    from xprospect.io.nifti import is_nifti_path
     from xprospect.viz import save_orthogonal_slices
 
-    predictor = load_predictor(args.model)
+    if not is_nifti_path(args.out):
+        raise ConfigError("--out must end in .nii or .nii.gz", args.out)
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
+    with model_errors(args.model):
+        predictor = load_predictor(args.model)
     missing = [v for v in predictor.views if v not in xrays]
     if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
     prepared = None
     if args.style_model:
-        from xprospect.style.apply import load_style_model
-
         prepared = {}
         for folder in args.style_model:
-            style = load_style_model(folder)
+            style = load_style_model_for(folder, "real2drr")
             if style.view not in xrays:
                 raise ConfigError(f"style model {folder} is for the {style.view} view, not given")
             prepared[style.view] = style.real_to_drr(xrays[style.view], predictor.size)

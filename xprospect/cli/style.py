@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import EXIT_USER_ERROR, Subparsers, overrides_with_shortcuts
+from xprospect.cli.common import (
+    EXIT_USAGE,
+    Subparsers,
+    config_errors,
+    load_style_model_for,
+    overrides_with_shortcuts,
+    print_error,
+)
 from xprospect.constants import VIEWS
 from xprospect.style.config import shipped_style_configs
 
@@ -20,7 +27,8 @@ def add_parser(sub: Subparsers) -> None:
     def print_style_help(args: argparse.Namespace) -> int:
         # ``xprospect style`` alone: like ``xprospect`` alone, the help and a usage error.
         style.print_help()
-        return EXIT_USER_ERROR
+        print_error("style: give a subcommand (train, apply or evaluate)")
+        return EXIT_USAGE
 
     style.set_defaults(handler=print_style_help)
 
@@ -76,7 +84,8 @@ def run_style_train(args: argparse.Namespace) -> int:
             ("training.output_dir", args.output_dir),
         ],
     )
-    cfg = load_style_config(args.config, overrides)
+    with config_errors(args.config):
+        cfg = load_style_config(args.config, overrides)
     result = train_style(cfg, progress=not args.no_progress)
     print(result.message)
     return 0 if result.ok else EXIT_DIVERGED
@@ -86,13 +95,14 @@ def run_style_apply(args: argparse.Namespace) -> int:
     """Runs ``xprospect style apply``: a stylized dataset (drr2real) or DRR-style PNGs of
     radiographs (real2drr)."""
     from xprospect.errors import ConfigError
-    from xprospect.style.apply import load_style_model, stylize_dataset
+    from xprospect.style.apply import stylize_dataset
 
     if args.direction == "drr2real":
         if not args.data:
             raise ConfigError("--direction drr2real stylizes a dataset: give --data DIR")
+        models = [load_style_model_for(folder, "drr2real") for folder in args.model]
         out = stylize_dataset(
-            args.data, args.model, args.output, direction="drr2real", progress=not args.no_progress
+            args.data, models, args.output, direction="drr2real", progress=not args.no_progress
         )
         print(f"wrote the stylized dataset {out}; train on it with --data {out}")
         return 0
@@ -103,7 +113,7 @@ def run_style_apply(args: argparse.Namespace) -> int:
         raise ConfigError("--direction real2drr translates radiographs: give --input FILE ...")
     if len(args.model) != 1:
         raise ConfigError("--direction real2drr takes one --model (the view of the inputs)")
-    model = load_style_model(args.model[0])
+    model = load_style_model_for(args.model[0], "real2drr")
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
@@ -118,8 +128,9 @@ def run_style_evaluate(args: argparse.Namespace) -> int:
     from xprospect.style.evaluate import evaluate_style
 
     out = args.output or str(Path(args.model) / f"style_eval_{args.split}")
+    model = load_style_model_for(args.model, "drr2real", "real2drr")
     result = evaluate_style(
-        args.model,
+        model,
         out,
         dataset_dir=args.data,
         split=args.split,

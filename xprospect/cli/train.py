@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from xprospect.cli.common import Subparsers, overrides_with_shortcuts, print_error
+from xprospect.cli.common import Subparsers, config_errors, overrides_with_shortcuts, print_error
 from xprospect.config import shipped_configs
 
 __all__ = ["add_parser", "add_train_arguments", "run_train"]
@@ -43,7 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
     loss.
 
     Configuration errors propagate as :class:`~xprospect.errors.ConfigError` (the CLI prints one
-    line and exits with 2).
+    line and exits with 5).
     """
     from xprospect.config import load_config
     from xprospect.training import EXIT_DIVERGED, Trainer
@@ -55,7 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
             ("training.output_dir", getattr(args, "output_dir", None)),
         ],
     )
-    cfg = load_config(args.config, overrides)
+    with config_errors(args.config):
+        cfg = load_config(args.config, overrides)
     result = Trainer(cfg, progress=not getattr(args, "no_progress", False)).fit()
     if not result.ok:
         print_error(result.message)

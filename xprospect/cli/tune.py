@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from xprospect.cli.common import Subparsers, overrides_with_shortcuts, print_error
+from xprospect.cli.common import Subparsers, config_errors, overrides_with_shortcuts, print_error
 from xprospect.tuning import shipped_tune_configs
 
 __all__ = ["add_parser", "run_tune"]
@@ -53,7 +53,8 @@ def run_tune(args: argparse.Namespace) -> int:
     overrides = overrides_with_shortcuts(
         args.overrides, [("experiment.data.dir", getattr(args, "data", None))]
     )
-    config = load_tune_config(args.config, overrides)
+    with config_errors(args.config):
+        config = load_tune_config(args.config, overrides)
     # Every trial builds new models, so TensorFlow's advice against retracing is noise here.
     logging.getLogger("tensorflow").addFilter(_NoRetracingNote())
     result = tune(config, progress=not getattr(args, "no_progress", False))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xprospect.errors import MissingDataError
+from xprospect.errors import ImageFormatError, MissingDataError
 
 __all__ = ["MANIFEST_NAME", "read_manifest", "split_cases"]
 
@@ -27,13 +27,19 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         MissingDataError: No manifest (not a dataset folder, or ``prepare`` never finished a shard).
+        ImageFormatError: The manifest is not a JSON object.
     """
     path = Path(data_dir) / MANIFEST_NAME
     if not path.exists():
         raise MissingDataError(
             f"no {MANIFEST_NAME}: not a dataset made by 'xprospect prepare'", path
         )
-    manifest: dict[str, Any] = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ImageFormatError(f"is not a valid manifest ({exc})", path) from None
+    if not isinstance(manifest, dict):
+        raise ImageFormatError(f"is not a valid manifest (a {type(manifest).__name__})", path)
     return manifest
 
 

@@ -251,13 +251,18 @@ def assign_splits(
 def _read_split_file(path: Path) -> dict[str, str]:
     if not path.exists():
         raise MissingDataError("split file does not exist", path)
-    if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ConfigError('split JSON must map ids to split names: {"id": "train"}', path)
-        return {str(k): str(v) for k, v in data.items()}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ConfigError('split JSON must map ids to split names: {"id": "train"}', path)
+            return {str(k): str(v) for k, v in data.items()}
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (ValueError, csv.Error) as exc:  # JSONDecodeError, UnicodeDecodeError, bad CSV
+        raise ConfigError(
+            f"not a readable split file ({type(exc).__name__}: {exc})", path
+        ) from None
     if not rows or not {"id", "split"} <= set(rows[0]):
         raise ConfigError("split CSV needs columns 'id' and 'split'", path)
     return {r["id"]: r["split"] for r in rows}
