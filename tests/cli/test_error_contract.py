@@ -104,6 +104,11 @@ def test_os_errors_are_typed_by_errno_and_name_the_users_path(tmp_path):
         raise RuntimeError  # the write fails: no temporary file stays
     assert not any(p.name.endswith(".tmp.nii.gz") for p in dest.parent.iterdir())
 
+    tagged = tmp_path / ".ct.nii.gz.p4242h0123abcd.k2j4_x9a.tmp.nii.gz"  # with writer PID, host
+    assert user_path(f"{tagged}: No space left") == f"{tmp_path / 'ct.nii.gz'}: No space left"
+    assert user_path(str(tmp_path / ".ds.abcd1234.tmp" / "train.tfrecord")) == str(
+        tmp_path / "ds" / "train.tfrecord"
+    )
     missing = FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "in.png"))
     assert describe_failure(missing) == (
         EXIT_INPUT,
@@ -121,6 +126,8 @@ def test_os_errors_are_typed_by_errno_and_name_the_users_path(tmp_path):
 def test_memory_interrupts_and_tensorflow_errors():
     assert describe_failure(MemoryError())[0] == EXIT_RESOURCE
     assert describe_failure(KeyboardInterrupt()) == (EXIT_INTERRUPTED, "interrupted")
+    stopped = KeyboardInterrupt("SIGTERM: saved runs/a/checkpoints/step-12")
+    assert describe_failure(stopped)[1] == "interrupted: SIGTERM: saved runs/a/checkpoints/step-12"
 
     def tf_error(name: str, message: str) -> Exception:
         cls = type(name, (Exception,), {"__module__": "tensorflow.python.framework.errors_impl"})

@@ -108,7 +108,8 @@ def test_broken_input_is_listed_in_failures_json(tmp_path, capsys):
             str(out),
         ]
     )
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert code == 4  # an input error: the case that failed is named, all are in failures.json
     assert err[-1].startswith("xprospect: error: 1 case(s) failed") and "broken.nii.gz" in err[-1]
     failures = json.loads((out / "failures.json").read_text())
@@ -116,7 +117,7 @@ def test_broken_input_is_listed_in_failures_json(tmp_path, capsys):
     assert "NaN or Inf" in failures[0]["error"] and "broken.nii.gz" in failures[0]["source"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["cases"]) == ["phantom-00000", "phantom-00001"]
-    assert "1 failed" in capsys.readouterr().out
+    assert "1 failed" in captured.out
 
 
 def test_existing_dataset_is_never_overwritten_without_flag(tmp_path):

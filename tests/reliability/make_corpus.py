@@ -23,7 +23,9 @@ import gzip
 import io
 import json
 import shutil
+import socket
 import struct
+import subprocess
 import sys
 import zipfile
 import zlib
@@ -620,6 +622,55 @@ def _replace(name: str, data: bytes | str) -> Callable[[Path, np.random.Generato
         _write(ds / name, data)
 
     return edit
+
+
+# --- Locks ----------------------------------------------------------------------------------
+
+_HELD: list[subprocess.Popen[str]] = []
+"""Processes holding a lock for the case that runs now (:func:`release_locks` ends them)."""
+
+_HOLD = (
+    "import fcntl, sys, time\n"
+    "f = open(sys.argv[1], 'a')\n"
+    "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def _locked(sub: str) -> Make:
+    """``{case}/sub`` locked by another process as ``xprospect.utils.folder_lock`` locks a run
+    folder or dataset (``flock`` on ``.xprospect.lock``, the holder in ``.xprospect.lock.json``)."""
+
+    def make(folder: Path, rng: np.random.Generator, shared: Shared) -> None:
+        target = folder / sub
+        target.mkdir(parents=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(target / ".xprospect.lock")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        _HELD.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        holder = {
+            "pid": proc.pid,
+            "host": socket.gethostname(),
+            "since": "2026-12-03T07:00:00+0000",
+            "command": "xprospect prepare (the corpus's lock holder)",
+        }
+        _write(target / ".xprospect.lock.json", json.dumps(holder) + "\n")
+
+    return make
+
+
+def release_locks() -> None:
+    """Ends the processes that hold a case's locks."""
+    while _HELD:
+        proc = _HELD.pop()
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # --- Models ---------------------------------------------------------------------------------
@@ -2699,6 +2750,16 @@ def _output_cases() -> None:
         "file|exists|folder|cannot write",
         "{out}/run",
         unchanged=("{out}/run",),
+    )
+    _add(
+        "output/prepare-locked-by-another-process",
+        _prepare(out="{out}/ds", extra=("--phantoms", "1")),
+        _locked("out/ds"),
+        "output",
+        "in use|lock",
+        "{out}/ds",
+        needs="r2",
+        unchanged=("{out}/ds/.xprospect.lock.json",),
     )
 
 

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from make_corpus import HELPERS, Case, Shared, build_cases, rng_for
+from make_corpus import HELPERS, Case, Shared, build_cases, release_locks, rng_for
 
 from xprospect.cli import main
 
@@ -98,9 +98,11 @@ def test_case(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
+    request.addfinalizer(release_locks)  # a case's lock holder ends with the case
     if case.make is not None:
         case.make(folder, rng_for(case.name), corpus_shared)
     argv = [_fill(a, folder, corpus_shared) for a in case.argv]

@@ -185,9 +185,11 @@ class Subparsers(Protocol):
         ...
 
 
-_TEMP_NAME = re.compile(r"(?<![^/\\])\.([^/\\]+?)\.[a-z0-9_]{8}\.(?:tmp|old)(?:\.[A-Za-z0-9.]+)?")
+_TEMP_NAME = re.compile(
+    r"(?<![^/\\])\.([^/\\]+?)(?:\.p\d+h[0-9a-f]{8})?\.[a-z0-9_]{8}\.(?:tmp|old)(?:\.[A-Za-z0-9.]+)?"
+)
 """A temporary name of :func:`xprospect.utils.atomic_path` / ``atomic_dir``
-(``.NAME.XXXXXXXX.tmp[.SUFFIX]`` beside ``NAME``), as a component of a path."""
+(``.NAME[.pPIDhHOST].XXXXXXXX.tmp[.SUFFIX]`` beside ``NAME``), as a component of a path."""
 
 
 def user_path(text: str) -> str:
@@ -291,7 +293,9 @@ def describe_failure(exc: BaseException) -> tuple[int, str | None]:
     writes the traceback file).
     """
     if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "interrupted"
+        # Ctrl-C, or a signal that stopped a run after it saved its state (the text says where).
+        said = one_line(exc)
+        return EXIT_INTERRUPTED, f"interrupted: {said}" if said else "interrupted"
     if isinstance(exc, MemoryError):
         return EXIT_RESOURCE, (
             f"out of memory ({one_line(exc) or 'MemoryError'}); use a smaller input or --size, "

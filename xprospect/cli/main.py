@@ -115,7 +115,7 @@ def _fail(exc: BaseException, *, debug: bool, argv: Sequence[str]) -> int:
     if debug:
         traceback.print_exception(exc)
     if code == EXIT_INTERRUPTED:
-        print("xprospect: interrupted", file=sys.stderr)
+        print(f"xprospect: {message}", file=sys.stderr)
     elif code != EXIT_INTERNAL_ERROR:
         print_error(message)
     else:
