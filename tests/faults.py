@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 TESTS_ROOT = Path(__file__).resolve().parent
@@ -27,3 +29,28 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     ``PYTHONPATH`` so that shared helpers (this module, ``keras_contract``) import there too."""
     path = os.pathsep.join(p for p in (str(TESTS_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path, **extra}
+
+
+def run_script(
+    script: str, folder: Path, *args: str, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` in a fresh interpreter and checks that it succeeded.
+
+    Args:
+        script: Python source; ``sys.argv[1]`` is ``folder`` (the calling test's folder, so the
+            script can import that test module), then ``args``.
+        folder: The calling test's folder.
+        *args: More command-line arguments.
+        timeout: Seconds before the run counts as hung.
+        **env: Extra environment variables (e.g. ``TF_CONFIG``).
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(folder), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=subprocess_env(**env),
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
