@@ -33,6 +33,7 @@ import numpy as np
 from xprospect.data.manifest import MANIFEST_NAME, read_manifest
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
 from xprospect.image import Radiograph
+from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
 from xprospect.utils import progress_bar
 
 __all__ = ["StyleModel", "load_style_model", "stylize_dataset"]
@@ -114,7 +115,7 @@ class StyleModel:
         """A real radiograph preprocessed as in training: ``(size, size)`` float32 in [0, 1]."""
         from xprospect.style.radiographs import preprocess_real_xray
 
-        low, high = self.meta.get("percentiles", [0.5, 99.5])
+        low, high = self.meta.get("percentiles", list(XRAY_WINDOW_PERCENTILES))
         return preprocess_real_xray(
             image,
             self.size,
