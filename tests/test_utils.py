@@ -214,3 +214,21 @@ def test_output_error_reads_errno_and_the_text_of_tensorflow_errors(tmp_path):
     with pytest.raises(ValueError, match="bad shape"), atomic_path(dest) as tmp:
         tmp.write_text("x")
         raise ValueError("bad shape")
+
+
+def test_a_refused_write_names_the_users_path_never_the_temporary_file(tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(*args, **kwargs):
+        name = os.path.join(kwargs.get("dir", "."), ".out.nii.gz.k3j2.tmp.nii.gz")
+        raise PermissionError(errno.EACCES, "Permission denied", name)
+
+    dest = tmp_path / "out.nii.gz"
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(OutputError) as exc, atomic_path(dest):
+        pass
+    assert str(exc.value) == f"{dest}: cannot write: permission denied; nothing was written"
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(OutputError, match="permission denied") as exc, atomic_dir(dest):
+        pass
+    assert ".tmp" not in str(exc.value) and list(tmp_path.iterdir()) == []

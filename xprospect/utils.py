@@ -117,7 +117,8 @@ def _check_parents(path: Path) -> None:
         if os.path.lexists(parent):
             if not parent.is_dir():
                 raise OutputError(f"cannot write: {parent} is a file, not a folder", path)
-            if not os.access(parent, os.W_OK | os.X_OK):
+            effective = os.access in os.supports_effective_ids
+            if not os.access(parent, os.W_OK | os.X_OK, effective_ids=effective):
                 raise OutputError(f"cannot write: permission denied in {parent}", path)
             return
 
@@ -148,6 +149,14 @@ def check_output(
             whatever ``overwrite`` says, or a parent is a file or not writable.
     """
     p = Path(path)
+    try:
+        _check(p, overwrite, folder)
+    except OSError as exc:  # e.g. a folder we may not list
+        raise _failed(exc, p, "nothing was written") from exc
+    return p
+
+
+def _check(p: Path, overwrite: bool, folder: bool) -> None:
     link = p.is_symlink()
     if folder:
         if p.exists() and not p.is_dir():
@@ -172,7 +181,6 @@ def check_output(
         if not overwrite and p.exists():
             raise OutputExistsError(_EXISTS, p)
     _check_parents(p)
-    return p
 
 
 # === Atomic writes ===

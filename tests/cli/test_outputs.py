@@ -110,6 +110,13 @@ def test_predict_refuses_an_existing_output_before_loading_the_model(capsys, tmp
     _refused(code, err, out)
     assert "pass --overwrite to replace it" in err and "no_such_model" not in err
     assert _snapshot(tmp_path) == before
+    new = tmp_path / "new.nii.gz"
+    code, _, err = _run(
+        capsys, "predict", "--model", missing_model, "--frontal", xrays[0], "--out", new,
+        "--dicom-out", new,
+    )  # fmt: skip
+    _refused(code, err, new, "--dicom-out must be a folder of its own")
+    assert _snapshot(tmp_path) == before
 
 
 def test_predict_side_files_count_as_outputs(capsys, tmp_path, xrays, run_dir):

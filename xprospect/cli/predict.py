@@ -58,7 +58,9 @@ def run_predict(args: argparse.Namespace) -> int:
     out = check_output(args.out, args.overwrite)
     preview = check_output(preview_path(out), args.overwrite)
     if args.dicom_out:
-        check_output(args.dicom_out, args.overwrite, folder=True)
+        dicom = check_output(args.dicom_out, args.overwrite, folder=True)
+        if dicom.absolute() in (out.absolute(), preview.absolute()):
+            raise ConfigError("--dicom-out must be a folder of its own, not --out", dicom)
     predictor = load_predictor(args.model)
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
