@@ -19,6 +19,7 @@ __all__ = [
     "InvalidValuesError",
     "MissingDataError",
     "ModalityError",
+    "OutputError",
     "OutputExistsError",
     "UnsupportedFormatError",
     "XprospectError",
@@ -77,6 +78,10 @@ class GeometryError(XprospectError):
 
 class OutputExistsError(XprospectError):
     """Writing would overwrite something the user made; pass ``overwrite=True`` to allow it."""
+
+
+class OutputError(XprospectError):
+    """An output cannot be written: disk full, permission denied, read-only file system."""
 
 
 class ConfigError(XprospectError):

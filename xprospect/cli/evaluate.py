@@ -16,21 +16,39 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
     p.add_argument("--data", required=True, help="dataset folder made by 'xprospect prepare'")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--output", help="report folder (default RUN/eval_SPLIT)")
+    p.add_argument(
+        "--output", help="report folder (default RUN/eval_SPLIT, or beside a model file)"
+    )
     p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
     p.add_argument("--max-cases", type=int, help="stop after N cases")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a report folder that is not empty"
+    )
     p.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder."""
+    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder.
+
+    The report folder (default ``RUN/eval_SPLIT``, beside a model file) must be new or empty,
+    checked before the model is loaded, unless ``--overwrite``.
+    """
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
+    from xprospect.utils import check_output
 
+    model = Path(args.model)
+    default = (model if model.is_dir() else model.parent) / f"eval_{args.split}"
+    out = check_output(args.output or default, args.overwrite, folder=True)
     predictor = load_predictor(args.model)
-    out = Path(args.output or Path(args.model) / f"eval_{args.split}")
     result = evaluate_dataset(
-        predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases
+        predictor,
+        args.data,
+        out,
+        split=args.split,
+        mode=args.mode,
+        max_cases=args.max_cases,
+        overwrite=args.overwrite,
     )
     print(summary_markdown(result.summary, title=f"{args.split} split ({args.mode} metrics)"))
     print(f"per-case CSV, summary.json, summary.md and panels in {out}")
