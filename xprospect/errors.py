@@ -21,6 +21,7 @@ __all__ = [
     "ModalityError",
     "OutputExistsError",
     "UnsupportedFormatError",
+    "UntrustedModelError",
     "XprospectError",
 ]
 
@@ -81,3 +82,7 @@ class OutputExistsError(XprospectError):
 
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class UntrustedModelError(XprospectError):
+    """A model file that is not trusted; ``--trust-model`` (``trust=True``) overrides."""

@@ -19,6 +19,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--output", help="report folder (default RUN/eval_SPLIT)")
     p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
     p.add_argument("--max-cases", type=int, help="stop after N cases")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
     p.set_defaults(handler=run_evaluate)
 
 
@@ -27,7 +34,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
 
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, trust=args.trust_model)
     out = Path(args.output or Path(args.model) / f"eval_{args.split}")
     result = evaluate_dataset(
         predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases

@@ -20,6 +20,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
     p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
+    p.add_argument(
         "--style-model",
         action="append",
         default=[],
@@ -37,7 +44,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from xprospect.io import read_radiograph, write_nifti
     from xprospect.viz import save_orthogonal_slices
 
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, trust=args.trust_model)
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
