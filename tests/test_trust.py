@@ -163,6 +163,28 @@ def test_the_demo_export_and_every_export_of_the_package_are_accepted(exports, t
     check_saved_model(export_model(run, "fromrun", output_dir=tmp_path / "out"))
 
 
+# Small constructor arguments of the other families (as tests/models/ builds them).
+FAMILY_PRESETS = {
+    "X2CT-CNN+B": {"stem_filters": 4, "growth_rate": 2, "block_layers": (1, 1, 1),
+                   "bottleneck": 2, "grid_filters": 4, "decoder_filters": 2},
+    "CVAA-GAN": {"base_filters": 2, "max_filters": 4, "growth_rate": 2, "dense_layers": 2},
+    "DuoLift-CNN": {"encoder_filters": 4, "encoder_blocks": (1, 1), "base_filters": 2,
+                    "unetpp_filters": 2, "unet_filters": 2, "max_filters": 8},
+    "S-XR2CT": {"base_filters": 2, "base_filters_2d": 4, "max_filters": 8, "depths": (1, 1, 1),
+                "num_heads": 2, "attention_blocks": 1, "dtype": "mixed_bfloat16"},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", sorted(FAMILY_PRESETS))
+def test_exports_of_every_model_family_are_accepted(preset, tmp_path):
+    from xprospect.models import build_model
+
+    model = build_model(preset, size=SIZE, **FAMILY_PRESETS[preset])
+    folder = export_model(model, "m", version=1, output_dir=tmp_path, warmup=False)
+    assert check_saved_model(folder)["views"] == [v for v in VIEWS if v in model.input]
+
+
 def test_allow_list_covers_what_the_exports_contain_and_nothing_dangerous(exports):
     for folder in (DEMO, *exports.values()):
         (ops,) = graph_ops(folder)
