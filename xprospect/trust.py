@@ -598,7 +598,8 @@ def verify_saved_model(path: str | os.PathLike[str], *, trust: bool = False) -> 
     except UntrustedModelError as exc:
         if not trust:
             raise
-        _warn(f"{path}: loading an unverified SavedModel (trusted): {exc.message.split(';')[0]}")
+        reason = exc.message.split(";")[0].removeprefix("refused: ")
+        _warn(f"{path}: loading an unverified SavedModel (--trust-model): {reason}")
     try:
         card = _read_card(Path(path))
     except UntrustedModelError:
@@ -630,8 +631,8 @@ def load_keras_model(
 
     if trust:
         _warn(
-            f"{path}: loading with Keras safe mode off (trusted): a Lambda layer or custom "
-            "object in it runs as Python code"
+            f"{path}: loading with Keras safe mode off (--trust-model): a Lambda layer or "
+            "custom object in it runs as Python code"
         )
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=not trust)
