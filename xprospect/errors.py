@@ -22,6 +22,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "UnsupportedFormatError",
+    "UntrustedModelError",
     "XprospectError",
 ]
 
@@ -86,3 +87,7 @@ class OutputError(XprospectError):
 
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class UntrustedModelError(XprospectError):
+    """A model file that is not trusted; ``--trust-model`` (``trust=True``) overrides."""

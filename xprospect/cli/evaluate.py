@@ -24,6 +24,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="write into a report folder that is not empty"
     )
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
     p.set_defaults(handler=run_evaluate)
 
 
@@ -40,7 +47,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = Path(args.model)
     default = (model if model.is_dir() else model.parent) / f"eval_{args.split}"
     out = check_output(args.output or default, args.overwrite, folder=True)
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, trust=args.trust_model)
     result = evaluate_dataset(
         predictor,
         args.data,

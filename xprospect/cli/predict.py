@@ -29,6 +29,13 @@ def add_parser(sub: Subparsers) -> None:
         help="replace existing outputs (the NIfTI file, its preview PNG, the DICOM folder)",
     )
     p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
+    p.add_argument(
         "--style-model",
         action="append",
         default=[],
@@ -61,7 +68,7 @@ def run_predict(args: argparse.Namespace) -> int:
         dicom = check_output(args.dicom_out, args.overwrite, folder=True)
         if dicom.absolute() in (out.absolute(), preview.absolute()):
             raise ConfigError("--dicom-out must be a folder of its own, not --out", dicom)
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, trust=args.trust_model)
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
