@@ -23,7 +23,11 @@ import numpy as np
 from xprospect.constants import VIEWS
 from xprospect.utils import atomic_path
 
-__all__ = ["DemoSettings", "run_demo"]
+__all__ = ["OUTPUT_NAMES", "DemoSettings", "run_demo"]
+
+OUTPUT_NAMES = frozenset({"data", "run", "eval", "real_ct_panel.png", "report.md"})
+"""What :func:`run_demo` writes in its output folder (a folder holding only these is a demo's,
+which a rerun continues)."""
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,21 @@ class OutputExistsError(XprospectError):
     """Writing would overwrite something the user made; pass ``overwrite=True`` to allow it."""
 
 
+class OutputError(XprospectError):
+    """An output cannot be written: disk full, permission denied, read-only file system."""
+
+
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class UntrustedModelError(XprospectError):
+    """A model file that is not trusted (not an xprospect export, or holding refused operations);
+    ``--trust-model`` (``trust=True``) overrides."""
+
+
+class ModelError(XprospectError):
+    """A model cannot be loaded: missing, corrupt, of a format or version xprospect cannot read."""
 
 
 class ResourceLimitError(XprospectError):
@@ -101,19 +114,6 @@ class ImplausibleInputError(XprospectError):
     given as frontal); ``--force`` accepts it."""
 
 
-class ModelError(XprospectError):
-    """A model cannot be loaded: missing, corrupt, of a format or version xprospect cannot read."""
-
-
-class UntrustedModelError(XprospectError):
-    """A model file that is not trusted (not an xprospect export, or holding refused operations);
-    ``--trust-model`` overrides."""
-
-
 class LockedError(XprospectError):
     """Another process holds the lock of a run folder or dataset; the message names its PID and
     host."""
-
-
-class OutputError(XprospectError):
-    """The output cannot be written: disk full, permission denied, read-only file system."""

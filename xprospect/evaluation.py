@@ -31,7 +31,7 @@ from xprospect.data import load_dataset, read_manifest
 from xprospect.errors import MissingDataError
 from xprospect.inference import Predictor
 from xprospect.metrics import EvaluationMode
-from xprospect.utils import atomic_path
+from xprospect.utils import atomic_path, check_output
 
 __all__ = [
     "BackProjectionBaseline",
@@ -191,8 +191,12 @@ def evaluate_dataset(
     mode: EvaluationMode = "xprospect",
     panels: int = 3,
     max_cases: int | None = None,
+    overwrite: bool = True,
 ) -> EvaluationResult:
     """Scores a model (and the baselines) on one split and writes the report files.
+
+    Every file is written atomically; a full disk is an :class:`~xprospect.errors.OutputError`
+    naming the file, which is left as it was.
 
     Args:
         predictor: The model to score (None to score the baselines alone).
@@ -203,11 +207,16 @@ def evaluate_dataset(
         mode: ``"xprospect"`` or ``"x2ct_compatible"`` metric definitions.
         panels: Number of cases to draw truth | prediction | error panels for.
         max_cases: Stop after this many cases.
+        overwrite: If False, ``output_dir`` must be new or empty (checked first) and no report
+            file is ever replaced.
 
     Returns:
         The per-case rows and the summary.
+
+    Raises:
+        OutputExistsError: ``overwrite`` is False and ``output_dir`` holds files.
     """
-    out = Path(output_dir)
+    out = check_output(output_dir, overwrite, folder=True)
     out.mkdir(parents=True, exist_ok=True)
     hu_window = predictor.hu_window if predictor is not None else (-1000.0, 1000.0)
     views = predictor.views if predictor is not None else VIEWS
@@ -231,11 +240,13 @@ def evaluate_dataset(
         if i < panels:
             shown = preds.get("model", next(iter(preds.values())))
             case_id = str(case["case_id"])
-            save_comparison_panel(truth, shown, out / "panels" / f"{case_id}.png", title=case_id)
+            save_comparison_panel(
+                truth, shown, out / "panels" / f"{case_id}.png", title=case_id, overwrite=overwrite
+            )
     if not result.rows:
         raise MissingDataError(f"the '{split}' split holds no cases (empty shards?)", data_dir)
     result.summary = _summarise(result.rows)
-    _write_reports(result, out, split, mode)
+    _write_reports(result, out, split, mode, overwrite)
     return result
 
 
@@ -256,19 +267,24 @@ def _summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[st
     return summary
 
 
-def _write_reports(result: EvaluationResult, out: Path, split: str, mode: str) -> None:
+def _write_reports(
+    result: EvaluationResult, out: Path, split: str, mode: str, overwrite: bool
+) -> None:
     if not result.rows:
         return
     fields = list(result.rows[0])
-    with atomic_path(out / "per_case.csv") as tmp, tmp.open("w", newline="") as f:
+    with (
+        atomic_path(out / "per_case.csv", overwrite=overwrite) as tmp,
+        tmp.open("w", newline="") as f,
+    ):
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(result.rows)
-    with atomic_path(out / "summary.json") as tmp:
+    with atomic_path(out / "summary.json", overwrite=overwrite) as tmp:
         tmp.write_text(
             json.dumps({"split": split, "mode": mode, "summary": result.summary}, indent=2) + "\n"
         )
-    with atomic_path(out / "summary.md") as tmp:
+    with atomic_path(out / "summary.md", overwrite=overwrite) as tmp:
         tmp.write_text(summary_markdown(result.summary, title=f"{split} split ({mode} metrics)"))
 
 
@@ -289,9 +305,15 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Mapping[str, float]]], t
 
 
 def save_comparison_panel(
-    truth: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], *, title: str = ""
+    truth: np.ndarray,
+    pred: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    overwrite: bool = True,
 ) -> Path:
-    """Truth | prediction | |error| through the centre, axial / coronal / sagittal rows ([0, 1])."""
+    """Truth | prediction | |error| through the centre, axial / coronal / sagittal rows ([0, 1]);
+    with ``overwrite=False`` an existing file at ``path`` is refused."""
     from matplotlib.figure import Figure
 
     from xprospect.viz import save_figure
@@ -318,4 +340,4 @@ def save_comparison_panel(
                 fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    return save_figure(fig, path, overwrite=overwrite)

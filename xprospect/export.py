@@ -56,6 +56,7 @@ import numpy as np
 
 from xprospect.constants import DEFAULT_FOV_MM, VIEW_SETS, VIEWS
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
+from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
 
 __all__ = [
     "HU_OUTPUT_KEY",
@@ -82,8 +83,7 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 """Where TF Serving looks for warmup requests inside a version folder."""
 MODEL_CARD = "model_card.json"
 MODELS_CONFIG = "models.config"
-LOW_PERCENTILE = 0.5
-HIGH_PERCENTILE = 99.5
+LOW_PERCENTILE, HIGH_PERCENTILE = XRAY_WINDOW_PERCENTILES
 # scipy.ndimage.gaussian_filter1d's default truncation, as xprospect.preprocessing uses it.
 _GAUSS_TRUNCATE = 4.0
 

@@ -149,22 +149,32 @@ def volume_from_output(
     return Volume.from_spacing(hu, fov_mm / cube.shape[0], source="xprospect prediction")
 
 
-def load_predictor(path: str | os.PathLike[str]) -> Predictor:
+def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Predictor:
     """Loads a trained model from a run folder, a ``.keras`` file or a SavedModel folder.
 
     A run folder (written by ``xprospect train``) holds ``model.keras`` and ``config.yaml``; its
     config gives the views, size and HU window. A bare ``.keras`` file is read for its input
-    names and shapes, with the default HU window (the XprospeCT window, [-1000, 1000]).
+    names and shapes, with the default HU window (the XprospeCT window, [-1000, 1000]). A
+    SavedModel folder (``xprospect export``) gives them in its model card.
+
+    A model is a program, so only what can be trusted is loaded (:mod:`xprospect.trust`):
+    ``.keras`` files in Keras's safe mode, and SavedModels that are xprospect exports whose graphs
+    contain only allowed ops, checked before anything is loaded.
+
+    Args:
+        path: Run folder, ``.keras`` file or SavedModel version folder.
+        trust: Load a model that fails the checks (a warning says so); for ``.keras`` files,
+            with safe mode off. Only for models from a source you trust.
 
     Raises:
         MissingDataError: Nothing loadable at the path.
+        UntrustedModelError: The model cannot be verified and ``trust`` is False.
     """
-    import keras
+    from xprospect.trust import load_keras_model
 
     p = Path(path)
     if not p.exists():
         raise MissingDataError("no model here", p)
-    register_custom_objects()
     meta: dict[str, Any] = {}
     hu_window: tuple[float, float] = (-1000.0, 1000.0)
     if p.is_dir() and (p / "model.keras").exists():
@@ -178,12 +188,13 @@ def load_predictor(path: str | os.PathLike[str]) -> Predictor:
     elif p.suffix == ".keras":
         model_path = p
     elif p.is_dir() and (p / "saved_model.pb").exists():
-        return _saved_model_predictor(p)
+        return _saved_model_predictor(p, trust=trust)
     else:
         raise MissingDataError(
             "expected a run folder with model.keras, a .keras file or a SavedModel folder", p
         )
-    model = keras.saving.load_model(model_path)
+    register_custom_objects()
+    model = load_keras_model(model_path, trust=trust)
     names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
     views = tuple(v for v in VIEWS if v in names) or ("frontal",)
     size = int(model.inputs[0].shape[1])
@@ -192,7 +203,10 @@ def load_predictor(path: str | os.PathLike[str]) -> Predictor:
     )
 
 
-def _saved_model_predictor(path: Path) -> Predictor:
+def _saved_model_predictor(path: Path, *, trust: bool) -> Predictor:
+    from xprospect.trust import verify_saved_model
+
+    card = verify_saved_model(path, trust=trust)  # before TensorFlow loads (and runs) anything
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
@@ -200,9 +214,19 @@ def _saved_model_predictor(path: Path) -> Predictor:
     specs = fn.structured_input_signature[1]
     views = tuple(v for v in VIEWS if v in specs)
     size = int(next(iter(specs.values())).shape[1])
+    hu_window = resolve_hu_window(card.get("hu_window", "xprospect"))
+    fov_mm = float(card.get("fov_mm", DEFAULT_FOV_MM))
 
     def call(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return next(iter(out.values())).numpy()
 
-    return Predictor(call, views=views, size=size, source=str(path))
+    return Predictor(
+        call,
+        views=views,
+        size=size,
+        hu_window=hu_window,
+        fov_mm=fov_mm,
+        source=str(path),
+        metadata={"model_card": card} if card else {},
+    )

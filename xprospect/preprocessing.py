@@ -32,6 +32,7 @@ from xprospect.image import CANONICAL_AXCODES, Radiograph, Volume
 
 __all__ = [
     "HU_WINDOWS",
+    "XRAY_WINDOW_PERCENTILES",
     "ClipHU",
     "Compose",
     "CropOrPad",
@@ -64,6 +65,10 @@ __all__ = [
     "unwindow_hu",
     "window_hu",
 ]
+
+XRAY_WINDOW_PERCENTILES = (0.5, 99.5)
+"""The percentiles of a radiograph that :func:`percentile_window` maps to 0 and 1: the one window
+of every X-ray the package prepares (training DRRs, real radiographs, the SavedModel's graph)."""
 
 HU_WINDOWS: dict[str, tuple[float, float]] = {
     "xprospect": (-1000.0, 1000.0),
@@ -954,7 +959,9 @@ def _resized_radiograph(img: Radiograph, array: np.ndarray) -> Radiograph:
 
 
 def percentile_window(
-    img: _ImgOrArray, low_percentile: float = 0.5, high_percentile: float = 99.5
+    img: _ImgOrArray,
+    low_percentile: float = XRAY_WINDOW_PERCENTILES[0],
+    high_percentile: float = XRAY_WINDOW_PERCENTILES[1],
 ) -> _ImgOrArray:
     """Maps the ``[low, high]`` percentile range of an image linearly onto [0, 1], clipped.
 
@@ -1233,8 +1240,8 @@ class ResizeImage(Transform):
 class PercentileWindow(Transform):
     """Percentile window to [0, 1] (see :func:`percentile_window`); labels pass through."""
 
-    low_percentile: float = 0.5
-    high_percentile: float = 99.5
+    low_percentile: float = XRAY_WINDOW_PERCENTILES[0]
+    high_percentile: float = XRAY_WINDOW_PERCENTILES[1]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:

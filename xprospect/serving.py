@@ -168,13 +168,22 @@ def make_ndarray(proto: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
-def _card_facts(model_card: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+def _card_facts(
+    model_card: str | os.PathLike[str] | Mapping[str, Any], *, trust: bool
+) -> dict[str, Any]:
     if isinstance(model_card, Mapping):
         return dict(model_card)
     from xprospect.export import read_model_card
+    from xprospect.trust import SAVED_MODEL_FILE, verify_saved_model
 
     path = Path(model_card)
-    return read_model_card(path if path.is_dir() else path.parent)
+    folder = path if path.is_dir() else path.parent
+    if (folder / SAVED_MODEL_FILE).exists():
+        # The export the server runs: verified like a model loaded in process.
+        card = verify_saved_model(folder, trust=trust)
+        if card:
+            return card
+    return read_model_card(folder)
 
 
 class Client:
@@ -195,11 +204,17 @@ class Client:
         hu_window: The model's HU window; default the model card's, else [-1000, 1000].
         fov_mm: Field of view of the output cube; default the model card's, else 320 mm.
         model_card: ``model_card.json`` (or its version folder, or its dict) of the served
-            model, for ``hu_window``, ``fov_mm`` and the views.
+            model, for ``hu_window``, ``fov_mm`` and the views. Where the folder holds the
+            SavedModel, it is verified first, as :func:`xprospect.inference.load_predictor`
+            verifies a model (:func:`xprospect.trust.check_saved_model`).
+        trust: Accept a ``model_card`` folder whose SavedModel fails the check (a warning says
+            so). Only for models from a source you trust.
 
     Raises:
         ConfigError: Unknown protocol or signature, or a non-positive limit.
         MissingDataError: ``model_card`` is given but unreadable.
+        UntrustedModelError: ``model_card``'s SavedModel is not a verified xprospect export and
+            ``trust`` is False.
     """
 
     def __init__(
@@ -217,6 +232,7 @@ class Client:
         hu_window: Sequence[float] | str | None = None,
         fov_mm: float | None = None,
         model_card: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        trust: bool = False,
     ) -> None:
         from xprospect.preprocessing import resolve_hu_window
 
@@ -228,7 +244,7 @@ class Client:
             )
         if max_receive_mb <= 0 or timeout_s <= 0:
             raise ConfigError("max_receive_mb and timeout_s must be positive")
-        card = _card_facts(model_card) if model_card is not None else {}
+        card = _card_facts(model_card, trust=trust) if model_card is not None else {}
         self.model_name = model_name
         self.host = host
         self.protocol: Protocol = protocol

@@ -1,8 +1,9 @@
-"""Small shared utilities: atomic writes, seeding, progress bars."""
+"""Small shared utilities: output checks and atomic writes, seeding, progress bars."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -13,9 +14,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xprospect.errors import OutputExistsError
+from xprospect.errors import OutputError, OutputExistsError
 
-__all__ = ["ProgressBar", "atomic_dir", "atomic_path", "progress_bar", "seed_everything"]
+__all__ = [
+    "ProgressBar",
+    "atomic_dir",
+    "atomic_path",
+    "check_output",
+    "output_error",
+    "progress_bar",
+    "seed_everything",
+]
 
 
 def _umask() -> int:
@@ -30,63 +39,291 @@ def _suffixes(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
 
 
+# === May I write here? ===
+
+_EXISTS = "already exists; pass --overwrite to replace it"
+
+_DISK_REASONS = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk full (disk quota exceeded)",
+    errno.EFBIG: "file too large for the file system",
+}
+"""Failures of the write itself: what the user must fix is the disk, not the path."""
+
+_PATH_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.EOPNOTSUPP}
+"""``os.link`` errors of file systems without hard links: fall back to check-then-rename."""
+
+
+def _reason(exc: BaseException, table: dict[int, str]) -> str | None:
+    # OSError carries errno; TensorFlow and h5py errors carry only strerror's text.
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in table:
+        return table[code]
+    text = str(exc)
+    return next((reason for num, reason in table.items() if os.strerror(num) in text), None)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether a failure while writing the data itself is the disk's (full, file too large); other
+    errors of a writer (bad arguments, bugs) pass through unchanged."""
+    return _reason(exc, _DISK_REASONS) is not None
+
+
+def output_error(
+    exc: BaseException, path: str | os.PathLike[str], note: str = ""
+) -> OutputError | None:
+    """The :class:`OutputError` an OS failure while writing ``path`` amounts to, or None.
+
+    Disk full (ENOSPC, EDQUOT), file too large, permission denied and read-only file systems are
+    recognised by ``errno`` or, for errors of TensorFlow and h5py that carry only the system's
+    text, by ``os.strerror``'s message.
+
+    Args:
+        exc: The exception the write raised.
+        path: The user's path (never a temporary file's).
+        note: What is left, e.g. ``"the existing file is unchanged"``; appended after ``;``.
+
+    Returns:
+        ``OutputError("cannot write: disk full (no space left on device); NOTE", path)``, or None
+        when ``exc`` is not one of these failures.
+    """
+    reason = _reason(exc, _DISK_REASONS) or _reason(exc, _PATH_REASONS)
+    if reason is None:
+        return None
+    return OutputError(f"cannot write: {reason}" + (f"; {note}" if note else ""), path)
+
+
+def _failed(exc: OSError, path: Path, note: str) -> OutputError:
+    err = output_error(exc, path, note)
+    return err or OutputError(f"cannot write: {exc.strerror or exc}; {note}", path)
+
+
+def _untouched(existed: bool) -> str:
+    return "the existing file is unchanged" if existed else "nothing was written"
+
+
+def _check_parents(path: Path) -> None:
+    # The nearest existing ancestor must be a folder we may write in.
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise OutputError(f"cannot write: {parent} is a file, not a folder", path)
+            effective = os.access in os.supports_effective_ids
+            if not os.access(parent, os.W_OK | os.X_OK, effective_ids=effective):
+                raise OutputError(f"cannot write: permission denied in {parent}", path)
+            return
+
+
+def check_output(
+    path: str | os.PathLike[str], overwrite: bool = False, *, folder: bool = False
+) -> Path:
+    """Checks that a command may write its output at ``path``; call it before any work is done.
+
+    A file output (``folder=False``) may go where nothing is. An existing file counts as
+    existing, and so does a symbolic link, whatever it points to: writers replace the link
+    itself and never write through it. A folder output (``folder=True``) may be a new or an empty
+    folder; a folder with anything in it, or a link, is existing (with ``overwrite`` the command
+    writes its files into it, replacing its own names and keeping everything else).
+
+    Args:
+        path: The output the user named.
+        overwrite: The command's ``--overwrite``: existing outputs may be replaced.
+        folder: The output is a folder rather than a file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False; the message says
+            "pass --overwrite to replace it".
+        OutputError: ``path`` is a folder where a file is wanted (or a file where a folder is),
+            whatever ``overwrite`` says, or a parent is a file or not writable.
+    """
+    p = Path(path)
+    try:
+        _check(p, overwrite, folder)
+    except OSError as exc:  # e.g. a folder we may not list
+        raise _failed(exc, p, "nothing was written") from exc
+    return p
+
+
+def _check(p: Path, overwrite: bool, folder: bool) -> None:
+    link = p.is_symlink()
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise OutputError("is a file, not a folder; choose a folder path", p)
+        if not overwrite and link:
+            raise OutputExistsError(
+                f"is a symbolic link (to {os.readlink(p)}); pass --overwrite to write into it", p
+            )
+        if not overwrite and p.is_dir() and any(p.iterdir()):
+            raise OutputExistsError(
+                "is a folder that is not empty; pass --overwrite to replace its files", p
+            )
+    else:
+        if p.is_dir() and not link:
+            raise OutputError("is a folder; give a file name", p)
+        if not overwrite and link:
+            raise OutputExistsError(
+                f"is a symbolic link (to {os.readlink(p)}); pass --overwrite to replace the "
+                "link (its target is never written)",
+                p,
+            )
+        if not overwrite and p.exists():
+            raise OutputExistsError(_EXISTS, p)
+    _check_parents(p)
+
+
+# === Atomic writes ===
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yields a temporary file path beside ``path``; on success renames it onto ``path``.
 
     A crash or exception leaves ``path`` untouched (the old file, or nothing) and removes the
-    temporary file, so a reader never sees a half-written file.
+    temporary file, so a reader never sees a half-written file. A symbolic link at ``path`` is
+    replaced, never written through. With ``overwrite=False`` the file is published with a hard
+    link, which fails if anything appeared at ``path`` meanwhile (no race with another writer).
 
     Args:
         path: The final destination.
-        overwrite: If False and ``path`` exists, raise :class:`OutputExistsError` before writing.
+        overwrite: If False and ``path`` exists (or is a link), raise :class:`OutputExistsError`
+            before writing.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: Writing failed: disk full, permission denied, read-only file system, a
+            folder at ``path``. It names ``path``, never the temporary file; ``path`` is unchanged.
     """
     dest = Path(path)
-    if not overwrite and dest.exists():
-        raise OutputExistsError("already exists; pass overwrite=True to replace it", dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=".tmp" + _suffixes(dest), dir=dest.parent
-    )
+    check_output(dest, overwrite)
+    existed = os.path.lexists(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{dest.name}.", suffix=".tmp" + _suffixes(dest), dir=dest.parent
+        )
+    except OSError as exc:
+        raise _failed(exc, dest, _untouched(existed)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
+        try:
+            yield tmp
+        except Exception as exc:
+            err = output_error(exc, dest, _untouched(existed)) if _disk_full(exc) else None
+            if err is None:
+                raise
+            raise err from exc
+        try:
+            # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
+            _publish_file(tmp, dest, overwrite)
+        except OSError as exc:
+            raise _failed(exc, dest, _untouched(existed)) from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _publish_file(tmp: Path, dest: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)  # fails if dest appeared since the check: never clobbers
+    except FileExistsError:
+        raise OutputExistsError(_EXISTS, dest) from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(dest):
+            raise OutputExistsError(_EXISTS, dest) from None
+        os.replace(tmp, dest)
+
+
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yields a temporary folder beside ``path``; on success moves it to ``path``.
 
-    With ``overwrite=True`` an existing folder is swapped out only after the new one is complete.
+    An empty folder at ``path`` counts as nothing. With ``overwrite=True`` an existing folder (or
+    a symbolic link, which is replaced, never followed) is swapped out only after the new one is
+    complete. A regular file at ``path`` is never replaced by a folder.
 
     Raises:
-        OutputExistsError: If ``path`` exists and ``overwrite`` is False.
+        OutputExistsError: If ``path`` exists (a folder with anything in it, a file, a link) and
+            ``overwrite`` is False.
+        OutputError: A file at ``path``, or writing failed (disk full, permission denied); it
+            names ``path``, never the temporary folder, and ``path`` is unchanged.
     """
     dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise OutputExistsError("already exists; pass overwrite=True to replace it", dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    existed = os.path.lexists(dest) and not _empty_folder(dest)
+    if existed and not overwrite:
+        raise OutputExistsError(_EXISTS, dest)
+    if existed and not dest.is_symlink() and not dest.is_dir():
+        raise OutputError("is a file, not a folder; choose a folder path", dest)
+    _check_parents(dest)
+    note = "the existing folder is unchanged" if existed else "nothing was written"
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if dest.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            os.replace(dest, trash / "old")
-            os.replace(tmp, dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise _failed(exc, dest, note) from exc
+    try:
+        try:
+            yield tmp
+        except Exception as exc:
+            err = output_error(exc, dest, note) if _disk_full(exc) else None
+            if err is None:
+                raise
+            raise err from exc
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            _publish_dir(tmp, dest, overwrite)
+        except OSError as exc:
+            raise _failed(exc, dest, note) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_dir(tmp: Path, dest: Path, overwrite: bool) -> None:
+    if not os.path.lexists(dest) or _empty_folder(dest):
+        try:
+            os.replace(tmp, dest)  # POSIX renames onto an empty folder, never a full one
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR) and not overwrite:
+                raise OutputExistsError(_EXISTS, dest) from None  # appeared meanwhile
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+        else:
+            return
+    if not overwrite:
+        raise OutputExistsError(_EXISTS, dest)
+    trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    try:
+        os.replace(dest, trash / "old")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            os.replace(trash / "old", dest)  # put the old folder back
+            raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def seed_everything(seed: int) -> np.random.Generator:

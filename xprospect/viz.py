@@ -23,10 +23,23 @@ __all__ = ["save_figure", "save_orthogonal_slices", "save_radiographs"]
 _PLANES = ("axial", "coronal", "sagittal")
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
-    """Saves a figure as PNG atomically."""
+def save_figure(
+    fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100, overwrite: bool = True
+) -> Path:
+    """Saves a figure as PNG atomically.
+
+    Args:
+        fig: The figure.
+        path: Destination PNG.
+        dpi: Resolution.
+        overwrite: If False, refuse to replace an existing file (or link) at ``path``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputError: The disk is full or the folder not writable; ``path`` is unchanged.
+    """
     FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     return Path(path)
 
@@ -55,6 +68,7 @@ def save_orthogonal_slices(
     hu_window: tuple[float, float] = (-1000.0, 1000.0),
     index: Sequence[int] | None = None,
     cmap: str = "gray",
+    overwrite: bool = True,
 ) -> Path:
     """Saves a grid: one row per volume, columns axial | coronal | sagittal through the centre.
 
@@ -65,6 +79,7 @@ def save_orthogonal_slices(
         hu_window: Display range in HU (values outside are clipped).
         index: Voxel (i, j, k) the three planes pass through; the centre by default.
         cmap: Matplotlib colormap name.
+        overwrite: If False, refuse to replace an existing file at ``path``.
 
     Returns:
         The path written.
@@ -96,7 +111,7 @@ def save_orthogonal_slices(
                     ha="center",
                     va="center",
                 )
-    return save_figure(fig, path)
+    return save_figure(fig, path, overwrite=overwrite)
 
 
 def save_radiographs(
@@ -105,8 +120,10 @@ def save_radiographs(
     *,
     titles: Sequence[str] | None = None,
     value_range: tuple[float, float] | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Saves radiographs side by side (display convention: bright = dense)."""
+    """Saves radiographs side by side (display convention: bright = dense); with
+    ``overwrite=False`` an existing file at ``path`` is refused."""
     fig = Figure(figsize=(3.6 * len(images), 3.8))
     axes = fig.subplots(1, len(images), squeeze=False)[0]
     for n, (ax, im) in enumerate(zip(axes, images, strict=True)):
@@ -117,4 +134,4 @@ def save_radiographs(
         ax.set_yticks([])
         if titles:
             ax.set_title(titles[n], fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(fig, path, overwrite=overwrite)

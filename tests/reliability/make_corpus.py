@@ -2420,7 +2420,6 @@ def _model_cases() -> None:
         "model",
         trust,
         sm,
-        needs="r3",
         absent=("{case}/marker.txt",),
     )
     _add(
@@ -2430,7 +2429,6 @@ def _model_cases() -> None:
         "model",
         trust,
         sm,
-        needs="r3",
     )
     _add(
         "model/savedmodel-without-card",
@@ -2439,7 +2437,6 @@ def _model_cases() -> None:
         "model",
         trust,
         sm,
-        needs="r3",
     )
     _add(
         "model/savedmodel-forged-card",
@@ -2448,7 +2445,6 @@ def _model_cases() -> None:
         "model",
         trust,
         sm,
-        needs="r3",
         absent=("{case}/marker.txt",),
     )
     _add(
@@ -2474,7 +2470,6 @@ def _model_cases() -> None:
         "model",
         trust,
         sm,
-        needs="r3",
         absent=("{case}/marker.txt",),
     )
     export = ["export", "--name", "x", "--output-dir", "{out}/models", "--no-warmup"]
@@ -2607,7 +2602,6 @@ def _output_cases() -> None:
         "output",
         exists,
         out,
-        needs="r1",
         unchanged=(out,),
     )
     _add(
@@ -2617,7 +2611,6 @@ def _output_cases() -> None:
         "output",
         exists,
         out,
-        needs="r1",
         unchanged=("{case}/mine.nii.gz",),
     )
     _add(
@@ -2627,7 +2620,6 @@ def _output_cases() -> None:
         "output",
         exists,
         "{out}/ct_preview.png",
-        needs="r1",
         unchanged=("{out}/ct_preview.png",),
     )
     _add(
@@ -2684,7 +2676,6 @@ def _output_cases() -> None:
         "output",
         exists,
         "{out}/drr/frontal.png",
-        needs="r1",
         unchanged=("{out}/drr/frontal.png",),
     )
     _add(

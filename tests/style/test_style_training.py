@@ -8,8 +8,6 @@ these tests never need the shared real X-rays.
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from faults import Crash, crash_at, subprocess_env
+from faults import Crash, crash_at, run_script
 from PIL import Image
 
 from xprospect.data.prepare import PrepareConfig, prepare_dataset
@@ -300,15 +298,8 @@ print("OK")
 @pytest.mark.slow
 def test_cyclegan_trains_under_mirrored_strategy(domains, tmp_path) -> None:
     ds, real = domains
-    proc = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT, str(TESTS), str(ds), str(real), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env=subprocess_env(),
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    proc = run_script(_MIRRORED_SCRIPT, TESTS, str(ds), str(real), str(tmp_path), timeout=600)
+    assert proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
 
 
 # === Apply, evaluate, CLI ===

@@ -8,7 +8,6 @@ devices, deterministic ops) happen in subprocesses that import this module.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from faults import subprocess_env
+from faults import run_script
 
 from xprospect.config import ExperimentConfig, config_from_dict
 from xprospect.data.prepare import PrepareConfig, prepare_dataset
@@ -97,20 +96,6 @@ def gan_config(data_dir: Path | str, output_dir: Path | str, preset: str, **over
             node = node.setdefault(p, {})
         node[last] = value
     return config_from_dict(cfg)
-
-
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` in a fresh interpreter (``argv[1]``: this folder) and checks it succeeded."""
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(TESTS), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-        env=subprocess_env(),
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -385,5 +370,5 @@ print("OK")
 
 @pytest.mark.slow
 def test_interrupted_gan_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
-    proc = run_script(_RESUME_SCRIPT, str(dataset), str(tmp_path))
+    proc = run_script(_RESUME_SCRIPT, TESTS, str(dataset), str(tmp_path))
     assert proc.stdout.strip().endswith("OK"), proc.stdout

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from faults import run_script
 from test_gan import dataset as dataset
-from test_gan import run_script
 
 _MIRRORED_SCRIPT = r"""
 import sys
@@ -47,7 +47,8 @@ def test_every_family_trains_under_mirrored_strategy(dataset: Path, tmp_path: Pa
     # One process for all six: its own logical-device set-up, and the CPU strategy reduces on
     # one device, so successive strategies do not share collective instance keys.
     presets = ["X2CT-GAN", "X2CT-CNN+B", "CVAA-GAN", "DuoLift-GAN", "DuoLift-CNN", "S-XR2CT"]
-    proc = run_script(_MIRRORED_SCRIPT, str(dataset), str(tmp_path), *presets)
+    here = Path(__file__).parent
+    proc = run_script(_MIRRORED_SCRIPT, here, str(dataset), str(tmp_path), *presets)
     assert proc.stdout.strip().endswith("OK"), proc.stdout
     trained = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("trained")]
     assert trained == presets

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from faults import subprocess_env
+from faults import run_script, subprocess_env
 
 from xprospect.cli.train import add_train_arguments, run_train
 from xprospect.config import (
@@ -87,19 +87,6 @@ def tiny_config(data_dir, output_dir, **overrides) -> ExperimentConfig:
 
 def weights_of(model: keras.Model) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(w) for w in model.weights]
-
-
-def _run_script(script: str, *args: str, env: dict[str, str] | None = None):
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(TESTS), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=400,
-        env=subprocess_env(**(env or {})),
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
 
 
 # === Fixtures ===
@@ -338,7 +325,7 @@ print("OK")
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
-    proc = _run_script(_RESUME_SCRIPT, str(dataset), str(tmp_path))
+    proc = run_script(_RESUME_SCRIPT, TESTS, str(dataset), str(tmp_path), timeout=400)
     assert proc.stdout.strip().endswith("OK")
 
 
@@ -384,7 +371,7 @@ print("OK")
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_cpus_keeps_replicas_equal_and_resumes(dataset, tmp_path):
-    proc = _run_script(_MIRRORED_SCRIPT, str(dataset), str(tmp_path))
+    proc = run_script(_MIRRORED_SCRIPT, TESTS, str(dataset), str(tmp_path), timeout=400)
     assert proc.stdout.strip().endswith("OK")
 
 

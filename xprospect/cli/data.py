@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from xprospect.cli.common import EXIT_INPUT, Subparsers, print_error
@@ -33,6 +32,9 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--bits", type=int, default=16, choices=(8, 16), help="PNG bit depth")
     p.add_argument("--backend", default="tensorflow", choices=("tensorflow", "plastimatch"))
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing frontal/lateral .png and .npy"
+    )
     p.set_defaults(handler=run_drr)
 
     p = sub.add_parser("prepare", help="build a TFRecord dataset (CT + DRRs) from CT or phantoms")
@@ -99,24 +101,32 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_drr(args: argparse.Namespace) -> int:
-    """Runs ``xprospect drr``: frontal and lateral line integrals as ``.npy`` and PNG."""
+    """Runs ``xprospect drr``: frontal and lateral line integrals as ``.npy`` and PNG.
+
+    The folder may exist; the four files are checked before anything is rendered (an existing
+    one is an :class:`~xprospect.errors.OutputExistsError` unless ``--overwrite``).
+    """
     import numpy as np
 
     from xprospect.io import read_volume, write_png
     from xprospect.preprocessing import ct_preprocessing
     from xprospect.projection import render_drr
-    from xprospect.utils import atomic_path
+    from xprospect.utils import atomic_path, check_output
 
+    out = check_output(args.out, overwrite=True, folder=True)  # a folder, existing or not
+    for view in VIEWS:
+        for suffix in (".npy", ".png"):
+            check_output(out / f"{view}{suffix}", args.overwrite)
     volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(read_volume(args.ct))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     geometry = _geometry_name(args.geometry)
     for view in VIEWS:
         line = render_drr(volume, view, geometry, args.size, "line_integral", backend=args.backend)
-        with atomic_path(out / f"{view}.npy") as tmp, tmp.open("wb") as f:
+        with atomic_path(out / f"{view}.npy", overwrite=args.overwrite) as tmp, tmp.open("wb") as f:
             np.save(f, line.array)
         peak = float(line.array.max()) or 1.0
-        png = write_png(line.array / peak, out / f"{view}.png", bits=args.bits)
+        png = write_png(
+            line.array / peak, out / f"{view}.png", bits=args.bits, overwrite=args.overwrite
+        )
         print(f"{view:<8} {line.shape[0]}x{line.shape[1]}  line integral max {peak:.3f}  -> {png}")
     return 0
 
@@ -153,7 +163,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         return 0
     first = result.failed[0]["error"]
     print_error(
-        f"{len(result.failed)} case(s) failed, listed in {Path(result.output) / 'failures.json'}; "
+        f"{len(result.failed)} case(s) failed, listed in {result.output / 'failures.json'}; "
         f"the first: {first}; fix or remove the input(s) and rerun"
     )
     return EXIT_INPUT

@@ -16,25 +16,50 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
     p.add_argument("--data", required=True, help="dataset folder made by 'xprospect prepare'")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--output", help="report folder (default RUN/eval_SPLIT)")
+    p.add_argument(
+        "--output", help="report folder (default RUN/eval_SPLIT, or beside a model file)"
+    )
     p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
     p.add_argument("--max-cases", type=int, help="stop after N cases")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a report folder that is not empty"
+    )
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
     p.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder. The
-    dataset's manifest is read before the model is loaded."""
+    """Runs ``xprospect evaluate``: prints the summary table, writes the report folder.
+
+    The report folder (default ``RUN/eval_SPLIT``, beside a model file) must be new or empty,
+    checked before the model is loaded, unless ``--overwrite``; so is the dataset's manifest.
+    Errors of loading the model are model errors (exit 6).
+    """
     from xprospect.data.manifest import read_manifest
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
+    from xprospect.utils import check_output
 
+    model = Path(args.model)
+    default = (model if model.is_dir() else model.parent) / f"eval_{args.split}"
+    out = check_output(args.output or default, args.overwrite, folder=True)
     read_manifest(args.data)
     with model_errors(args.model):
-        predictor = load_predictor(args.model)
-    out = Path(args.output or Path(args.model) / f"eval_{args.split}")
+        predictor = load_predictor(args.model, trust=args.trust_model)
     result = evaluate_dataset(
-        predictor, args.data, out, split=args.split, mode=args.mode, max_cases=args.max_cases
+        predictor,
+        args.data,
+        out,
+        split=args.split,
+        mode=args.mode,
+        max_cases=args.max_cases,
+        overwrite=args.overwrite,
     )
     print(summary_markdown(result.summary, title=f"{args.split} split ({args.mode} metrics)"))
     print(f"per-case CSV, summary.json, summary.md and panels in {out}")

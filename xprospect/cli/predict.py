@@ -7,7 +7,12 @@ from pathlib import Path
 
 from xprospect.cli.common import Subparsers, load_style_model_for, model_errors
 
-__all__ = ["add_parser", "run_predict"]
+__all__ = ["add_parser", "preview_path", "run_predict"]
+
+
+def preview_path(out: str | Path) -> Path:
+    """The preview PNG written beside the NIfTI output: ``ct.nii.gz`` -> ``ct_preview.png``."""
+    return Path(str(out).removesuffix(".gz").removesuffix(".nii") + "_preview.png")
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -18,7 +23,18 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--lateral", help="lateral radiograph (biplanar models)")
     p.add_argument("--out", required=True, help="output .nii or .nii.gz")
     p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs (the NIfTI file, its preview PNG, the DICOM folder)",
+    )
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
+        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
+        "as a program with your permissions (see SECURITY.md)",
+    )
     p.add_argument(
         "--style-model",
         action="append",
@@ -31,21 +47,33 @@ def add_parser(sub: Subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``xprospect predict``; a missing view or a style model for a view not given is a
-    :class:`~xprospect.errors.ConfigError`. The X-rays are read before the model is loaded (a
-    bad input fails in a moment); errors of loading a model are model errors (exit 6)."""
+    :class:`~xprospect.errors.ConfigError`.
+
+    Every output (the NIfTI file, its ``_preview.png`` and the ``--dicom-out`` folder) is checked
+    first: one that exists is an :class:`~xprospect.errors.OutputExistsError` unless
+    ``--overwrite``, and is left as it was. The X-rays are read next, before the model is loaded
+    (a bad input fails in a moment); errors of loading a model are model errors (exit 6).
+    """
     from xprospect.errors import ConfigError
     from xprospect.inference import load_predictor
     from xprospect.io import read_radiograph, write_nifti
     from xprospect.io.nifti import is_nifti_path
+    from xprospect.utils import check_output
     from xprospect.viz import save_orthogonal_slices
 
     if not is_nifti_path(args.out):
         raise ConfigError("--out must end in .nii or .nii.gz", args.out)
+    out = check_output(args.out, args.overwrite)
+    preview = check_output(preview_path(out), args.overwrite)
+    if args.dicom_out:
+        dicom = check_output(args.dicom_out, args.overwrite, folder=True)
+        if dicom.absolute() in (out.absolute(), preview.absolute()):
+            raise ConfigError("--dicom-out must be a folder of its own, not --out", dicom)
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
     with model_errors(args.model):
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, trust=args.trust_model)
     missing = [v for v in predictor.views if v not in xrays]
     if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
@@ -58,12 +86,12 @@ def run_predict(args: argparse.Namespace) -> int:
                 raise ConfigError(f"style model {folder} is for the {style.view} view, not given")
             prepared[style.view] = style.real_to_drr(xrays[style.view], predictor.size)
     volume = predictor.reconstruct(xrays, prepared=prepared)
-    out = write_nifti(volume, args.out)
+    write_nifti(volume, out, overwrite=args.overwrite)
     print(f"wrote {out} {volume.shape} at {volume.spacing_mm[0]:.2f} mm")
     if args.dicom_out:
         from xprospect.io.dicom import write_dicom_series
 
         print(f"wrote {write_dicom_series(volume, args.dicom_out, overwrite=args.overwrite)}")
-    preview = Path(str(out).removesuffix(".gz").removesuffix(".nii") + "_preview.png")
-    print(f"wrote {save_orthogonal_slices(volume, preview, titles=['prediction'])}")
+    save_orthogonal_slices(volume, preview, titles=["prediction"], overwrite=args.overwrite)
+    print(f"wrote {preview}")
     return 0

@@ -54,6 +54,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--data", help="dataset folder to stylize (drr2real)")
     p.add_argument("--input", dest="inputs", nargs="+", help="radiographs (real2drr)")
     p.add_argument("--output", required=True, help="new dataset folder, or PNG folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing stylized dataset (drr2real) or existing PNGs (real2drr)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_style_apply)
 
@@ -65,6 +70,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--max-images", type=int, help="at most N images per set")
     p.add_argument("--seed", type=int, default=0, help="seed of the classifier test")
     p.add_argument("--output", help="report folder (default RUN/style_eval_SPLIT)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a report folder that is not empty"
+    )
     p.set_defaults(handler=run_style_evaluate)
 
 
@@ -93,16 +101,29 @@ def run_style_train(args: argparse.Namespace) -> int:
 
 def run_style_apply(args: argparse.Namespace) -> int:
     """Runs ``xprospect style apply``: a stylized dataset (drr2real) or DRR-style PNGs of
-    radiographs (real2drr)."""
+    radiographs (real2drr).
+
+    Outputs are checked before a model is loaded: an existing dataset folder, or an existing
+    ``NAME_drr_style.png``, is an :class:`~xprospect.errors.OutputExistsError` unless
+    ``--overwrite``; two inputs that would write the same PNG are a
+    :class:`~xprospect.errors.ConfigError`.
+    """
     from xprospect.errors import ConfigError
     from xprospect.style.apply import stylize_dataset
+    from xprospect.utils import check_output
 
     if args.direction == "drr2real":
         if not args.data:
             raise ConfigError("--direction drr2real stylizes a dataset: give --data DIR")
+        check_output(args.output, args.overwrite, folder=True)
         models = [load_style_model_for(folder, "drr2real") for folder in args.model]
         out = stylize_dataset(
-            args.data, models, args.output, direction="drr2real", progress=not args.no_progress
+            args.data,
+            models,
+            args.output,
+            direction="drr2real",
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
         print(f"wrote the stylized dataset {out}; train on it with --data {out}")
         return 0
@@ -113,21 +134,28 @@ def run_style_apply(args: argparse.Namespace) -> int:
         raise ConfigError("--direction real2drr translates radiographs: give --input FILE ...")
     if len(args.model) != 1:
         raise ConfigError("--direction real2drr takes one --model (the view of the inputs)")
-    model = load_style_model_for(args.model[0], "real2drr")
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output(args.output, overwrite=True, folder=True)  # may exist, as a folder
+    targets: dict[Path, str] = {}
     for path in args.inputs:
-        image = model.real_to_drr(read_radiograph(path))
         target = out_dir / f"{Path(path).stem.removesuffix('.nii')}_drr_style.png"
-        print(f"wrote {write_png(image, target)}")
+        if target in targets:
+            raise ConfigError(f"{targets[target]} and {path} would both write {target}")
+        targets[check_output(target, args.overwrite)] = path
+    model = load_style_model_for(args.model[0], "real2drr")
+    for target, path in targets.items():
+        image = model.real_to_drr(read_radiograph(path))
+        print(f"wrote {write_png(image, target, overwrite=args.overwrite)}")
     return 0
 
 
 def run_style_evaluate(args: argparse.Namespace) -> int:
-    """Runs ``xprospect style evaluate``: prints the score table and the report folder."""
+    """Runs ``xprospect style evaluate``: prints the score table and the report folder, which must
+    be new or empty (checked first) unless ``--overwrite``."""
     from xprospect.style.evaluate import evaluate_style
+    from xprospect.utils import check_output
 
     out = args.output or str(Path(args.model) / f"style_eval_{args.split}")
+    check_output(out, args.overwrite, folder=True)
     model = load_style_model_for(args.model, "drr2real", "real2drr")
     result = evaluate_style(
         model,

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +32,8 @@ import numpy as np
 from xprospect.data.manifest import MANIFEST_NAME, read_manifest
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
 from xprospect.image import Radiograph
-from xprospect.utils import progress_bar
+from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
+from xprospect.utils import atomic_dir, progress_bar
 
 __all__ = ["StyleModel", "load_style_model", "stylize_dataset"]
 
@@ -114,7 +114,7 @@ class StyleModel:
         """A real radiograph preprocessed as in training: ``(size, size)`` float32 in [0, 1]."""
         from xprospect.style.radiographs import preprocess_real_xray
 
-        low, high = self.meta.get("percentiles", [0.5, 99.5])
+        low, high = self.meta.get("percentiles", list(XRAY_WINDOW_PERCENTILES))
         return preprocess_real_xray(
             image,
             self.size,
@@ -174,97 +174,124 @@ def stylize_dataset(
     *,
     direction: Direction = "drr2real",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Writes a copy of a prepared dataset whose X-rays are translated by style models.
 
     Every split and case is kept; volumes are copied unchanged. Views with a style model get its
     translation of their domain-A image; views without one get their display-mapped DRR. The copy
     is written to a temporary folder beside ``out_dir`` and renamed at the end, so an
-    interrupted run leaves nothing half-written; an existing ``out_dir`` is never replaced.
+    interrupted run (or a full disk) leaves nothing half-written.
 
     Args:
         dataset_dir: A folder written by ``xprospect prepare``.
         models: Style run folders (or :class:`StyleModel`), at most one per view.
-        out_dir: The new dataset folder (must not exist).
+        out_dir: The new dataset folder: new or empty, or with ``overwrite`` an xprospect dataset
+            (replaced as a whole once the copy is complete).
         direction: ``drr2real`` (the paper's "Stylized CT" inputs).
         progress: Show a progress bar.
+        overwrite: Replace an existing dataset at ``out_dir`` (never ``dataset_dir`` itself, nor
+            a folder that is not a dataset).
 
     Returns:
         ``out_dir``.
 
     Raises:
-        OutputExistsError: ``out_dir`` exists.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False, or it holds something
+            other than a dataset.
+        OutputError: The disk is full (or the folder not writable); nothing is left behind.
         MissingDataError: Not a dataset folder, or a style model is missing.
     """
-    import tensorflow as tf
-
-    from xprospect.data.pipeline import VIEWS, encode_case, parse_case
-
     if direction != "drr2real":
         raise ConfigError("a dataset holds DRRs: only direction drr2real stylizes it")
     src, out = Path(dataset_dir), Path(out_dir)
     manifest = read_manifest(src)
     if manifest.get("config", {}).get("xray_values") == "display":
         raise ConfigError("this dataset is already stylized", src)
-    if out.exists():
-        raise OutputExistsError("exists; choose a new folder for the stylized dataset", out)
+    _check_stylized_output(src, out, overwrite)
     by_view = _models_by_view(models)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     shards = sorted(src.glob("*.tfrecord"))
     bar = progress_bar(
         sum(int(s.get("cases", 0)) for s in manifest.get("shards", {}).values()), progress
     )
-    try:
-        for item in src.iterdir():
-            if item.suffix != ".tfrecord" and item.name != MANIFEST_NAME and item.is_file():
-                shutil.copy2(item, tmp / item.name)
-        for shard in shards:
-            records = []
-            cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
-            for case in cases:
-                volume = case["volume"].numpy()
-                xrays = {}
-                for view in VIEWS:
-                    line = case[view].numpy()
-                    model = by_view.get(view)
-                    if model is None:
-                        from xprospect.projection.physics import display_unit
-
-                        xrays[view] = np.asarray(display_unit(line), np.float32)
-                    else:
-                        xrays[view] = model.translate(model.domain_a(volume, line), direction)
-                records.append(
-                    encode_case(
-                        case["case_id"].numpy().decode(),
-                        volume,
-                        case["spacing_mm"].numpy(),
-                        xrays["frontal"],
-                        xrays["lateral"],
-                    )
-                )
-                bar.update(1)
-            with tf.io.TFRecordWriter(str(tmp / shard.name)) as writer:
-                for rec in records:
-                    writer.write(rec)
-        new = dict(manifest)
-        new["config"] = dict(manifest.get("config", {}), xray_values="display")
-        new["style"] = {
-            "direction": direction,
-            "source_dataset": str(src),
-            "models": {
-                v: {"folder": str(m.folder), "source": m.source, "steps": m.meta.get("steps")}
-                for v, m in by_view.items()
-            },
-        }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(new, indent=2) + "\n")
-        if out.exists():
-            raise OutputExistsError("appeared while stylizing; left untouched", out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        try:
+            _write_stylized(src, tmp, shards, manifest, by_view, direction, bar)
+        finally:
+            bar.close()
     log.info("wrote the stylized dataset %s", out)
     return out
+
+
+def _check_stylized_output(src: Path, out: Path, overwrite: bool) -> None:
+    """Refuses ``out`` before any work: existing (unless ``overwrite``), not a dataset, or the
+    source itself."""
+    if os.path.lexists(out) and out.resolve() == src.resolve():
+        raise ConfigError("is the dataset being stylized; choose a new output folder", out)
+    link = out.is_symlink()
+    if not os.path.lexists(out) or (out.is_dir() and not link and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise OutputExistsError("already exists; pass --overwrite to replace it", out)
+    if out.is_dir() and not link and not (out / MANIFEST_NAME).exists():
+        raise OutputExistsError(
+            "exists and is not an xprospect dataset; choose a new output folder", out
+        )
+
+
+def _write_stylized(
+    src: Path,
+    tmp: Path,
+    shards: Sequence[Path],
+    manifest: dict[str, Any],
+    by_view: dict[str, StyleModel],
+    direction: str,
+    bar: Any,
+) -> None:
+    """The stylized copy of ``src``, written into the temporary folder ``tmp``."""
+    import tensorflow as tf
+
+    from xprospect.data.pipeline import VIEWS, encode_case, parse_case
+
+    for item in src.iterdir():
+        if item.suffix != ".tfrecord" and item.name != MANIFEST_NAME and item.is_file():
+            shutil.copy2(item, tmp / item.name)
+    for shard in shards:
+        records = []
+        cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
+        for case in cases:
+            volume = case["volume"].numpy()
+            xrays = {}
+            for view in VIEWS:
+                line = case[view].numpy()
+                model = by_view.get(view)
+                if model is None:
+                    from xprospect.projection.physics import display_unit
+
+                    xrays[view] = np.asarray(display_unit(line), np.float32)
+                else:
+                    xrays[view] = model.translate(model.domain_a(volume, line), direction)
+            records.append(
+                encode_case(
+                    case["case_id"].numpy().decode(),
+                    volume,
+                    case["spacing_mm"].numpy(),
+                    xrays["frontal"],
+                    xrays["lateral"],
+                )
+            )
+            bar.update(1)
+        with tf.io.TFRecordWriter(str(tmp / shard.name)) as writer:
+            for rec in records:
+                writer.write(rec)
+    new = dict(manifest)
+    new["config"] = dict(manifest.get("config", {}), xray_values="display")
+    new["style"] = {
+        "direction": direction,
+        "source_dataset": str(src),
+        "models": {
+            v: {"folder": str(m.folder), "source": m.source, "steps": m.meta.get("steps")}
+            for v, m in by_view.items()
+        },
+    }
+    (tmp / MANIFEST_NAME).write_text(json.dumps(new, indent=2) + "\n")

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from xprospect.config import CONFIG_DIR, OptimizerConfig, ScheduleConfig, TrainingConfig, engine
 from xprospect.config.engine import check
+from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
 
 __all__ = [
     "STYLE_CONFIG_DIR",
@@ -77,7 +78,7 @@ class StyleDataConfig:
     size: int = 128
     crop: Literal["thorax", "pad", "center"] = "thorax"
     suppress_markers: bool = True
-    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    percentiles: list[float] = field(default_factory=lambda: list(XRAY_WINDOW_PERCENTILES))
     val_fraction: float = 0.2
     batch_size: int = 1
     shuffle_buffer: int = 512

@@ -10,7 +10,10 @@ Layout under the run folder::
 
 TensorFlow writes checkpoint files under temporary names and renames them, and the ``checkpoint``
 pointer is updated last, so a crash mid-save leaves the previous checkpoint as the latest.
-``state.json``, ``best.json`` and ``best.weights.h5`` are written atomically. Under
+``state.json``, ``best.json`` and ``best.weights.h5`` are written atomically. A save that fails
+(disk full, permission denied) removes what it had half-written (``ckpt-<step>_temp/``) and raises
+:class:`~xprospect.errors.OutputError` naming the run folder; the previous checkpoint stays the
+latest and intact, so the run resumes from it once there is space. Under
 ``MultiWorkerMirroredStrategy`` every worker saves (saving may need collectives) but only the
 chief writes into the run folder; the others write to a temporary folder that is deleted at once,
 as TensorFlow recommends, and restore from the chief's folder (which must be shared).
@@ -31,8 +34,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from xprospect.errors import ConfigError
-from xprospect.utils import atomic_path
+from xprospect.errors import ConfigError, OutputError
+from xprospect.utils import atomic_path, output_error
 
 __all__ = ["CheckpointStore", "atomic_keras_file", "read_json", "write_json"]
 
@@ -62,15 +65,27 @@ def atomic_keras_file(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Keras picks the format from the name (``.keras``, ``.weights.h5`` must end the name), so the
     temporary file sits in a private folder beside ``path`` under the final name.
+
+    Raises:
+        OutputError: The disk is full (or the folder not writable); ``path`` is unchanged and the
+            temporary folder removed.
     """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    note = "the existing file is unchanged" if dest.exists() else "nothing was written"
+    folder: Path | None = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         yield folder / dest.name
         os.replace(folder / dest.name, dest)
+    except Exception as exc:
+        err = output_error(exc, dest, note)
+        if err is None:
+            raise
+        raise err from exc
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class CheckpointStore:
@@ -151,7 +166,13 @@ class CheckpointStore:
         if self._checkpoint is None:
             raise RuntimeError("attach() a checkpoint before saving")
         if self._manager is not None:
-            path: str = self._manager.save(checkpoint_number=step)
+            try:
+                path: str = self._manager.save(checkpoint_number=step)
+            except Exception as exc:
+                err = self._failed_save(step, exc)
+                if err is None:
+                    raise
+                raise err from exc
             write_json(
                 self.state_path,
                 {**state, "step": step, "checkpoint": Path(path).name, "time": time.time()},
@@ -165,6 +186,25 @@ class CheckpointStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return None
+
+    def _failed_save(self, step: int, exc: Exception) -> OutputError | None:
+        """Removes what a failed save of ``step`` left; the :class:`OutputError` to raise for a
+        full disk or a refused write, None for any other failure."""
+        latest = self.latest()
+        prefix = self.dir / f"ckpt-{step}"
+        shutil.rmtree(f"{prefix}_temp", ignore_errors=True)
+        if latest is None or Path(latest).name != prefix.name:
+            # Data files that were moved into place before the index was written.
+            for part in self.dir.glob(f"{prefix.name}.*"):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+        kept = (
+            f"the previous checkpoint {Path(latest).name} is intact; free space and rerun to "
+            "resume from it"
+            if latest
+            else "no earlier checkpoint exists"
+        )
+        return output_error(exc, self.output_dir, f"checkpoint of step {step} not saved, {kept}")
 
     def read_state(self) -> dict[str, Any] | None:
         """``state.json`` of the run folder, if any."""
