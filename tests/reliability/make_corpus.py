@@ -1957,9 +1957,10 @@ def _config_cases() -> None:
         "config/override-deep",
         _train(c, "--set", "training.steps=" + "[" * 3000 + "]" * 3000),
         good,
-        "resource",
-        "--set|nest|deep",
-        c,
+        "config",
+        "training.steps",
+        "training.steps",
+        needs="r4",  # the bounded YAML loader reads the value as text: not an integer
     )
     _add(
         "config/missing-data-dir",
@@ -2255,7 +2256,7 @@ def _dataset_cases() -> None:
         _evaluate(d),
         _dataset_copy(edit=_corrupt_shard("test", "empty")),
         "input",
-        "no cases",
+        "no cases|record",  # r4 names the shard, which holds fewer records than the manifest says
         d,
     )
     _add(

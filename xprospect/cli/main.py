@@ -161,10 +161,24 @@ def _write_traceback(report: str) -> Path:
 def _configure_logging(*, debug: bool, verbose: bool) -> None:
     # Library progress notes stay quiet unless asked: an error must be the only line on stderr.
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="xprospect: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a program embedding the CLI keeps its own
+        handler = logging.StreamHandler()
+        handler.setFormatter(_LogFormatter())
+        root.addHandler(handler)
+        root.setLevel(level)
     if not debug:
         # Library warnings are messages for the user, not stack dumps.
         warnings.showwarning = _one_line_warning
+
+
+class _LogFormatter(logging.Formatter):
+    """``xprospect: NOTE`` for progress notes, ``xprospect: warning: ...`` for the library's
+    warnings and errors: the one ``xprospect: error:`` line is the CLI's own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"xprospect: {kind}{one_line(record.getMessage())}"
 
 
 def _one_line_warning(
