@@ -17,10 +17,13 @@ _TEST = "test_corpus.py::test_case["
 def corpus_shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
     """A run folder (a tiny biplanar 16^3 Keras model, ``model.keras`` + ``config.yaml``) and a
     dataset of four 16^3 phantoms (train, val and test shards)."""
-    import keras
     import yaml
 
+    from xprospect.cli.main import quiet_tensorflow_start_up
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
+
+    with quiet_tensorflow_start_up():  # TensorFlow's start-up lines stay out of the report
+        import keras
 
     root = tmp_path_factory.mktemp("corpus-shared")
     run = root / "run"
