@@ -16,11 +16,17 @@ __all__ = [
     "EmptyFileError",
     "GeometryError",
     "ImageFormatError",
+    "ImplausibleInputError",
     "InvalidValuesError",
+    "LockedError",
     "MissingDataError",
     "ModalityError",
+    "OutputError",
     "OutputExistsError",
+    "ResourceLimitError",
+    "ShardError",
     "UnsupportedFormatError",
+    "UntrustedModelError",
     "XprospectError",
 ]
 
@@ -81,3 +87,28 @@ class OutputExistsError(XprospectError):
 
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class ShardError(ImageFormatError):
+    """A TFRecord shard of a prepared dataset is truncated or corrupt (the message names it)."""
+
+
+class ResourceLimitError(XprospectError):
+    """A header, file or config exceeds a size limit (voxels, bytes, nesting); see the message."""
+
+
+class ImplausibleInputError(XprospectError):
+    """The input is valid but implausible for its role (one slice, 1x1 X-ray, lateral as frontal);
+    ``--force`` (``force=True``) accepts it."""
+
+
+class UntrustedModelError(XprospectError):
+    """A model file that is not trusted; ``--trust-model`` overrides."""
+
+
+class LockedError(XprospectError):
+    """Another process holds the lock; the message names its PID and host."""
+
+
+class OutputError(XprospectError):
+    """The output cannot be written (disk full, permission)."""

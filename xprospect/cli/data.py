@@ -33,6 +33,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--bits", type=int, default=16, choices=(8, 16), help="PNG bit depth")
     p.add_argument("--backend", default="tensorflow", choices=("tensorflow", "plastimatch"))
+    p.add_argument("--force", action="store_true", help="accept an implausible CT (few slices)")
     p.set_defaults(handler=run_drr)
 
     p = sub.add_parser("prepare", help="build a TFRecord dataset (CT + DRRs) from CT or phantoms")
@@ -51,6 +52,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
     p.add_argument("--splits", help="JSON or CSV (id,split) assigning cases or patients")
     p.add_argument("--shard-size", type=int, default=16, help="cases per TFRecord shard")
+    p.add_argument(
+        "--force", action="store_true", help="accept implausible CTs (few slices, constant)"
+    )
     p.set_defaults(handler=run_prepare)
 
 
@@ -102,12 +106,13 @@ def run_drr(args: argparse.Namespace) -> int:
     """Runs ``xprospect drr``: frontal and lateral line integrals as ``.npy`` and PNG."""
     import numpy as np
 
-    from xprospect.io import read_volume, write_png
+    from xprospect.io import check_ct, read_volume, write_png
     from xprospect.preprocessing import ct_preprocessing
     from xprospect.projection import render_drr
     from xprospect.utils import atomic_path
 
-    volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(read_volume(args.ct))
+    ct = check_ct(read_volume(args.ct), force=args.force)
+    volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(ct)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     geometry = _geometry_name(args.geometry)
@@ -142,6 +147,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         split_file=args.splits,
+        force=args.force,
     )
     print(
         f"wrote {len(result.written)} case(s), skipped {len(result.skipped)} already done, "

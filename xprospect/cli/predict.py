@@ -20,6 +20,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="accept implausible X-rays (tiny, elongated, view tags contradicting the role)",
+    )
+    p.add_argument(
         "--style-model",
         action="append",
         default=[],
@@ -33,14 +38,20 @@ def run_predict(args: argparse.Namespace) -> int:
     """Runs ``xprospect predict``; a missing view or a style model for a view not given is a
     :class:`~xprospect.errors.ConfigError`."""
     from xprospect.errors import ConfigError
-    from xprospect.inference import load_predictor
-    from xprospect.io import read_radiograph, write_nifti
-    from xprospect.viz import save_orthogonal_slices
+    from xprospect.io import check_radiograph, read_radiograph, write_nifti
 
-    predictor = load_predictor(args.model)
+    # Every input is read and checked before the model is loaded (seconds), so a missing or
+    # implausible file fails at once.
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
+    for role, xray in xrays.items():
+        check_radiograph(xray, role, force=args.force)  # type: ignore[arg-type]
+
+    from xprospect.inference import load_predictor
+    from xprospect.viz import save_orthogonal_slices
+
+    predictor = load_predictor(args.model)
     missing = [v for v in predictor.views if v not in xrays]
     if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
