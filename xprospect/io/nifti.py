@@ -156,6 +156,8 @@ _GZIP_CHUNK = 1 << 20
 """Compressed bytes read at a time."""
 _GZIP_STEP = 64 << 20
 """Most decompressed bytes one zlib call may return (bounds the intermediate copies)."""
+_GZIP_SLACK = 1 << 16
+"""Decompressed bytes past the data decompressed to reach the member's end (and its CRC)."""
 _HEADER_BYTES = 544
 """Enough decompressed bytes for a NIfTI-2 header (540) and the extension flag."""
 
@@ -181,7 +183,7 @@ def _load_image(
     shape, needed = _check_header(header, p, limits)
     # zlib in large steps is ~1.7x faster than nibabel's streaming gzip reader on large CT files,
     # and stopping at the size the header implies bounds the memory a gzip bomb can take.
-    raw = _gunzip(p, needed)
+    raw = _gunzip(p, needed, verify_end=True)
     if len(raw) < needed:
         raise ImageFormatError(
             f"data is truncated: the header implies {needed} bytes, the file holds {len(raw)}", p
@@ -202,7 +204,8 @@ def _check_header(
         raise ImageFormatError(f"expected a 3D volume, got {len(full)}D data of shape {full}", p)
     file_dtype = header.get_data_dtype()
     slope, inter = header.get_slope_inter()
-    widened = slope is not None or inter is not None or file_dtype.kind == "f"
+    scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+    widened = scaled or file_dtype.kind == "f"
     per_voxel = max(file_dtype.itemsize, 4) if widened else file_dtype.itemsize
     check_volume_size(shape, per_voxel, p, limits=limits, what="NIfTI header")
     offset = int(header.get_data_offset())
@@ -219,13 +222,15 @@ def _check_header(
     return shape, offset + math.prod(full) * file_dtype.itemsize
 
 
-def _gunzip(p: Path, limit: int) -> bytes:
+def _gunzip(p: Path, limit: int, *, verify_end: bool = False) -> bytes:
     """The first ``limit`` decompressed bytes of a gzip file (fewer if it holds fewer).
 
-    Concatenated gzip members are legal and read in turn; nothing past ``limit`` is decompressed.
+    Concatenated gzip members are legal and read in turn; nothing past ``limit`` is decompressed
+    except, with ``verify_end``, up to :data:`_GZIP_SLACK` bytes to reach the end of the member,
+    where zlib checks its CRC (more trailing data than that is ignored, as nibabel ignores it).
 
     Raises:
-        ImageFormatError: The stream is corrupt, or truncated before ``limit`` bytes.
+        ImageFormatError: The stream is corrupt, or truncated.
     """
     chunks: list[bytes] = []
     have = 0
@@ -234,20 +239,20 @@ def _gunzip(p: Path, limit: int) -> bytes:
     at_end = False
     with p.open("rb") as fh:
         pending = b""
-        while have < limit:
+
+        def step(budget: int) -> bytes:
+            nonlocal pending, at_end, fed, d
             if not pending and not at_end:
                 pending = fh.read(_GZIP_CHUNK)
                 at_end = not pending
             if at_end and (not fed or d.eof):
-                break
+                raise EOFError
             fed = True
             try:
                 # At the end of the file (pending == b"") this drains what zlib still holds.
-                out = d.decompress(pending, min(limit - have, _GZIP_STEP))
+                out = d.decompress(pending, budget)
             except zlib.error as exc:
                 raise ImageFormatError(f"gzip stream is corrupt ({_short(exc)})", p) from exc
-            chunks.append(out)
-            have += len(out)
             if d.eof:
                 pending = d.unused_data  # concatenated gzip members are legal
                 d = zlib.decompressobj(wbits=31)
@@ -255,8 +260,22 @@ def _gunzip(p: Path, limit: int) -> bytes:
             else:
                 pending = d.unconsumed_tail
                 if at_end and not out and not pending:
-                    break
-    if have < limit and fed and not d.eof:
+                    raise EOFError
+            return out
+
+        slack = 0
+        try:
+            while have < limit:
+                out = step(min(limit - have, _GZIP_STEP))
+                chunks.append(out)
+                have += len(out)
+            if verify_end:
+                slack = _GZIP_SLACK
+                while fed and slack > 0:
+                    slack -= len(step(slack))
+        except EOFError:
+            pass
+    if fed and (have < limit or (verify_end and slack > 0)):
         raise ImageFormatError("gzip stream is truncated", p)
     return b"".join(chunks)[:limit]
 
