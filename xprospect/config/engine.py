@@ -363,7 +363,10 @@ def safe_load_yaml(
         ConfigError: Invalid YAML, an anchor or an alias (``invalid YAML: line L, column C: ...``).
         ResourceLimitError: Nesting deeper than ``max_depth``.
     """
-    loader = _ConfigLoader(text)
+    try:
+        loader = _ConfigLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
     loader.max_depth = max_depth
     try:
         return loader.get_single_data()

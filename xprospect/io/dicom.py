@@ -47,7 +47,7 @@ from xprospect.errors import (
     UnsupportedFormatError,
 )
 from xprospect.image import Radiograph, View, Volume
-from xprospect.io._checks import require_file
+from xprospect.io._checks import open_clamped, require_file
 from xprospect.io.limits import (
     MAX_SPACING_MM,
     MIN_SPACING_MM,
@@ -153,6 +153,19 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3] == 0
 
 
+def _dcmread(path: Path, **kwargs: Any) -> Dataset:
+    """``pydicom.dcmread`` through :func:`~xprospect.io._checks.open_clamped`, every element
+    converted from its raw bytes here, so that a corrupt value fails inside the caller's
+    ``try`` instead of at some later attribute access."""
+    with open_clamped(path) as fh:
+        ds = pydicom.dcmread(fh, **kwargs)
+    for dataset in (getattr(ds, "file_meta", None), ds):
+        if dataset is not None:
+            for _ in dataset.iterall():
+                pass
+    return ds
+
+
 def _read_head(path: Path) -> bytes:
     with path.open("rb") as fh:
         return fh.read(132)
@@ -173,7 +186,7 @@ def _try_header(path: Path) -> Dataset | None:
     else:
         return None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force)
+        ds = _dcmread(path, stop_before_pixels=True, force=force)
     except Exception as exc:  # pydicom raises many unrelated types on corrupt headers
         if not force:
             warnings.warn(
@@ -210,7 +223,7 @@ def is_dicom(path: str | os.PathLike[str]) -> bool:
     if not _looks_like_raw_dicom(head):
         return False
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+        ds = _dcmread(p, stop_before_pixels=True, force=True)
     except Exception:  # any parse failure just means "not DICOM"
         return False
     return "SOPClassUID" in ds
@@ -242,7 +255,7 @@ def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
     p = Path(path)
     _open_checks(p)
     try:
-        return pydicom.dcmread(p, stop_before_pixels=True, force=not _has_preamble(_read_head(p)))
+        return _dcmread(p, stop_before_pixels=True, force=not _has_preamble(_read_head(p)))
     except Exception as exc:  # pydicom raises many unrelated types on corrupt headers
         raise DicomError(f"unreadable DICOM header ({_short(exc)})", p) from exc
 
@@ -589,7 +602,7 @@ def _check_tilt(
 def _read_full(path: Path, limits: Limits | None = None) -> Dataset:
     check_file_size(path, limits=limits)
     try:
-        ds = pydicom.dcmread(path, force=not _has_preamble(_read_head(path)))
+        ds = _dcmread(path, force=not _has_preamble(_read_head(path)))
     except Exception as exc:  # pydicom raises many unrelated types on truncated files
         raise DicomError(
             f"unreadable DICOM file, truncated or corrupt? ({_short(exc)})", path
@@ -618,7 +631,7 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:  # decoders raise many unrelated types on bad data
-        if isinstance(ts, UID) and ts.is_compressed:
+        if isinstance(ts, UID) and ts.is_transfer_syntax and ts.is_compressed:
             raise DicomError(
                 f"cannot decode pixel data compressed as {ts.name} ({_short(exc)}); if a "
                 f"decoder is missing, {_INSTALL_HINT}",

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from xprospect.errors import ImageFormatError, ResourceLimitError
 from xprospect.image import Radiograph, View
-from xprospect.io._checks import require_file
+from xprospect.io._checks import open_clamped, require_file
 from xprospect.io.limits import check_image_size, resolve_limits
 from xprospect.utils import atomic_path
 
@@ -63,7 +63,8 @@ def read_raster_radiograph(
     p = require_file(path)
     limits = resolve_limits(max_bytes=max_bytes, max_pixels=max_pixels)
     try:
-        with Image.open(p) as img:
+        # Clamped reads: Pillow reads a PNG chunk's declared length in one call.
+        with open_clamped(p) as fh, Image.open(fh) as img:
             # Image.open reads the header only: refuse a decompression bomb before decoding.
             width, height = img.size
             # Colour converts through an 8-bit grey copy; the float32 result is the largest.
