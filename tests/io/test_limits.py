@@ -3,6 +3,7 @@ before it reads a pixel, bounds decompression, and refuses implausible spacing."
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -398,3 +399,39 @@ def test_x2ct_implausible_spacing_and_odd_datasets_are_typed(tmp_path):
         f.create_dataset("xray2", data=np.zeros((8, 8), np.uint8))
     with pytest.raises(ImageFormatError, match="unreadable X2CT data"):
         read_x2ct_case(path)
+
+
+# === Corrupt length fields ===
+
+
+def _traced_peak(read) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(XprospectError):
+            read()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_dicom_element_claiming_4_gib_allocates_nothing_like_it(tmp_path):
+    path = cr_dicom(tmp_path / "cr.dcm")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\xe0\x7f\x10\x00OW\x00\x00")  # (7FE0,0010) OW, then a 4-byte length
+    data[at + 8 : at + 12] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    # pydicom gets a short read (and may accept it): either way no 4 GiB buffer.
+    assert _traced_peak(lambda: read_dicom_radiograph(path)) < 64 << 20
+
+
+def test_a_png_chunk_claiming_256_mib_allocates_nothing_like_it(tmp_path):
+    import struct
+
+    path = png_claiming(tmp_path / "chunk.png", 64, 64, rows=64)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT") - 4
+    data[at : at + 4] = struct.pack(">I", 256 << 20)
+    path.write_bytes(bytes(data))
+    assert _traced_peak(lambda: read_radiograph(path)) < 64 << 20

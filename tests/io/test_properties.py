@@ -260,7 +260,7 @@ def test_mutated_config_yaml(workdir, data):
 @_settings(60)
 @given(
     text=st.text(
-        alphabet=st.sampled_from(list("[]{}:,-&*!|>'\"#\n abc01.") + ["\t", "\x00", "\u00e9"]),
+        alphabet=st.sampled_from([*"[]{}:,-&*!|>'\"#\n abc01.", "\t", "\x00", "\u00e9"]),
         max_size=200,
     )
 )

@@ -27,6 +27,9 @@ def require_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+_SMALL_READ = 1 << 16
+
+
 class ClampedReader(io.BufferedReader):
     """A binary file whose ``read(n)`` never asks for more than what is left in the file.
 
@@ -40,7 +43,8 @@ class ClampedReader(io.BufferedReader):
         self._size = size
 
     def read(self, size: int | None = -1, /) -> bytes:
-        if size is not None and size > 0:
+        # Small reads cannot allocate much; only large ones pay for tell().
+        if size is not None and size > _SMALL_READ:
             size = max(0, min(size, self._size - self.tell()))
         return super().read(size)
 

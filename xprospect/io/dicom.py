@@ -153,16 +153,54 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3] == 0
 
 
-def _dcmread(path: Path, **kwargs: Any) -> Dataset:
-    """``pydicom.dcmread`` through :func:`~xprospect.io._checks.open_clamped`, every element
-    converted from its raw bytes here, so that a corrupt value fails inside the caller's
-    ``try`` instead of at some later attribute access."""
+_SERIES_HEADER_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "SeriesDescription",
+    "SeriesNumber",
+    "Modality",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "KVP",
+    "ConvolutionKernel",
+    "BodyPartExamined",
+    *PATIENT_KEYWORDS,
+)
+"""What the series reader reads from each slice's header (converted when the file is read)."""
+_SERIES_SLICE_KEYWORDS: tuple[str, ...] = ("RescaleSlope", "RescaleIntercept")
+"""What the series reader reads besides the pixels when it reads a slice in full."""
+
+
+def _dcmread(path: Path, touch: Sequence[str] | None = None, **kwargs: Any) -> Dataset:
+    """``pydicom.dcmread`` through :func:`~xprospect.io._checks.open_clamped`.
+
+    pydicom converts an element's raw bytes when it is first accessed, so a corrupt value would
+    fail at some later attribute access; the elements named in ``touch`` (all of them when None)
+    are converted here instead, inside the caller's ``try``.
+    """
     with open_clamped(path) as fh:
         ds = pydicom.dcmread(fh, **kwargs)
-    for dataset in (getattr(ds, "file_meta", None), ds):
-        if dataset is not None:
-            for _ in dataset.iterall():
-                pass
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for _ in meta.iterall():
+            pass
+    if touch is None:
+        for _ in ds.iterall():
+            pass
+    else:
+        for keyword in touch:
+            ds.get(keyword)
     return ds
 
 
@@ -186,7 +224,7 @@ def _try_header(path: Path) -> Dataset | None:
     else:
         return None
     try:
-        ds = _dcmread(path, stop_before_pixels=True, force=force)
+        ds = _dcmread(path, _SERIES_HEADER_KEYWORDS, stop_before_pixels=True, force=force)
     except Exception as exc:  # pydicom raises many unrelated types on corrupt headers
         if not force:
             warnings.warn(
@@ -223,7 +261,7 @@ def is_dicom(path: str | os.PathLike[str]) -> bool:
     if not _looks_like_raw_dicom(head):
         return False
     try:
-        ds = _dcmread(p, stop_before_pixels=True, force=True)
+        ds = _dcmread(p, ("SOPClassUID",), stop_before_pixels=True, force=True)
     except Exception:  # any parse failure just means "not DICOM"
         return False
     return "SOPClassUID" in ds
@@ -599,10 +637,12 @@ def _check_tilt(
         )
 
 
-def _read_full(path: Path, limits: Limits | None = None) -> Dataset:
+def _read_full(
+    path: Path, limits: Limits | None = None, touch: Sequence[str] | None = None
+) -> Dataset:
     check_file_size(path, limits=limits)
     try:
-        ds = _dcmread(path, force=not _has_preamble(_read_head(path)))
+        ds = _dcmread(path, touch, force=not _has_preamble(_read_head(path)))
     except Exception as exc:  # pydicom raises many unrelated types on truncated files
         raise DicomError(
             f"unreadable DICOM file, truncated or corrupt? ({_short(exc)})", path
@@ -718,14 +758,17 @@ def read_dicom_series(
     slopes, intercepts = [], []
     for k, idx in enumerate(geo.order):
         path = members[idx][0]
-        ds = _read_full(path, limits)
+        ds = _read_full(path, limits, _SERIES_SLICE_KEYWORDS)
         raw = _pixels(ds, path)
         if raw.shape != geo.shape:
             raise DicomError(
                 f"pixel array shape {raw.shape} does not match Rows x Columns {geo.shape}", path
             )
         if "ModalityLUTSequence" in ds:
-            hu[k] = pydicom.pixels.apply_modality_lut(raw, ds)
+            try:
+                hu[k] = pydicom.pixels.apply_modality_lut(raw, ds)
+            except Exception as exc:  # a malformed Modality LUT Sequence fails in many ways
+                raise DicomError(f"cannot apply the Modality LUT ({_short(exc)})", path) from exc
             integral = False
             continue
         slope = _float_or(ds, "RescaleSlope", 1.0)
