@@ -195,7 +195,7 @@ def test_the_bases_are_valid(workdir, nifti_bytes, cr_bytes, ct_folder, png_byte
     assert load_config(workdir / "base.yaml").name == "fuzz"
 
 
-@_settings(120)
+@_settings(300)
 @given(data=st.data())
 def test_mutated_nifti(workdir, nifti_bytes, data):
     path = workdir / "m.nii"
@@ -203,7 +203,7 @@ def test_mutated_nifti(workdir, nifti_bytes, data):
     _contract(lambda: read_nifti(path))
 
 
-@_settings(100)
+@_settings(200)
 @given(data=st.data())
 def test_mutated_nifti_gz_content(workdir, nifti_bytes, data):
     path = workdir / "m.nii.gz"
@@ -211,7 +211,7 @@ def test_mutated_nifti_gz_content(workdir, nifti_bytes, data):
     _contract(lambda: read_nifti(path))
 
 
-@_settings(60)
+@_settings(150)
 @given(data=st.data())
 def test_mutated_nifti_gz_stream(workdir, nifti_bytes, data):
     path = workdir / "s.nii.gz"
@@ -219,7 +219,7 @@ def test_mutated_nifti_gz_stream(workdir, nifti_bytes, data):
     _contract(lambda: read_nifti(path))
 
 
-@_settings(150)
+@_settings(400)
 @given(data=st.data())
 def test_mutated_dicom_radiograph(workdir, cr_bytes, data):
     path = workdir / "m.dcm"
@@ -228,7 +228,7 @@ def test_mutated_dicom_radiograph(workdir, cr_bytes, data):
     _contract(lambda: read_radiograph(path, view="PA"))
 
 
-@_settings(80)
+@_settings(200)
 @given(data=st.data())
 def test_mutated_dicom_series_slice(workdir, ct_folder, data):
     folder = workdir / "series"
@@ -240,7 +240,7 @@ def test_mutated_dicom_series_slice(workdir, ct_folder, data):
     _contract(lambda: read_volume(folder))
 
 
-@_settings(120)
+@_settings(300)
 @given(data=st.data())
 def test_mutated_png(workdir, png_bytes, png16_bytes, data):
     base = png16_bytes if data.draw(st.booleans()) else png_bytes
@@ -249,7 +249,7 @@ def test_mutated_png(workdir, png_bytes, png16_bytes, data):
     _contract(lambda: read_raster_radiograph(path))
 
 
-@_settings(150)
+@_settings(300)
 @given(data=st.data())
 def test_mutated_config_yaml(workdir, data):
     path = workdir / "m.yaml"
@@ -257,7 +257,7 @@ def test_mutated_config_yaml(workdir, data):
     _contract(lambda: load_config(path))
 
 
-@_settings(60)
+@_settings(150)
 @given(
     text=st.text(
         alphabet=st.sampled_from([*"[]{}:,-&*!|>'\"#\n abc01.", "\t", "\x00", "\u00e9"]),
