@@ -121,7 +121,13 @@ _PROBE = textwrap.dedent(
     except ResourceLimitError as exc:
         outcome = str(exc)
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Peak RSS of this process image. ru_maxrss also counts the parent's pages at fork (a large
+    # pytest process), so prefer VmHWM, which starts afresh at exec.
+    try:
+        status = open("/proc/self/status").read()
+        rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError):
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"outcome": outcome, "seconds": seconds, "rss_mb": rss_mb}))
     """
 )
