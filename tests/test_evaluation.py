@@ -84,8 +84,8 @@ def test_volume_from_output_maps_back_to_hu():
 
 def test_predict_and_evaluate_and_models_commands(dataset, run_dir, tmp_path, capsys):
     rng = np.random.default_rng(0)
-    write_png(rng.random((50, 40)), tmp_path / "f.png")
-    write_png(rng.random((40, 50)), tmp_path / "l.png")
+    write_png(rng.random((80, 64)), tmp_path / "f.png")
+    write_png(rng.random((64, 80)), tmp_path / "l.png")
     out = tmp_path / "ct.nii.gz"
     code = main(
         [

@@ -27,6 +27,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "ResourceLimitError",
+    "ShardError",
     "UnsupportedFormatError",
     "UntrustedModelError",
     "XprospectError",
@@ -117,3 +118,7 @@ class ImplausibleInputError(XprospectError):
 class LockedError(XprospectError):
     """Another process holds the lock of a run folder or dataset; the message names its PID and
     host."""
+
+
+class ShardError(ImageFormatError):
+    """A TFRecord shard of a prepared dataset is truncated or corrupt (the message names it)."""

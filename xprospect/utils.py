@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import random
 import shutil
@@ -14,15 +15,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xprospect.errors import OutputError, OutputExistsError
+from xprospect.errors import (
+    ConfigError,
+    MissingDataError,
+    OutputError,
+    OutputExistsError,
+    ResourceLimitError,
+    XprospectError,
+)
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "ProgressBar",
     "atomic_dir",
     "atomic_path",
     "check_output",
+    "json_depth",
     "output_error",
     "progress_bar",
+    "read_json_file",
     "seed_everything",
 ]
 
@@ -382,3 +394,90 @@ def progress_bar(
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=desc)
+
+
+# === Bounded JSON reading (issue 15: limits before allocation) ===
+
+MAX_JSON_BYTES = 64 << 20
+"""Default size limit of :func:`read_json_file` (64 MiB: a manifest of 100k cases fits)."""
+MAX_JSON_DEPTH = 32
+"""Default nesting limit of :func:`read_json_file` (xprospect's own files nest 4 levels)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value`` (a scalar is 0, ``[]`` is 1); iterative,
+    so any depth is safe to measure."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_json_file(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+    error: type[XprospectError] = ConfigError,
+    what: str = "JSON file",
+) -> Any:
+    """Parses a JSON file that a user or another program wrote, within a size and nesting limit.
+
+    Args:
+        path: The file.
+        max_bytes: Refuse a larger file before reading it.
+        max_depth: Refuse deeper nesting of lists and objects.
+        error: The error class for a file that is not text or not JSON (e.g. ``ConfigError`` for
+            a settings file, ``ImageFormatError`` for a dataset's manifest).
+        what: What the file is, for the message (``"dataset manifest"``).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        MissingDataError: No such file.
+        ResourceLimitError: The file is larger than ``max_bytes`` or nests deeper than
+            ``max_depth``.
+        XprospectError: Of class ``error``: unreadable, not UTF-8 text, or invalid JSON (with its
+            line and column).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise MissingDataError(f"no {what} here", p) from None
+    except OSError as exc:
+        raise error(f"cannot read {what}: {exc.strerror or exc}", p) from None
+    if len(data) > max_bytes:
+        raise ResourceLimitError(
+            f"{what} is larger than the limit of {max_bytes} bytes; not read", p
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", p
+        ) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ResourceLimitError(
+            f"{what} nests deeper than the limit of {max_depth} levels", p
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{what} is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}", p
+        ) from None
+    if json_depth(value) > max_depth:
+        raise ResourceLimitError(f"{what} nests deeper than the limit of {max_depth} levels", p)
+    return value

@@ -920,7 +920,6 @@ def _nifti_cases() -> None:
         "resource",
         limit,
         ct,
-        needs="r4",
     )
     _add(
         "nifti/huge-dims-gz",
@@ -929,7 +928,6 @@ def _nifti_cases() -> None:
         "resource",
         limit,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/huge-dims-float64",
@@ -938,7 +936,6 @@ def _nifti_cases() -> None:
         "resource",
         limit,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/huge-dims-4d-singleton",
@@ -947,7 +944,6 @@ def _nifti_cases() -> None:
         "resource",
         limit,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/negative-dim",
@@ -956,7 +952,6 @@ def _nifti_cases() -> None:
         "input",
         bad + "|dim|shape",
         ct,
-        needs="r4",
     )
     _add(
         "nifti/too-many-dims",
@@ -975,7 +970,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/nan-pixdim",
@@ -984,7 +978,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/inf-spacing",
@@ -993,7 +986,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/zero-spacing",
@@ -1002,7 +994,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/zero-pixdim",  # nibabel takes a zero pixdim for 1 mm (with no qform or sform)
@@ -1017,7 +1008,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/micrometre-spacing",
@@ -1026,7 +1016,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/kilometre-spacing-drr",
@@ -1035,7 +1024,6 @@ def _nifti_cases() -> None:
         "input",
         spacing,
         gz,
-        needs="r4",
     )
     _add(
         "nifti/mirrored-affine",
@@ -1050,7 +1038,6 @@ def _nifti_cases() -> None:
         "input",
         "slice",
         gz,
-        needs="r4",
     )
     _add(
         "nifti/two-slices",
@@ -1059,7 +1046,6 @@ def _nifti_cases() -> None:
         "input",
         "slice",
         gz,
-        needs="r4",
     )
     _add(
         "nifti/constant-air",
@@ -1068,7 +1054,6 @@ def _nifti_cases() -> None:
         "input",
         "constant|spread|HU",
         gz,
-        needs="r4",
     )
     _add(
         "nifti/constant-zero",
@@ -1077,7 +1062,6 @@ def _nifti_cases() -> None:
         "input",
         "constant|spread|HU",
         gz,
-        needs="r4",
     )
     _add(
         "nifti/one-slice-prepare",
@@ -1086,7 +1070,6 @@ def _nifti_cases() -> None:
         "input",
         "slice",
         gz,
-        needs="r4",
     )
     _add(
         "nifti/4d",
@@ -1161,7 +1144,6 @@ def _nifti_cases() -> None:
         "resource",
         limit,
         gz,
-        needs="r4",
     )
     _add("nifti/gzip-bomb-stream", _info(gz), _gzip_bomb("ct.nii.gz", (32, 32, 32), 64), "ok")
     _add(
@@ -1224,7 +1206,6 @@ def _dicom_cases() -> None:
         "input",
         view,
         "{case}/ll.dcm",
-        needs="r4",
     )
     _add(
         "dicom/rl-as-frontal",
@@ -1233,7 +1214,6 @@ def _dicom_cases() -> None:
         "input",
         view,
         "{case}/rl.dcm",
-        needs="r4",
     )
     _add(
         "dicom/pa-as-lateral",
@@ -1242,7 +1222,6 @@ def _dicom_cases() -> None:
         "input",
         "PA|view|lateral",
         "{case}/pa.dcm",
-        needs="r4",
     )
     _add(
         "dicom/lateral-orientation-as-frontal",
@@ -1251,7 +1230,6 @@ def _dicom_cases() -> None:
         "input",
         "lateral|orientation|view|frontal",
         "{case}/lo.dcm",
-        needs="r4",
     )
     _add(
         "dicom/cr-control-predict",
@@ -1395,7 +1373,6 @@ def _dicom_cases() -> None:
         "resource",
         limit,
         s,
-        needs="r4",
     )
     _add(
         "dicom/huge-rows-cr",
@@ -1404,7 +1381,6 @@ def _dicom_cases() -> None:
         "resource",
         limit,
         "{case}/cr.dcm",
-        needs="r4",
     )
     _add(
         "dicom/huge-rows-as-frontal",
@@ -1413,7 +1389,6 @@ def _dicom_cases() -> None:
         "resource",
         limit,
         "{case}/cr.dcm",
-        needs="r4",
     )
     _add(
         "dicom/tiny-cr-as-frontal",
@@ -1422,7 +1397,6 @@ def _dicom_cases() -> None:
         "input",
         "small|size|pixel",
         "{case}/cr.dcm",
-        needs="r4",
     )
     _add(
         "dicom/one-slice-drr",
@@ -1431,7 +1405,6 @@ def _dicom_cases() -> None:
         "input",
         "slice",
         s,
-        needs="r4",
     )
     _add(
         "dicom/constant-series-drr",
@@ -1440,7 +1413,6 @@ def _dicom_cases() -> None:
         "input",
         "constant|spread|HU",
         s,
-        needs="r4",
     )
     _add(
         "dicom/kilometre-slices",
@@ -1449,7 +1421,6 @@ def _dicom_cases() -> None:
         "input",
         "spacing|plausible",
         s,
-        needs="r4",
     )
     _add(
         "dicom/kilometre-pixels",
@@ -1458,7 +1429,6 @@ def _dicom_cases() -> None:
         "input",
         "spacing|plausible",
         s,
-        needs="r4",
     )
     _add(
         "dicom/zero-pixel-spacing",
@@ -1515,7 +1485,6 @@ def _raster_cases() -> None:
         "input",
         "small|size|pixel",
         png,
-        needs="r4",
     )
     _add(
         "raster/8x8-as-frontal",
@@ -1524,7 +1493,6 @@ def _raster_cases() -> None:
         "input",
         "small|size|pixel",
         png,
-        needs="r4",
     )
     _add(
         "raster/sliver-as-frontal",
@@ -1533,7 +1501,6 @@ def _raster_cases() -> None:
         "input",
         "aspect|ratio|size",
         png,
-        needs="r4",
     )
     _add(
         "raster/sliver-as-lateral",
@@ -1542,7 +1509,6 @@ def _raster_cases() -> None:
         "input",
         "aspect|ratio|size",
         png,
-        needs="r4",
     )
     _add("raster/empty", _info(png), _file("x.png", b""), "input", "empty", png)
     _add(
@@ -1603,7 +1569,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         png,
-        needs="r4",
     )
     _add(
         "raster/bomb-20k",
@@ -1612,7 +1577,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         png,
-        needs="r4",
     )
     _add(
         "raster/bomb-16bit",
@@ -1621,7 +1585,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         png,
-        needs="r4",
     )
     _add(
         "raster/bomb-rgba",
@@ -1630,7 +1593,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         png,
-        needs="r4",
     )
     _add(
         "raster/bomb-as-frontal",
@@ -1639,7 +1601,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         png,
-        needs="r4",
     )
     _add(
         "raster/bomb-jpeg",
@@ -1648,7 +1609,6 @@ def _raster_cases() -> None:
         "resource",
         limit,
         "{case}/x.jpg",
-        needs="r4",
     )
     _add("raster/16bit-12bit-values", _info(png), _png("x.png", scale=4095.0), "ok")
     _add(
@@ -1720,7 +1680,6 @@ def _config_cases() -> None:
         "config",
         alias,
         c,
-        needs="r4",
     )
     _add(
         "config/alias",
@@ -1729,7 +1688,6 @@ def _config_cases() -> None:
         "config",
         alias,
         c,
-        needs="r4",
     )
     _add(
         "config/merge-key",
@@ -1741,7 +1699,6 @@ def _config_cases() -> None:
         "config",
         alias,
         c,
-        needs="r4",
     )
     text = "text|UTF-8|binary"
     _add(
@@ -1863,7 +1820,6 @@ def _config_cases() -> None:
         "resource",
         "nest|deep|depth",
         c,
-        needs="r4",
     )
     _add(
         "config/huge-file",
@@ -1872,7 +1828,6 @@ def _config_cases() -> None:
         "resource",
         "limit|large|size",
         c,
-        needs="r4",
     )
     _add("config/empty", _train(), _yaml("c.yaml", ""), "config", "data.dir", c)
     _add(
@@ -1957,7 +1912,6 @@ def _config_cases() -> None:
         "config",
         "training.steps",
         "training.steps",
-        needs="r4",  # the bounded YAML loader reads the value as text: not an integer
     )
     _add(
         "config/missing-data-dir",
@@ -2008,7 +1962,6 @@ def _config_cases() -> None:
         "config",
         alias,
         tune,
-        needs="r4",
     )
     _add(
         "config/tune-missing",
@@ -2058,7 +2011,6 @@ def _config_cases() -> None:
         "config",
         alias,
         "{case}/s.yaml",
-        needs="r4",
     )
     _add(
         "config/style-missing",
@@ -2228,7 +2180,6 @@ def _dataset_cases() -> None:
         "input",
         "shard|corrupt",
         shard,
-        needs="r4",
     )
     _add(
         "dataset/truncated-shard",
@@ -2237,7 +2188,6 @@ def _dataset_cases() -> None:
         "input",
         "shard|truncated",
         shard,
-        needs="r4",
     )
     _add(
         "dataset/flipped-byte-shard",
@@ -2246,7 +2196,6 @@ def _dataset_cases() -> None:
         "input",
         "shard|corrupt",
         shard,
-        needs="r4",
     )
     _add(
         "dataset/empty-shard",
@@ -2265,7 +2214,6 @@ def _dataset_cases() -> None:
         "input",
         "shard|truncated",
         "{case}/ds/train-00000.tfrecord",
-        needs="r4",
     )
     _add(
         "dataset/prepare-output-other-config",

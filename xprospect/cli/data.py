@@ -35,6 +35,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing frontal/lateral .png and .npy"
     )
+    p.add_argument("--force", action="store_true", help="accept an implausible CT (few slices)")
     p.set_defaults(handler=run_drr)
 
     p = sub.add_parser("prepare", help="build a TFRecord dataset (CT + DRRs) from CT or phantoms")
@@ -53,6 +54,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
     p.add_argument("--splits", help="JSON or CSV (id,split) assigning cases or patients")
     p.add_argument("--shard-size", type=int, default=16, help="cases per TFRecord shard")
+    p.add_argument(
+        "--force", action="store_true", help="accept implausible CTs (few slices, constant)"
+    )
     p.set_defaults(handler=run_prepare)
 
 
@@ -108,16 +112,17 @@ def run_drr(args: argparse.Namespace) -> int:
     """
     import numpy as np
 
-    from xprospect.io import read_volume, write_png
+    from xprospect.io import check_ct, read_volume, write_png
     from xprospect.preprocessing import ct_preprocessing
     from xprospect.projection import render_drr
     from xprospect.utils import atomic_path, check_output
 
+    ct = check_ct(read_volume(args.ct), force=args.force)
     out = check_output(args.out, overwrite=True, folder=True)  # a folder, existing or not
     for view in VIEWS:
         for suffix in (".npy", ".png"):
             check_output(out / f"{view}{suffix}", args.overwrite)
-    volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(read_volume(args.ct))
+    volume = ct_preprocessing(size=args.size, fov_mm=args.fov_mm)(ct)
     geometry = _geometry_name(args.geometry)
     for view in VIEWS:
         line = render_drr(volume, view, geometry, args.size, "line_integral", backend=args.backend)
@@ -153,6 +158,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         split_file=args.splits,
+        force=args.force,
     )
     print(
         f"wrote {len(result.written)} case(s), skipped {len(result.skipped)} already done, "

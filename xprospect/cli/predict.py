@@ -36,6 +36,11 @@ def add_parser(sub: Subparsers) -> None:
         "as a program with your permissions (see SECURITY.md)",
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="accept implausible X-rays (tiny, elongated, view tags contradicting the role)",
+    )
+    p.add_argument(
         "--style-model",
         action="append",
         default=[],
@@ -56,7 +61,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """
     from xprospect.errors import ConfigError
     from xprospect.inference import load_predictor
-    from xprospect.io import read_radiograph, write_nifti
+    from xprospect.io import check_radiograph, read_radiograph, write_nifti
     from xprospect.io.nifti import is_nifti_path
     from xprospect.utils import check_output
     from xprospect.viz import save_orthogonal_slices
@@ -72,6 +77,8 @@ def run_predict(args: argparse.Namespace) -> int:
     xrays = {"frontal": read_radiograph(args.frontal, view="PA")}
     if args.lateral:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
+    for role, xray in xrays.items():
+        check_radiograph(xray, role, force=args.force)  # type: ignore[arg-type]
     with model_errors(args.model):
         predictor = load_predictor(args.model, trust=args.trust_model)
     missing = [v for v in predictor.views if v not in xrays]

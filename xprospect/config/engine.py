@@ -41,10 +41,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from xprospect.errors import ConfigError
+from xprospect.errors import ConfigError, ResourceLimitError
 from xprospect.utils import atomic_path
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
     "FromDict",
     "apply_overrides",
     "build",
@@ -55,7 +57,9 @@ __all__ = [
     "load_file",
     "parse_override",
     "read_mapping",
+    "read_yaml_file",
     "resolve_path",
+    "safe_load_yaml",
     "shipped",
     "to_dict",
     "unknown_key",
@@ -271,25 +275,158 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB; the biggest shipped config is a few KiB)."""
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of mappings and lists in a config file (the schemas nest 3 levels)."""
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML the config loader does not accept (anchors, aliases); carries the position."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _TooDeep(yaml.MarkedYAMLError):
+    """Nesting beyond the loader's limit; carries the position."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses anchors and aliases (an alias bomb is never expanded:
+    the first anchor stops the parse) and nesting deeper than ``max_depth``."""
+
+    max_depth = MAX_CONFIG_DEPTH
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                f"aliases (*{event.anchor}) are not allowed in config files; write the value out",
+                event.start_mark,
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refused(
+                f"anchors (&{anchor}) are not allowed in config files; write the value out",
+                event.start_mark,
+            )
+        if not isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise _TooDeep(
+                    f"mappings and lists nest deeper than the limit of {self.max_depth} levels",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str | os.PathLike[str] | None) -> Exception:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or exc
+    if isinstance(exc, _TooDeep):
+        return ResourceLimitError(f"{where}{problem}", source)
+    if isinstance(exc, _Refused):
+        return ConfigError(f"{where}{problem}", source)
+    return ConfigError(f"invalid YAML: {where}{_one_line(str(problem))}", source)
+
+
+def safe_load_yaml(
+    text: str,
+    source: str | os.PathLike[str] | None = None,
+    *,
+    max_depth: int = MAX_CONFIG_DEPTH,
+) -> Any:
+    """Parses YAML text like ``yaml.safe_load``, refusing anchors, aliases and deep nesting.
+
+    Args:
+        text: The YAML text.
+        source: Where it came from (a file, ``--set KEY``), for the message.
+        max_depth: Deepest nesting of mappings and lists accepted.
+
+    Returns:
+        The parsed value (None for an empty document).
+
+    Raises:
+        ConfigError: Invalid YAML, an anchor or an alias (``invalid YAML: line L, column C: ...``).
+        ResourceLimitError: Nesting deeper than ``max_depth``.
+    """
+    try:
+        loader = _ConfigLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+    loader.max_depth = max_depth
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(
+    file: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_CONFIG_BYTES,
+    max_depth: int = MAX_CONFIG_DEPTH,
+) -> Any:
+    """Reads and parses a YAML file with :func:`safe_load_yaml`, refusing files that are too
+    large or not text before parsing them.
+
+    Raises:
+        ConfigError: Unreadable, not UTF-8 text (binary), invalid YAML, anchors or aliases.
+        ResourceLimitError: Larger than ``max_bytes``, or nesting deeper than ``max_depth``.
+    """
+    path = Path(file)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror or exc}", path) from None
+    if len(data) > max_bytes:
+        raise ResourceLimitError(
+            f"config file is larger than the limit of {max_bytes // 1024} KiB; not read", path
+        )
+    if b"\0" in data:
+        raise ConfigError("not a text file (it holds NUL bytes); expected a YAML config", path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "expected a YAML config",
+            path,
+        ) from None
+    return safe_load_yaml(text, path, max_depth=max_depth)
+
+
 def read_mapping(file: Path) -> tuple[Mapping[str, Any] | None, Path]:
     """The parsed YAML mapping of a config file (None for an empty file) and the file.
 
+    The file is read with :func:`read_yaml_file`: at most :data:`MAX_CONFIG_BYTES`, UTF-8 text,
+    no anchors or aliases, nesting at most :data:`MAX_CONFIG_DEPTH` deep.
+
     Raises:
-        ConfigError: Unreadable file, bad YAML (with its line) or not a mapping.
+        ConfigError: Unreadable or binary file, bad YAML (with its line), anchors or aliases, or
+            not a mapping.
+        ResourceLimitError: The file is too large or nests too deeply.
     """
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror or exc}", file) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc
-        raise ConfigError(f"invalid YAML: {where}{_one_line(str(problem))}", file) from None
+    data = read_yaml_file(file)
     if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"expected a mapping of sections at the top, got {data!r}", file)
+        shown = repr(data) if len(repr(data)) <= 80 else repr(data)[:77] + "..."
+        raise ConfigError(f"expected a mapping of sections at the top, got {shown}", file)
     return data, file
 
 
@@ -377,8 +514,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = safe_load_yaml(raw, f"--set {key}") if raw.strip() else None
+    except (ConfigError, ResourceLimitError):
         value = raw
     return key, value
 

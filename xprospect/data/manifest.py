@@ -8,13 +8,13 @@ so config resolution and split counting stay cheap.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from xprospect.errors import ImageFormatError, MissingDataError
+from xprospect.utils import read_json_file
 
 __all__ = ["MANIFEST_NAME", "read_manifest", "split_cases"]
 
@@ -28,18 +28,17 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         MissingDataError: No manifest (not a dataset folder, or ``prepare`` never finished a shard).
         ImageFormatError: The manifest is not a JSON object.
+        ResourceLimitError: The manifest is larger or nests deeper than
+            :func:`xprospect.utils.read_json_file` allows.
     """
     path = Path(data_dir) / MANIFEST_NAME
     if not path.exists():
         raise MissingDataError(
             f"no {MANIFEST_NAME}: not a dataset made by 'xprospect prepare'", path
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ImageFormatError(f"is not a valid manifest ({exc})", path) from None
+    manifest = read_json_file(path, error=ImageFormatError, what="dataset manifest")
     if not isinstance(manifest, dict):
-        raise ImageFormatError(f"is not a valid manifest (a {type(manifest).__name__})", path)
+        raise ImageFormatError("dataset manifest is not a JSON object", path)
     return manifest
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from xprospect import __version__
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
-from xprospect.utils import atomic_path, progress_bar
+from xprospect.utils import atomic_path, progress_bar, read_json_file
 
 __all__ = [
     "CaseSpec",
@@ -253,13 +253,13 @@ def _read_split_file(path: Path) -> dict[str, str]:
         raise MissingDataError("split file does not exist", path)
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json_file(path, what="split file")
             if not isinstance(data, dict):
                 raise ConfigError('split JSON must map ids to split names: {"id": "train"}', path)
             return {str(k): str(v) for k, v in data.items()}
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-    except (ValueError, csv.Error) as exc:  # JSONDecodeError, UnicodeDecodeError, bad CSV
+    except (ValueError, csv.Error) as exc:  # UnicodeDecodeError, bad CSV
         raise ConfigError(
             f"not a readable split file ({type(exc).__name__}: {exc})", path
         ) from None
@@ -296,8 +296,11 @@ def _source_files(spec: CaseSpec) -> list[Path]:
     return [src]
 
 
-def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
+def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) -> dict[str, Any]:
     """Reads and preprocesses one case to a canonical ``size^3`` HU cube (NumPy, no TF).
+
+    A CT that is not plausible (:func:`xprospect.io.check_ct`: few slices, constant values)
+    is refused unless ``force``.
 
     Returns:
         ``volume`` (int16), ``spacing_mm``, ``source_sha256``, ``original_shape`` and
@@ -311,10 +314,10 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
         volume = chest_phantom(size, seed=int(spec.seed or 0), spacing_mm=fov_mm / size).volume
         digest = hashlib.sha256(f"{spec.source}:{size}:{fov_mm}".encode()).hexdigest()
     else:
-        from xprospect.io import read_volume
+        from xprospect.io import check_ct, read_volume
 
         kwargs = {"series_uid": spec.series_uid} if spec.kind == "dicom" else {}
-        volume = read_volume(spec.source, **kwargs)
+        volume = check_ct(read_volume(spec.source, **kwargs), force=force)
         digest = sha256_paths(_source_files(spec))
     prepared = ct_preprocessing(size=size, fov_mm=fov_mm)(volume)
     return {
@@ -326,9 +329,11 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
     }
 
 
-def _load_case_safe(spec: CaseSpec, size: int, fov_mm: float) -> dict[str, Any]:
+def _load_case_safe(
+    spec: CaseSpec, size: int, fov_mm: float, force: bool = False
+) -> dict[str, Any]:
     try:
-        return {"ok": True, **load_case(spec, size, fov_mm)}
+        return {"ok": True, **load_case(spec, size, fov_mm, force=force)}
     except XprospectError as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # a bad case must not stop the other cases
@@ -354,6 +359,7 @@ def prepare_dataset(
     split_file: str | os.PathLike[str] | None = None,
     progress: bool = True,
     on_shard: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> PrepareResult:
     """Builds (or resumes building) a dataset.
 
@@ -367,6 +373,7 @@ def prepare_dataset(
         split_file: Explicit split assignment (see :func:`assign_splits`).
         progress: Show a progress bar.
         on_shard: Called with each shard's name after it is written (used by tests to interrupt).
+        force: Accept implausible CTs (:func:`xprospect.io.check_ct`) instead of failing them.
 
     Returns:
         What was written, skipped and failed.
@@ -400,7 +407,7 @@ def prepare_dataset(
     pool = _pool(workers)
     try:
         for shard_name, specs in todo:
-            loaded = _load_all(pool, specs, cfg)
+            loaded = _load_all(pool, specs, cfg, force)
             good = []
             for spec, res in zip(specs, loaded, strict=True):
                 bar.update(1)
@@ -478,11 +485,14 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor | None:
 
 
 def _load_all(
-    pool: cf.ProcessPoolExecutor | None, specs: Sequence[CaseSpec], cfg: PrepareConfig
+    pool: cf.ProcessPoolExecutor | None,
+    specs: Sequence[CaseSpec],
+    cfg: PrepareConfig,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     if pool is None:
-        return [_load_case_safe(s, cfg.size, cfg.fov_mm) for s in specs]
-    futures = [pool.submit(_load_case_safe, s, cfg.size, cfg.fov_mm) for s in specs]
+        return [_load_case_safe(s, cfg.size, cfg.fov_mm, force) for s in specs]
+    futures = [pool.submit(_load_case_safe, s, cfg.size, cfg.fov_mm, force) for s in specs]
     return [f.result() for f in futures]
 
 

@@ -14,18 +14,23 @@ from typing import Any
 from xprospect.errors import UnsupportedFormatError
 from xprospect.image import Radiograph, View, Volume
 from xprospect.io._checks import require_file
+from xprospect.io.limits import resolve_limits
 from xprospect.io.nifti import is_nifti_path, read_nifti, write_nifti
+from xprospect.io.plausibility import check_ct, check_radiograph
 from xprospect.io.raster import RASTER_SUFFIXES, read_raster_radiograph, write_png
 from xprospect.io.x2ct import X2CT_FILENAME, X2CTCase, read_x2ct_case, write_x2ct_case
 
 __all__ = [
     "X2CTCase",
+    "check_ct",
+    "check_radiograph",
     "read_any",
     "read_nifti",
     "read_radiograph",
     "read_raster_radiograph",
     "read_volume",
     "read_x2ct_case",
+    "resolve_limits",
     "write_nifti",
     "write_png",
     "write_volume",
@@ -44,7 +49,8 @@ def read_volume(path: str | os.PathLike[str], **kwargs: Any) -> Volume:
 
     Args:
         path: Where the volume is.
-        **kwargs: Passed to the reader (e.g. ``series_uid`` for DICOM folders).
+        **kwargs: Passed to the reader (e.g. ``series_uid`` for DICOM folders; ``max_voxels``
+            and ``max_bytes`` for every reader, see :mod:`xprospect.io.limits`).
 
     Returns:
         The volume in the file's own orientation (HU for CT).
@@ -81,6 +87,8 @@ def read_radiograph(
     view: str | View | None = None,
     invert: bool = False,
     pixel_spacing_mm: tuple[float, float] | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Radiograph:
     """Reads an X-ray from DICOM (CR/DX) or PNG/JPEG/TIFF/BMP.
 
@@ -89,18 +97,25 @@ def read_radiograph(
         view: Overrides the view stored in the file (raster files store none).
         invert: Raster files only: pixels are stored bright = air (DICOM says so itself).
         pixel_spacing_mm: Raster files only: the detector pixel spacing, if known.
+        max_pixels, max_bytes: Size limits checked before decoding (see
+            :mod:`xprospect.io.limits`).
     """
     p = require_file(path)
     if p.is_dir():
         raise UnsupportedFormatError("expected an image file, got a folder", p)
     if p.suffix.lower() in RASTER_SUFFIXES:
         return read_raster_radiograph(
-            p, view=view, invert=invert, pixel_spacing_mm=pixel_spacing_mm
+            p,
+            view=view,
+            invert=invert,
+            pixel_spacing_mm=pixel_spacing_mm,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
         )
     if _is_dicom_file(p):
         from xprospect.io.dicom import read_dicom_radiograph
 
-        return read_dicom_radiograph(p, view=view)
+        return read_dicom_radiograph(p, view=view, max_pixels=max_pixels, max_bytes=max_bytes)
     raise UnsupportedFormatError(
         "not an X-ray format xprospect reads (DICOM CR/DX, PNG, JPEG, TIFF, BMP)", p
     )

@@ -47,7 +47,17 @@ from xprospect.errors import (
     UnsupportedFormatError,
 )
 from xprospect.image import Radiograph, View, Volume
-from xprospect.io._checks import require_file
+from xprospect.io._checks import open_clamped, require_file
+from xprospect.io.limits import (
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
+    Limits,
+    check_file_size,
+    check_image_size,
+    check_spacing,
+    check_volume_size,
+    resolve_limits,
+)
 from xprospect.utils import atomic_dir
 
 __all__ = [
@@ -143,6 +153,57 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3] == 0
 
 
+_SERIES_HEADER_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "SeriesDescription",
+    "SeriesNumber",
+    "Modality",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "KVP",
+    "ConvolutionKernel",
+    "BodyPartExamined",
+    *PATIENT_KEYWORDS,
+)
+"""What the series reader reads from each slice's header (converted when the file is read)."""
+_SERIES_SLICE_KEYWORDS: tuple[str, ...] = ("RescaleSlope", "RescaleIntercept")
+"""What the series reader reads besides the pixels when it reads a slice in full."""
+
+
+def _dcmread(path: Path, touch: Sequence[str] | None = None, **kwargs: Any) -> Dataset:
+    """``pydicom.dcmread`` through :func:`~xprospect.io._checks.open_clamped`.
+
+    pydicom converts an element's raw bytes when it is first accessed, so a corrupt value would
+    fail at some later attribute access; the elements named in ``touch`` (all of them when None)
+    are converted here instead, inside the caller's ``try``.
+    """
+    with open_clamped(path) as fh:
+        ds = pydicom.dcmread(fh, **kwargs)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for _ in meta.iterall():
+            pass
+    if touch is None:
+        for _ in ds.iterall():
+            pass
+    else:
+        for keyword in touch:
+            ds.get(keyword)
+    return ds
+
+
 def _read_head(path: Path) -> bytes:
     with path.open("rb") as fh:
         return fh.read(132)
@@ -163,7 +224,7 @@ def _try_header(path: Path) -> Dataset | None:
     else:
         return None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force)
+        ds = _dcmread(path, _SERIES_HEADER_KEYWORDS, stop_before_pixels=True, force=force)
     except Exception as exc:  # pydicom raises many unrelated types on corrupt headers
         if not force:
             warnings.warn(
@@ -200,7 +261,7 @@ def is_dicom(path: str | os.PathLike[str]) -> bool:
     if not _looks_like_raw_dicom(head):
         return False
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+        ds = _dcmread(p, ("SOPClassUID",), stop_before_pixels=True, force=True)
     except Exception:  # any parse failure just means "not DICOM"
         return False
     return "SOPClassUID" in ds
@@ -232,7 +293,7 @@ def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
     p = Path(path)
     _open_checks(p)
     try:
-        return pydicom.dcmread(p, stop_before_pixels=True, force=not _has_preamble(_read_head(p)))
+        return _dcmread(p, stop_before_pixels=True, force=not _has_preamble(_read_head(p)))
     except Exception as exc:  # pydicom raises many unrelated types on corrupt headers
         raise DicomError(f"unreadable DICOM header ({_short(exc)})", p) from exc
 
@@ -423,6 +484,16 @@ def _mm(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+def _rows_columns(ds: Dataset, path: Path) -> tuple[int, int]:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomError(f"Rows/Columns are not integers ({_short(exc)})", path) from exc
+    if rows < 1 or cols < 1:
+        raise DicomError(f"image size {rows}x{cols} is empty", path)
+    return rows, cols
+
+
 def _series_geometry(members: list[tuple[Path, Dataset]], root: Path) -> _Geometry:
     def name(path: Path) -> str:
         return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
@@ -434,7 +505,8 @@ def _series_geometry(members: list[tuple[Path, Dataset]], root: Path) -> _Geomet
     ps0 = _floats(ds0, "PixelSpacing", 2, path0)
     if np.any(ps0 <= 0):
         raise DicomError(f"PixelSpacing must be positive, got {ps0.tolist()}", path0)
-    shape0 = (int(ds0.Rows), int(ds0.Columns))
+    check_spacing(ps0, path0, what="PixelSpacing")
+    shape0 = _rows_columns(ds0, path0)
     ipps = []
     for path, ds in members:
         iop = _floats(ds, "ImageOrientationPatient", 6, path)
@@ -444,7 +516,7 @@ def _series_geometry(members: list[tuple[Path, Dataset]], root: Path) -> _Geomet
                 f"{name(path0)}; a series must not mix orientations (a localizer in the series?)",
                 path,
             )
-        shape = (int(ds.Rows), int(ds.Columns))
+        shape = _rows_columns(ds, path)
         if shape != shape0:
             raise DicomSeriesError(
                 f"image size {shape[0]}x{shape[1]} differs from {shape0[0]}x{shape0[1]} in "
@@ -458,8 +530,13 @@ def _series_geometry(members: list[tuple[Path, Dataset]], root: Path) -> _Geomet
             )
         ipps.append(_floats(ds, "ImagePositionPatient", 3, path))
 
-    row_cos = iop0[:3] / np.linalg.norm(iop0[:3])
-    col_cos = iop0[3:] / np.linalg.norm(iop0[3:])
+    norms = np.linalg.norm(iop0.reshape(2, 3), axis=1)
+    if np.any(norms < 1e-3):
+        raise DicomError(
+            f"ImageOrientationPatient {iop0.tolist()} holds a zero direction vector", path0
+        )
+    row_cos = iop0[:3] / norms[0]
+    col_cos = iop0[3:] / norms[1]
     if abs(float(row_cos @ col_cos)) > 1e-3:
         raise DicomSeriesError(
             f"row and column cosines are not perpendicular: {iop0.tolist()}", path0
@@ -495,9 +572,11 @@ def _series_geometry(members: list[tuple[Path, Dataset]], root: Path) -> _Geomet
                 path0,
             )
         step = thickness
+        check_spacing(step, path0, what="SliceThickness")
     else:
         _check_spacing(along, names, root)
         step = float((along[-1] - along[0]) / (len(along) - 1))
+        check_spacing(step, root, what="slice spacing")
         _check_tilt(pos_lps[order], normal, float(min(ps0)), names, root)
     return _Geometry(
         order=order,
@@ -558,9 +637,12 @@ def _check_tilt(
         )
 
 
-def _read_full(path: Path) -> Dataset:
+def _read_full(
+    path: Path, limits: Limits | None = None, touch: Sequence[str] | None = None
+) -> Dataset:
+    check_file_size(path, limits=limits)
     try:
-        ds = pydicom.dcmread(path, force=not _has_preamble(_read_head(path)))
+        ds = _dcmread(path, touch, force=not _has_preamble(_read_head(path)))
     except Exception as exc:  # pydicom raises many unrelated types on truncated files
         raise DicomError(
             f"unreadable DICOM file, truncated or corrupt? ({_short(exc)})", path
@@ -589,7 +671,7 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:  # decoders raise many unrelated types on bad data
-        if isinstance(ts, UID) and ts.is_compressed:
+        if isinstance(ts, UID) and ts.is_transfer_syntax and ts.is_compressed:
             raise DicomError(
                 f"cannot decode pixel data compressed as {ts.name} ({_short(exc)}); if a "
                 f"decoder is missing, {_INSTALL_HINT}",
@@ -619,14 +701,21 @@ def read_dicom_series(
     series_uid: str | None = None,
     *,
     modality: str | Sequence[str] | None = "CT",
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Volume:
     """Reads a classic (one slice per file) DICOM series into a :class:`Volume` in HU.
+
+    Headers are read and checked first: rows x columns x slices must be within the limits of
+    :mod:`xprospect.io.limits` and the spacing plausible before any pixel is read.
 
     Args:
         folder: Folder holding the series (searched recursively; other files are skipped).
         series_uid: SeriesInstanceUID to read. If None and the folder holds several series, the
             one with most slices is read and a :class:`DicomWarning` names the others.
         modality: Accepted Modality value(s); None accepts any.
+        max_voxels: Voxel limit (default: ``XPROSPECT_MAX_VOXELS`` or 2^31).
+        max_bytes: Memory limit in bytes (default: ``XPROSPECT_MAX_BYTES`` or 8 GiB).
 
     Returns:
         The volume in its native layout (axis 0 along the slice normal ascending, axis 1 DICOM
@@ -643,8 +732,11 @@ def read_dicom_series(
         DicomSeriesError: Mixed orientations or sizes, duplicate positions, missing slices,
             irregular spacing, gantry tilt.
         DicomError: A file lacks a needed tag, or is truncated, or its pixels cannot be decoded.
+        ResourceLimitError: Rows x columns x slices (as float32) exceed the limits.
+        GeometryError: Pixel or slice spacing is not plausible (e.g. kilometres).
     """
     root = Path(folder)
+    limits = resolve_limits(max_voxels, max_bytes)
     groups, skipped = _scan_folder(root)
     uid = _select_series(root, groups, series_uid, skipped)
     members = groups[uid]
@@ -660,19 +752,23 @@ def read_dicom_series(
 
     geo = _series_geometry(members, root)
     n = len(members)
+    check_volume_size((n, *geo.shape), 4, root, limits=limits, what="the series' headers")
     hu = np.empty((n, *geo.shape), dtype=np.float32)
     integral = True
     slopes, intercepts = [], []
     for k, idx in enumerate(geo.order):
         path = members[idx][0]
-        ds = _read_full(path)
+        ds = _read_full(path, limits, _SERIES_SLICE_KEYWORDS)
         raw = _pixels(ds, path)
         if raw.shape != geo.shape:
             raise DicomError(
                 f"pixel array shape {raw.shape} does not match Rows x Columns {geo.shape}", path
             )
         if "ModalityLUTSequence" in ds:
-            hu[k] = pydicom.pixels.apply_modality_lut(raw, ds)
+            try:
+                hu[k] = pydicom.pixels.apply_modality_lut(raw, ds)
+            except Exception as exc:  # a malformed Modality LUT Sequence fails in many ways
+                raise DicomError(f"cannot apply the Modality LUT ({_short(exc)})", path) from exc
             integral = False
             continue
         slope = _float_or(ds, "RescaleSlope", 1.0)
@@ -1018,7 +1114,10 @@ def _spacing(ds: Dataset, keyword: str) -> tuple[float, float] | None:
         pair = [float(v) for v in value]
     except (TypeError, ValueError):
         return None
-    if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
+    # Kilometre (or sub-micrometre) pixels are a corrupt tag: treated as no spacing.
+    if len(pair) != 2 or not all(
+        math.isfinite(v) and MIN_SPACING_MM < v <= MAX_SPACING_MM for v in pair
+    ):
         return None
     return (pair[0], pair[1])
 
@@ -1065,7 +1164,11 @@ def _orient(
 
 
 def read_dicom_radiograph(
-    path: str | os.PathLike[str], *, view: str | View | None = None
+    path: str | os.PathLike[str],
+    *,
+    view: str | View | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Radiograph:
     """Reads a CR/DX (or DR, RG, OT, PX) DICOM file as a display-ready :class:`Radiograph`.
 
@@ -1076,9 +1179,14 @@ def read_dicom_radiograph(
     decides flips (and a transpose) so rows run head to feet and columns run to the patient's
     left (frontal) or posterior (lateral).
 
+    Rows x Columns are checked against the limits of :mod:`xprospect.io.limits` before the
+    pixels are decoded.
+
     Args:
         path: The DICOM file.
         view: Overrides the file's ViewPosition.
+        max_pixels: Pixel limit (default: ``XPROSPECT_MAX_PIXELS`` or 2^28).
+        max_bytes: Memory limit in bytes (default: ``XPROSPECT_MAX_BYTES`` or 8 GiB).
 
     Returns:
         float32 image in [0, 1]. ``metadata`` records ``photometric_interpretation``,
@@ -1092,11 +1200,13 @@ def read_dicom_radiograph(
         UnsupportedFormatError: Not DICOM, multi-frame, or colour.
         ModalityError: A CT, MR or other non-projection modality.
         DicomError: Truncated or corrupt, or pixel data that cannot be decoded.
+        ResourceLimitError: The file or its Rows x Columns exceed the limits.
         ValueError: ``view`` is not a known view name.
     """
     p = Path(path)
+    limits = resolve_limits(max_bytes=max_bytes, max_pixels=max_pixels)
     _open_checks(p)
-    ds = _read_full(p)
+    ds = _read_full(p, limits)
     modality = _text(ds, "Modality").upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise ModalityError(
@@ -1115,6 +1225,8 @@ def read_dicom_radiograph(
         )
     if "PixelData" not in ds:
         raise DicomError("no pixel data: the file is truncated or holds no image", p)
+    # The largest array made below is float64 (the Modality LUT's output).
+    check_image_size(_rows_columns(ds, p), 8, p, limits=limits, what="the DICOM header")
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = _text(ds, "PhotometricInterpretation").upper()
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):

@@ -8,6 +8,7 @@ writing keep world coordinates without conversion. Arrays keep the file's orient
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -15,9 +16,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from xprospect.errors import ImageFormatError
+from xprospect.errors import GeometryError, ImageFormatError, ResourceLimitError, XprospectError
 from xprospect.image import Volume
 from xprospect.io._checks import require_file
+from xprospect.io.limits import (
+    Limits,
+    check_spacing,
+    check_volume_size,
+    format_bytes,
+    resolve_limits,
+)
 from xprospect.utils import atomic_path
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "read_nifti", "write_nifti"]
@@ -30,16 +38,29 @@ def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def read_nifti(path: str | os.PathLike[str], *, dtype: str | None = None) -> Volume:
+def read_nifti(
+    path: str | os.PathLike[str],
+    *,
+    dtype: str | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+) -> Volume:
     """Reads a 3D NIfTI volume.
 
     Integer data without scaling stays integer (int16 CT stays int16, halving memory and time);
     scaled data (``scl_slope``/``scl_inter`` set) becomes float32. A 4D file whose extra axes all
     have length 1 is squeezed to 3D.
 
+    The header is read and checked first: the size it implies must be within the limits of
+    :mod:`xprospect.io.limits` and its voxel spacing plausible, before any voxel is read. A
+    ``.nii.gz`` is decompressed as a stream, never past the size its header implies, so a gzip
+    bomb cannot fill the memory.
+
     Args:
         path: A ``.nii`` or ``.nii.gz`` file.
         dtype: Force the output dtype (e.g. ``"float32"``).
+        max_voxels: Voxel limit (default: ``XPROSPECT_MAX_VOXELS`` or 2^31).
+        max_bytes: Memory limit in bytes (default: ``XPROSPECT_MAX_BYTES`` or 8 GiB).
 
     Returns:
         The volume in the file's own orientation, with its affine (sform if set, else qform).
@@ -48,24 +69,18 @@ def read_nifti(path: str | os.PathLike[str], *, dtype: str | None = None) -> Vol
         MissingDataError: The file does not exist.
         EmptyFileError: The file has no bytes.
         ImageFormatError: Not a readable NIfTI, truncated, or not 3D.
+        ResourceLimitError: The header implies a volume beyond the limits.
+        GeometryError: The header's voxel spacing or affine is not plausible.
         InvalidValuesError: The data holds NaN or Inf.
     """
     p = require_file(path)
+    limits = resolve_limits(max_voxels, max_bytes)
     try:
-        img = _load_image(p)
-    except ImageFormatError:
+        img, shape = _load_image(p, limits)
+    except XprospectError:
         raise
     except Exception as exc:  # nibabel raises several unrelated types for corrupt headers
         raise ImageFormatError(f"not a readable NIfTI file ({_short(exc)})", p) from exc
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ImageFormatError(f"expected NIfTI, nibabel read it as {type(img).__name__}", p)
-    shape = img.shape
-    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise ImageFormatError(
-            f"expected a 3D volume, got {len(img.shape)}D data of shape {tuple(img.shape)}", p
-        )
     try:
         raw = np.asanyarray(img.dataobj.get_unscaled()).reshape(shape)  # type: ignore[attr-defined]
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
@@ -83,12 +98,15 @@ def read_nifti(path: str | os.PathLike[str], *, dtype: str | None = None) -> Vol
         array = raw
     if dtype is not None:
         array = array.astype(dtype)
-    volume = Volume(
-        array,
-        img.affine,
-        source=str(p),
-        metadata={"format": "nifti", "file_dtype": str(img.get_data_dtype())},
-    )
+    try:
+        volume = Volume(
+            array,
+            img.affine,
+            source=str(p),
+            metadata={"format": "nifti", "file_dtype": str(img.get_data_dtype())},
+        )
+    except GeometryError as exc:
+        raise GeometryError(exc.message, p) from None
     return volume.check_finite()
 
 
@@ -134,25 +152,132 @@ def write_nifti(
     return p
 
 
-def _load_image(p: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+_GZIP_CHUNK = 1 << 20
+"""Compressed bytes read at a time."""
+_GZIP_STEP = 64 << 20
+"""Most decompressed bytes one zlib call may return (bounds the intermediate copies)."""
+_GZIP_SLACK = 1 << 16
+"""Decompressed bytes past the data decompressed to reach the member's end (and its CRC)."""
+_HEADER_BYTES = 544
+"""Enough decompressed bytes for a NIfTI-2 header (540) and the extension flag."""
+
+
+def _header_class(head: bytes) -> type[nib.Nifti1Image] | type[nib.Nifti2Image]:
+    sizeof_hdr = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+    return nib.Nifti2Image if sizeof_hdr in (540, 0x1C020000) else nib.Nifti1Image
+
+
+def _load_image(
+    p: Path, limits: Limits
+) -> tuple[nib.Nifti1Image | nib.Nifti2Image, tuple[int, int, int]]:
+    """The image (data not yet read) and its 3D shape, after the header passed its checks."""
     if not p.name.lower().endswith(".gz"):
-        return nib.load(str(p))  # type: ignore[return-value]
-    # zlib in one call is ~1.7x faster than nibabel's streaming gzip reader on large CT files.
-    data = p.read_bytes()
-    chunks = []
-    while data:
-        d = zlib.decompressobj(wbits=31)
+        img = nib.load(str(p))  # reads the header only; the data stay on disk
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise ImageFormatError(f"expected NIfTI, nibabel read it as {type(img).__name__}", p)
+        shape, _ = _check_header(img.header, p, limits)
+        return img, shape
+    head = _gunzip(p, _HEADER_BYTES)
+    klass = _header_class(head)
+    header = klass.header_class(head[: klass.header_class.template_dtype.itemsize])
+    shape, needed = _check_header(header, p, limits)
+    # zlib in large steps is ~1.7x faster than nibabel's streaming gzip reader on large CT files,
+    # and stopping at the size the header implies bounds the memory a gzip bomb can take.
+    raw = _gunzip(p, needed, verify_end=True)
+    if len(raw) < needed:
+        raise ImageFormatError(
+            f"data is truncated: the header implies {needed} bytes, the file holds {len(raw)}", p
+        )
+    return klass.from_bytes(raw), shape
+
+
+def _check_header(
+    header: nib.Nifti1Header, p: Path, limits: Limits
+) -> tuple[tuple[int, int, int], int]:
+    """The 3D shape and the bytes up to the end of the data, after checking dimensions, size
+    (against ``limits``) and spacing."""
+    full = tuple(int(s) for s in header.get_data_shape())
+    if not full or any(s < 1 for s in full):
+        raise ImageFormatError(f"header has invalid dimensions {full}", p)
+    shape = full[:3] if len(full) > 3 and all(s == 1 for s in full[3:]) else full
+    if len(shape) != 3:
+        raise ImageFormatError(f"expected a 3D volume, got {len(full)}D data of shape {full}", p)
+    file_dtype = header.get_data_dtype()
+    slope, inter = header.get_slope_inter()
+    scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+    widened = scaled or file_dtype.kind == "f"
+    per_voxel = max(file_dtype.itemsize, 4) if widened else file_dtype.itemsize
+    check_volume_size(shape, per_voxel, p, limits=limits, what="NIfTI header")
+    offset = int(header.get_data_offset())
+    if offset > limits.max_bytes:
+        raise ResourceLimitError(
+            f"NIfTI header puts the data at byte {offset}, beyond the memory limit of "
+            f"{format_bytes(limits.max_bytes)} (a corrupt vox_offset?)",
+            p,
+        )
+    affine = header.get_best_affine()
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError("NIfTI header's affine holds NaN or Inf", p)
+    check_spacing(np.linalg.norm(affine[:3, :3], axis=0), p, what="NIfTI voxel spacing")
+    return shape, offset + math.prod(full) * file_dtype.itemsize
+
+
+def _gunzip(p: Path, limit: int, *, verify_end: bool = False) -> bytes:
+    """The first ``limit`` decompressed bytes of a gzip file (fewer if it holds fewer).
+
+    Concatenated gzip members are legal and read in turn; nothing past ``limit`` is decompressed
+    except, with ``verify_end``, up to :data:`_GZIP_SLACK` bytes to reach the end of the member,
+    where zlib checks its CRC (more trailing data than that is ignored, as nibabel ignores it).
+
+    Raises:
+        ImageFormatError: The stream is corrupt, or truncated.
+    """
+    chunks: list[bytes] = []
+    have = 0
+    d = zlib.decompressobj(wbits=31)
+    fed = False  # whether the current member has been given any bytes
+    at_end = False
+    with p.open("rb") as fh:
+        pending = b""
+
+        def step(budget: int) -> bytes:
+            nonlocal pending, at_end, fed, d
+            if not pending and not at_end:
+                pending = fh.read(_GZIP_CHUNK)
+                at_end = not pending
+            if at_end and (not fed or d.eof):
+                raise EOFError
+            fed = True
+            try:
+                # At the end of the file (pending == b"") this drains what zlib still holds.
+                out = d.decompress(pending, budget)
+            except zlib.error as exc:
+                raise ImageFormatError(f"gzip stream is corrupt ({_short(exc)})", p) from exc
+            if d.eof:
+                pending = d.unused_data  # concatenated gzip members are legal
+                d = zlib.decompressobj(wbits=31)
+                fed = False
+            else:
+                pending = d.unconsumed_tail
+                if at_end and not out and not pending:
+                    raise EOFError
+            return out
+
+        slack = 0
         try:
-            chunks.append(d.decompress(data))
-        except zlib.error as exc:
-            raise ImageFormatError(f"gzip stream is corrupt ({_short(exc)})", p) from exc
-        if not d.eof:
-            raise ImageFormatError("gzip stream is truncated", p)
-        data = d.unused_data  # concatenated gzip members are legal
-    raw = b"".join(chunks)
-    sizeof_hdr = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
-    klass = nib.Nifti2Image if sizeof_hdr in (540, 0x1C020000) else nib.Nifti1Image
-    return klass.from_bytes(raw)
+            while have < limit:
+                out = step(min(limit - have, _GZIP_STEP))
+                chunks.append(out)
+                have += len(out)
+            if verify_end:
+                slack = _GZIP_SLACK
+                while fed and slack > 0:
+                    slack -= len(step(slack))
+        except EOFError:
+            pass
+    if fed and (have < limit or (verify_end and slack > 0)):
+        raise ImageFormatError("gzip stream is truncated", p)
+    return b"".join(chunks)[:limit]
 
 
 def _integer_shift_fits(raw: np.ndarray, slope: float, inter: float) -> bool:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from xprospect.errors import ImageFormatError
+from xprospect.errors import ImageFormatError, ResourceLimitError
 from xprospect.image import Radiograph, View
-from xprospect.io._checks import require_file
+from xprospect.io._checks import open_clamped, require_file
+from xprospect.io.limits import check_image_size, resolve_limits
 from xprospect.utils import atomic_path
 
 __all__ = ["RASTER_SUFFIXES", "read_raster_radiograph", "write_png"]
@@ -34,14 +35,22 @@ def read_raster_radiograph(
     view: str | View | None = None,
     invert: bool = False,
     pixel_spacing_mm: tuple[float, float] | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Radiograph:
     """Reads a grayscale radiograph from PNG, JPEG, TIFF or BMP.
+
+    The size in the file's header is checked against the limits of :mod:`xprospect.io.limits`
+    before the pixels are decoded; Pillow's decompression-bomb check
+    (``PIL.Image.MAX_IMAGE_PIXELS``) applies too.
 
     Args:
         path: The image file.
         view: PA, AP or LATERAL (see :meth:`View.parse`); unknown if not given.
         invert: Set for images stored with bright = air (MONOCHROME1-like exports).
         pixel_spacing_mm: Detector pixel spacing, if known from elsewhere.
+        max_pixels: Pixel limit (default: ``XPROSPECT_MAX_PIXELS`` or 2^28).
+        max_bytes: Memory limit in bytes (default: ``XPROSPECT_MAX_BYTES`` or 8 GiB).
 
     Returns:
         A float32 radiograph in [0, 1] (8-bit divided by 255, 16-bit by 65535).
@@ -49,13 +58,26 @@ def read_raster_radiograph(
     Raises:
         MissingDataError, EmptyFileError: No file, or an empty one.
         ImageFormatError: Not a decodable image, or truncated.
+        ResourceLimitError: The image is larger than the limits (or Pillow's bomb limit).
     """
     p = require_file(path)
+    limits = resolve_limits(max_bytes=max_bytes, max_pixels=max_pixels)
     try:
-        with Image.open(p) as img:
+        # Clamped reads: Pillow reads a PNG chunk's declared length in one call.
+        with open_clamped(p) as fh, Image.open(fh) as img:
+            # Image.open reads the header only: refuse a decompression bomb before decoding.
+            width, height = img.size
+            # Colour converts through an 8-bit grey copy; the float32 result is the largest.
+            check_image_size((height, width), 4, p, limits=limits, what="the image header")
             img.load()
             mode = img.mode
             array, scale = _to_grey(img, p)
+    except Image.DecompressionBombError as exc:
+        raise ResourceLimitError(
+            f"image is larger than Pillow's decompression-bomb limit ({exc}); if it is genuine, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS",
+            p,
+        ) from None
     except UnidentifiedImageError as exc:
         raise ImageFormatError("not a readable image (unknown or corrupt format)", p) from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -27,6 +27,7 @@ import numpy as np
 from xprospect.errors import ImageFormatError, MissingDataError
 from xprospect.image import Radiograph, View, Volume
 from xprospect.io._checks import require_file
+from xprospect.io.limits import check_image_size, check_spacing, check_volume_size, resolve_limits
 from xprospect.utils import atomic_path
 
 __all__ = [
@@ -78,6 +79,9 @@ def read_x2ct_case(
     *,
     spacing_mm: Sequence[float] | float | None = None,
     axcodes: Sequence[str] = X2CT_AXCODES,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
 ) -> X2CTCase:
     """Reads an X2CT case.
 
@@ -85,6 +89,8 @@ def read_x2ct_case(
         path: The case folder or its ``ct_xray_data.h5``.
         spacing_mm: Voxel size; defaults to the file's ``spacing`` key, else 320 mm / size.
         axcodes: Orientation of the stored array (see the module docstring).
+        max_voxels, max_bytes, max_pixels: Limits checked against the datasets' shapes before
+            they are read (see :mod:`xprospect.io.limits`).
 
     Returns:
         The CT as a float32 HU :class:`Volume` centred on the world origin, and the frontal and
@@ -93,8 +99,11 @@ def read_x2ct_case(
     Raises:
         MissingDataError: The file or one of the keys ``ct``, ``xray1``, ``xray2`` is missing.
         ImageFormatError: Not HDF5, or the arrays have the wrong number of dimensions.
+        ResourceLimitError: A dataset's shape exceeds the limits.
+        GeometryError: The stored or given spacing is not plausible.
     """
     p = require_file(find_x2ct_file(path))
+    limits = resolve_limits(max_voxels, max_bytes, max_pixels)
     try:
         handle = h5py.File(p, "r")
     except OSError as exc:
@@ -105,10 +114,21 @@ def read_x2ct_case(
             raise MissingDataError(
                 f"X2CT file lacks key(s) {', '.join(missing)}; it has {sorted(f.keys())}", p
             )
-        ct = np.asarray(f["ct"], dtype=np.float32)
-        xray1 = np.asarray(f["xray1"])
-        xray2 = np.asarray(f["xray2"])
-        stored_spacing = np.asarray(f["spacing"], dtype=np.float64) if "spacing" in f else None
+        try:
+            ct_shape = _squeezed_shape(f["ct"], "ct", 3, p)
+            check_volume_size(ct_shape, 4, p, limits=limits, what="dataset 'ct'")
+            for key in ("xray1", "xray2"):
+                shape = _squeezed_shape(f[key], key, 2, p)
+                check_image_size(shape, 4, p, limits=limits, what=f"dataset '{key}'")
+            if "spacing" in f and not 0 < f["spacing"].size <= 16:
+                raise ImageFormatError(f"'spacing' holds {f['spacing'].size} values", p)
+            ct = np.asarray(f["ct"], dtype=np.float32)
+            xray1 = np.asarray(f["xray1"])
+            xray2 = np.asarray(f["xray2"])
+            stored_spacing = np.asarray(f["spacing"], dtype=np.float64) if "spacing" in f else None
+        except (OSError, TypeError, ValueError, AttributeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ImageFormatError(f"unreadable X2CT data ({reason})", p) from exc
     ct = np.squeeze(ct)
     if ct.ndim != 3:
         raise ImageFormatError(f"'ct' must be 3D, got shape {ct.shape}", p)
@@ -117,6 +137,7 @@ def read_x2ct_case(
             spacing_mm = tuple(float(s) for s in stored_spacing)
         else:
             spacing_mm = tuple(X2CT_FOV_MM / n for n in ct.shape)
+    check_spacing(spacing_mm, p, what="X2CT voxel spacing")
     volume = Volume.from_spacing(
         ct - np.float32(X2CT_HU_OFFSET),
         spacing_mm,
@@ -129,6 +150,16 @@ def read_x2ct_case(
         frontal=_xray(xray1, View.PA, p, "xray1"),
         lateral=_xray(xray2, View.LATERAL, p, "xray2"),
     )
+
+
+def _squeezed_shape(dataset: object, key: str, ndim: int, path: Path) -> tuple[int, ...]:
+    shape = getattr(dataset, "shape", None)
+    if shape is None:
+        raise ImageFormatError(f"'{key}' is a group, not an array", path)
+    squeezed = tuple(int(s) for s in shape if s != 1)
+    if len(squeezed) != ndim:
+        raise ImageFormatError(f"'{key}' must be {ndim}D, got shape {tuple(shape)}", path)
+    return squeezed
 
 
 def _xray(array: np.ndarray, view: View, path: Path, key: str) -> Radiograph:

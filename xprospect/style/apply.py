@@ -33,7 +33,7 @@ from xprospect.data.manifest import MANIFEST_NAME, read_manifest
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
 from xprospect.image import Radiograph
 from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
-from xprospect.utils import atomic_dir, progress_bar
+from xprospect.utils import atomic_dir, progress_bar, read_json_file
 
 __all__ = ["StyleModel", "load_style_model", "stylize_dataset"]
 
@@ -65,10 +65,9 @@ class StyleModel:
             raise MissingDataError(
                 f"no {STYLE_FILE}: not a finished 'xprospect style train' run", self.folder
             )
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise ConfigError(f"unreadable style metadata: {exc}", meta_path) from None
+        self.meta: dict[str, Any] = read_json_file(meta_path, what="style metadata")
+        if not isinstance(self.meta, dict):
+            raise ConfigError("style metadata is not a JSON object", meta_path)
         self.view = str(self.meta["view"])
         self.size = int(self.meta["size"])
         self.source = str(self.meta.get("source", "drr"))
