@@ -23,7 +23,7 @@ class _ModelReached(MissingDataError):
 def no_model(monkeypatch):
     calls = []
 
-    def fake_load_predictor(path):
+    def fake_load_predictor(path, **kwargs):
         calls.append(path)
         raise _ModelReached("model loading reached", path)
 

@@ -94,8 +94,8 @@ def style_run(tmp_path_factory) -> Path:
 def xrays(tmp_path) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     return (
-        write_png(rng.random((40, 40)), tmp_path / "f.png"),
-        write_png(rng.random((40, 40)), tmp_path / "l.png"),
+        write_png(rng.random((80, 80)), tmp_path / "f.png"),
+        write_png(rng.random((80, 80)), tmp_path / "l.png"),
     )
 
 
