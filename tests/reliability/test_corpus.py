@@ -39,7 +39,7 @@ def _marks(case: Case) -> list[pytest.MarkDecorator]:
         marks.append(
             pytest.mark.xfail(
                 strict=False,
-                reason=f"waits for {case.needs} ({HELPERS[case.needs]}); the merge removes this",
+                reason=f"not built yet: {HELPERS[case.needs]} (issue 15, still open)",
             )
         )
     if not case.as_root and hasattr(os, "geteuid") and os.geteuid() == 0:
