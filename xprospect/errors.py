@@ -17,6 +17,7 @@ __all__ = [
     "GeometryError",
     "ImageFormatError",
     "InvalidValuesError",
+    "LockedError",
     "MissingDataError",
     "ModalityError",
     "OutputExistsError",
@@ -81,3 +82,8 @@ class OutputExistsError(XprospectError):
 
 class ConfigError(XprospectError):
     """An experiment or command-line configuration is invalid."""
+
+
+class LockedError(XprospectError):
+    """Another process holds the lock of a run folder or dataset; the message names its PID and
+    host."""
