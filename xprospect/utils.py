@@ -52,7 +52,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     """Yields a temporary file path beside ``path``; on success renames it onto ``path``.
 
     A crash or exception leaves ``path`` untouched (the old file, or nothing) and removes the
-    temporary file, so a reader never sees a half-written file.
+    temporary file, so a reader never sees a half-written file. The temporary's name carries the
+    writer's PID (:func:`temp_prefix`); what killed writers left in the folder is removed first
+    (:func:`sweep_temporaries`).
 
     Args:
         path: The final destination.
@@ -62,7 +64,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     if not overwrite and dest.exists():
         raise OutputExistsError("already exists; pass overwrite=True to replace it", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(dest.parent, dest.name)
+    sweep_temporaries(dest.parent)
     fd, tmp_name = tempfile.mkstemp(
         prefix=temp_prefix(dest), suffix=".tmp" + _suffixes(dest), dir=dest.parent
     )
@@ -91,7 +93,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     if dest.exists() and not overwrite:
         raise OutputExistsError("already exists; pass overwrite=True to replace it", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(dest.parent, dest.name)
+    sweep_temporaries(dest.parent)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp

@@ -67,8 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print_error(exc)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("xprospect: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, or SIGINT/SIGTERM stopping a run that saved its state (the message says where).
+        said = str(exc).strip().splitlines()
+        print(f"xprospect: interrupted{': ' + said[0] if said else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:

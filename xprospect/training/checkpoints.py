@@ -32,7 +32,7 @@ from typing import Any
 import tensorflow as tf
 
 from xprospect.errors import ConfigError
-from xprospect.utils import atomic_path
+from xprospect.utils import atomic_path, sweep_temporaries, temp_prefix
 
 __all__ = ["CheckpointStore", "atomic_keras_file", "read_json", "write_json"]
 
@@ -65,7 +65,8 @@ def atomic_keras_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    sweep_temporaries(dest.parent)
+    folder = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield folder / dest.name
         os.replace(folder / dest.name, dest)
@@ -165,6 +166,24 @@ class CheckpointStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return None
+
+    def sweep(self) -> list[Path]:
+        """Removes what a save killed midway left in ``checkpoints/``: TensorFlow's
+        ``ckpt-N_temp/`` folders and its ``*.tmp<hex>`` / ``*.tempstate<n>`` files.
+
+        Call it only while no other process saves into this run folder (the run holds its lock).
+        """
+        removed: list[Path] = []
+        if not self.chief or not self.dir.is_dir():
+            return removed
+        for p in self.dir.iterdir():
+            if p.name.endswith("_temp") or ".tmp" in p.name or ".tempstate" in p.name:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
 
     def read_state(self) -> dict[str, Any] | None:
         """``state.json`` of the run folder, if any."""
