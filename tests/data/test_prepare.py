@@ -213,6 +213,9 @@ def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, 
     cfg = PrepareConfig(size=32, geometry="parallel", val_fraction=0, test_fraction=0)
     result = prepare_dataset([root, tmp_path / "x2ct"], out, cfg, progress=False)
     assert len(result.written) == 4 and not result.failed
+    # A rerun finds every series and case file unchanged: nothing is read again.
+    again = prepare_dataset([root, tmp_path / "x2ct"], out, cfg, progress=False)
+    assert again.written == [] and again.reprocessed == [] and len(again.skipped) == 4
     manifest = json.loads((out / "manifest.json").read_text())
     dicom = [c for c in manifest["cases"].values() if c["kind"] == "dicom"]
     # Each series is hashed on its own files: the two identical-pixel series differ in UIDs.

@@ -293,13 +293,22 @@ def sha256_paths(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
-def _source_files(spec: CaseSpec) -> list[Path]:
-    """The files a case is read from (only its own series when a folder holds several)."""
+def _source_files(spec: CaseSpec, series_cache: dict[str, Any] | None = None) -> list[Path]:
+    """The files a case is read from (only its own series when a folder holds several).
+
+    ``series_cache`` (folder -> its DICOM series) spares listing a folder once per series.
+    """
     src = Path(spec.source)
     if spec.kind == "dicom":
         from xprospect.io.dicom import list_dicom_series
 
-        for series in list_dicom_series(src):
+        if series_cache is None:
+            listing: Any = list_dicom_series(src)
+        elif spec.source in series_cache:
+            listing = series_cache[spec.source]
+        else:
+            listing = series_cache[spec.source] = list_dicom_series(src)
+        for series in listing:
             if series.uid == spec.series_uid:
                 return sorted(series.files)
         raise MissingDataError(f"series {spec.series_uid} is no longer in this folder", src)
@@ -347,12 +356,14 @@ def _stat_files(files: Sequence[Path]) -> list[list[Any]]:
     return out
 
 
-def _source_state(spec: CaseSpec) -> tuple[list[Path] | None, list[list[Any]] | None]:
+def _source_state(
+    spec: CaseSpec, series_cache: dict[str, Any] | None = None
+) -> tuple[list[Path] | None, list[list[Any]] | None]:
     """A case's source files and their stats; ``(None, None)`` when they cannot be listed."""
     if spec.kind == "phantom":
         return [], []
     try:
-        files = _source_files(spec)
+        files = _source_files(spec, series_cache)
         return files, _stat_files(files)
     except Exception:  # missing or unreadable: the load reports why
         return None, None
@@ -647,6 +658,7 @@ def _changed_shards(
 ) -> set[str]:
     """The done shards to build again: a case's input changed, or it failed and is retried."""
     redo: set[str] = set()
+    series_cache: dict[str, Any] = {}
     for name, specs in plan.items():
         if name not in journal["shards"]:
             continue
@@ -659,7 +671,7 @@ def _changed_shards(
             if spec.kind == "phantom":
                 continue
             known = journal["sources"].get(cid) or {}
-            files, stat = _source_state(spec)
+            files, stat = _source_state(spec, series_cache)
             if files is None or stat == known.get("stat"):
                 continue  # unchanged, or gone (a done case is kept; a failed one stays failed)
             digest = _try_sha256(files)
