@@ -55,8 +55,9 @@ from typing import Any
 import numpy as np
 
 from xprospect.constants import DEFAULT_FOV_MM, VIEW_SETS, VIEWS
-from xprospect.errors import ConfigError, MissingDataError, OutputExistsError
+from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
 from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
+from xprospect.utils import read_json_file
 
 __all__ = [
     "HU_OUTPUT_KEY",
@@ -307,9 +308,11 @@ def _load_source(source: Any) -> tuple[Any, dict[str, Any], Path | None]:
         run_dir, model_path = p, p / "model.keras"
         config_path = p / "config.yaml"
         if config_path.exists():
-            import yaml
+            from xprospect.config.engine import read_yaml_file
 
-            meta = yaml.safe_load(config_path.read_text()) or {}
+            meta = read_yaml_file(config_path) or {}
+            if not isinstance(meta, dict):
+                raise ConfigError("a run's config must be a mapping of sections", config_path)
     elif p.suffix == ".keras":
         model_path = p
     else:
@@ -423,10 +426,7 @@ def read_model_card(version_dir: str | os.PathLike[str]) -> dict[str, Any]:
         MissingDataError: There is none or it is not a JSON object.
     """
     path = Path(version_dir) / MODEL_CARD
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MissingDataError(f"no readable model card ({exc})", path) from exc
+    data = read_json_file(path, error=MissingDataError, what="model card")
     if not isinstance(data, dict):
         raise MissingDataError("model card is not a JSON object", path)
     return data
@@ -449,8 +449,10 @@ def _dataset_facts(meta: Mapping[str, Any], run_dir: Path | None) -> dict[str, A
         if not manifest.exists():
             continue
         try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            data = read_json_file(manifest, what="dataset manifest")
+        except XprospectError:
+            break
+        if not isinstance(data, dict):
             break
         counts: dict[str, int] = {}
         for case in data.get("cases", {}).values():

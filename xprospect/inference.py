@@ -180,9 +180,11 @@ def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Pred
     if p.is_dir() and (p / "model.keras").exists():
         config_path = p / "config.yaml"
         if config_path.exists():
-            import yaml
+            from xprospect.config.engine import read_yaml_file
 
-            meta = yaml.safe_load(config_path.read_text()) or {}
+            meta = read_yaml_file(config_path) or {}
+            if not isinstance(meta, dict):
+                raise ConfigError("a run's config must be a mapping of sections", config_path)
             hu_window = resolve_hu_window(meta.get("data", {}).get("hu_window", "xprospect"))
         model_path = p / "model.keras"
     elif p.suffix == ".keras":

@@ -25,7 +25,6 @@ mode off. ``SECURITY.md`` at the repository root explains the policy and why it 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from xprospect.constants import VIEW_SETS
-from xprospect.errors import UntrustedModelError
+from xprospect.errors import ResourceLimitError, UntrustedModelError
+from xprospect.utils import read_json_file
 
 __all__ = [
     "ALLOWED_OPS",
@@ -468,9 +468,11 @@ def _read_card(path: Path) -> dict[str, Any]:
     if card_path.stat().st_size > MAX_CARD_BYTES:
         raise UntrustedModelError(f"{MODEL_CARD_FILE} is too big for a model card", path)
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UntrustedModelError(f"{MODEL_CARD_FILE} is not JSON ({exc})", path) from exc
+        card = read_json_file(
+            card_path, max_bytes=MAX_CARD_BYTES, error=UntrustedModelError, what=MODEL_CARD_FILE
+        )
+    except ResourceLimitError as exc:  # nesting: a card is flat, so this is not a card
+        raise UntrustedModelError(f"{MODEL_CARD_FILE} is not a model card ({exc})", path) from exc
     if not isinstance(card, dict):
         raise UntrustedModelError(f"{MODEL_CARD_FILE} is not a JSON object", path)
     return card

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,17 +30,24 @@ from xprospect.errors import (
 )
 
 __all__ = [
+    "IN_RESULT",
+    "LOCK_FILE",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "ProgressBar",
     "atomic_dir",
     "atomic_path",
     "check_output",
+    "folder_lock",
+    "in_result",
     "json_depth",
     "output_error",
+    "process_alive",
     "progress_bar",
     "read_json_file",
     "seed_everything",
+    "sweep_temporaries",
+    "temp_prefix",
 ]
 
 
@@ -206,6 +218,8 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     temporary file, so a reader never sees a half-written file. A symbolic link at ``path`` is
     replaced, never written through. With ``overwrite=False`` the file is published with a hard
     link, which fails if anything appeared at ``path`` meanwhile (no race with another writer).
+    The temporary's name carries the writer's PID (:func:`temp_prefix`); what killed writers left
+    in the folder is removed first (:func:`sweep_temporaries`).
 
     Args:
         path: The final destination.
@@ -222,8 +236,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     existed = os.path.lexists(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(dest.parent)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{dest.name}.", suffix=".tmp" + _suffixes(dest), dir=dest.parent
+            prefix=temp_prefix(dest), suffix=".tmp" + _suffixes(dest), dir=dest.parent
         )
     except OSError as exc:
         raise _failed(exc, dest, _untouched(existed)) from exc
@@ -292,7 +307,8 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     note = "the existing folder is unchanged" if existed else "nothing was written"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        sweep_temporaries(dest.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     except OSError as exc:
         raise _failed(exc, dest, note) from exc
     try:
@@ -326,7 +342,7 @@ def _publish_dir(tmp: Path, dest: Path, overwrite: bool) -> None:
             return
     if not overwrite:
         raise OutputExistsError(_EXISTS, dest)
-    trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    trash = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".old", dir=dest.parent))
     try:
         os.replace(dest, trash / "old")
         try:
@@ -481,3 +497,162 @@ def read_json_file(
     if json_depth(value) > max_depth:
         raise ResourceLimitError(f"{what} nests deeper than the limit of {max_depth} levels", p)
     return value
+
+
+# === Logging ===
+
+IN_RESULT = {"xprospect_in_result": True}
+"""``extra=`` of a log record whose message the call also returns in its result (a diverged
+training run): a program that reports the result itself, like the command line, filters these
+records (:func:`in_result`) so the message is said once; a notebook still sees the log."""
+
+
+def in_result(record: Any) -> bool:
+    """Whether a :class:`logging.LogRecord` was logged with :data:`IN_RESULT`."""
+    return bool(getattr(record, "xprospect_in_result", False))
+
+
+# === Temporary files of dead processes, folder locks ===
+
+LOCK_FILE = ".xprospect.lock"
+"""The lock file :func:`folder_lock` keeps in a run folder or dataset (``LOCK_FILE + ".json"``
+beside it names the holder)."""
+
+_TEMP_RE = re.compile(
+    r"^\.(?P<name>.+)\.p(?P<pid>\d+)h(?P<host>[0-9a-f]{8})\.[A-Za-z0-9_]+\.(?:tmp|old)(?:\..*)?$"
+)
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def temp_prefix(path: str | os.PathLike[str]) -> str:
+    """The name prefix of a temporary sibling of ``path``: ``.NAME.p<pid>h<host hash>.``.
+
+    The writer's PID and host in the name let :func:`sweep_temporaries` remove what a killed
+    writer left behind (``kill -9`` runs no clean-up), and never what a live one is writing.
+    """
+    return f".{Path(path).name}.p{os.getpid()}h{_host_tag()}."
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID runs on this machine (a zombie counts as running)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_temporaries(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Removes the temporary files and folders (:func:`temp_prefix`) in ``folder`` whose writer
+    ran on this host and is no longer running.
+
+    Args:
+        folder: Where to look (not recursive).
+        name: Only the temporaries of this destination name; None: all of them.
+
+    Returns:
+        What was removed.
+    """
+    host = _host_tag()
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or (name is not None and m["name"] != name) or m["host"] != host:
+            continue
+        if process_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _command_line() -> str:
+    argv = list(sys.argv) or ["python"]
+    program = Path(argv[0]).name
+    if program == "__main__.py":  # python -m PACKAGE
+        program = Path(argv[0]).parent.name
+    return " ".join([program, *argv[1:4]])[:120]
+
+
+def _lock_holder(info_path: Path) -> str:
+    try:
+        info = json.loads(info_path.read_text())
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its PID and host are not recorded)"
+    text = f"PID {pid} on host {host}"
+    if info.get("since"):
+        text += f" since {info['since']}"
+    if info.get("command"):
+        text += f" ({info['command']})"
+    if host == socket.gethostname() and not process_alive(pid):
+        text += "; that process has ended, so a process it started still holds the lock"
+    return text
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Holds an exclusive lock on a run folder or dataset while writing into it.
+
+    The lock is an operating-system lock (``flock``, through the ``filelock`` package) on
+    ``PATH/.xprospect.lock``: the kernel releases it when its holder exits in any way, ``kill -9``
+    included, so a lock left by a dead process is simply taken over (on file systems without
+    ``flock``, ``filelock`` falls back to a marker file whose dead holder it detects). A JSON
+    sidecar (``.xprospect.lock.json``) records the holder's PID, host, start time and command,
+    for the error message. Temporaries that dead writers left in the folder
+    (:func:`sweep_temporaries`) are removed once the lock is held.
+
+    Args:
+        path: The folder; created if missing.
+
+    Yields:
+        The folder.
+
+    Raises:
+        LockedError: Another process (or another lock in this process) holds the folder.
+    """
+    from filelock import FileLock, Timeout
+
+    from xprospect.errors import LockedError
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    info_path = folder / (LOCK_FILE + ".json")
+    lock = FileLock(str(folder / LOCK_FILE))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise LockedError(
+            f"is in use by {_lock_holder(info_path)}; wait for it to finish or stop it",
+            folder,
+        ) from None
+    try:
+        sweep_temporaries(folder)
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": _command_line(),
+        }
+        with atomic_path(info_path) as tmp:
+            tmp.write_text(json.dumps(info) + "\n")
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            info_path.unlink()
+        lock.release()

@@ -91,6 +91,29 @@ def test_training_divergence_keeps_its_own_code():
     assert EXIT_DIVERGED not in {c.code for c in ERROR_CATEGORIES}
 
 
+def test_a_message_the_cli_prints_from_a_result_is_not_logged_too(monkeypatch, capsys):
+    """A diverged run logs its message (for notebooks) and returns it; the CLI says it once."""
+    import logging
+
+    from xprospect.cli import main
+    from xprospect.utils import IN_RESULT
+
+    def command(args):
+        log = logging.getLogger("xprospect.training.loop")
+        log.error("training diverged at step 4", extra=IN_RESULT)
+        log.error("a checkpoint could not be read")
+        return 3
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process: the CLI's own handler
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr("xprospect.cli.models.run_models", command)
+    assert main(["models"]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "xprospect: warning: a checkpoint could not be read"
+    ]
+
+
 # === Untyped failures ===
 
 

@@ -1,8 +1,10 @@
-"""`xprospect prepare`: records, manifest, splits, resume after a kill, failures, overwrite."""
+"""`xprospect prepare`: records, manifest, splits, resume after a kill (the journal), failures and
+their retry, changed inputs, the lock, overwrite."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +13,13 @@ import tensorflow as tf
 
 from xprospect.cli import main
 from xprospect.data import parse_case
-from xprospect.data.prepare import CaseSpec, PrepareConfig, assign_splits, prepare_dataset
+from xprospect.data.prepare import (
+    CaseSpec,
+    PrepareConfig,
+    assign_splits,
+    prepare_dataset,
+    sha256_paths,
+)
 from xprospect.errors import OutputExistsError
 from xprospect.phantoms import chest_phantom
 from xprospect.preprocessing import ct_preprocessing
@@ -208,6 +216,9 @@ def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, 
     cfg = PrepareConfig(size=32, geometry="parallel", val_fraction=0, test_fraction=0)
     result = prepare_dataset([root, tmp_path / "x2ct"], out, cfg, progress=False)
     assert len(result.written) == 4 and not result.failed
+    # A rerun finds every series and case file unchanged: nothing is read again.
+    again = prepare_dataset([root, tmp_path / "x2ct"], out, cfg, progress=False)
+    assert again.written == [] and again.reprocessed == [] and len(again.skipped) == 4
     manifest = json.loads((out / "manifest.json").read_text())
     dicom = [c for c in manifest["cases"].values() if c["kind"] == "dicom"]
     # Each series is hashed on its own files: the two identical-pixel series differ in UIDs.
@@ -218,3 +229,145 @@ def test_discovers_dicom_series_x2ct_cases_and_nifti_with_patient_ids(tmp_path, 
 
     for s in list_dicom_series(root):
         assert series[s.uid] == sha256_paths(sorted(s.files))
+
+
+# === Journal, resume from the first moment, retries, changed inputs, lock ===
+
+
+def _dataset_bytes(folder):
+    """Every file of a dataset but the lock, by name (the journal holds machine-local stats)."""
+    skip = {"journal.json", ".xprospect.lock"}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in skip}
+
+
+def test_killed_before_the_first_manifest_resumes_to_the_same_dataset(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+
+    def crash(self, record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.io.TFRecordWriter, "write", crash)
+    with pytest.raises(KeyboardInterrupt, match="0 of 4 shard"):
+        prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    monkeypatch.undo()
+    # Only the journal (and the lock) is there: no manifest, no shard, no temporary file.
+    assert _all_files(out) == [".xprospect.lock", "journal.json"]
+    journal = json.loads((out / "journal.json").read_text())
+    assert journal["shards"] == {} and len(journal["case_ids"]) == 5
+    resumed = prepare_dataset([], out, CFG, phantoms=5, progress=False)
+    assert len(resumed.written) == 5 and not resumed.skipped
+    prepare_dataset([], tmp_path / "fresh", CFG, phantoms=5, progress=False)
+    assert _dataset_bytes(out) == _dataset_bytes(tmp_path / "fresh")
+
+
+def test_manifest_is_repaired_from_the_journal(tmp_path):
+    out = tmp_path / "ds"
+    prepare_dataset([], out, CFG, phantoms=3, progress=False)
+    before = _dataset_bytes(out)
+    (out / "manifest.json").unlink()  # a kill between the journal and the manifest
+    again = prepare_dataset([], out, CFG, phantoms=3, progress=False)
+    assert again.written == [] and _dataset_bytes(out) == before
+
+
+def _nifti(path, value, nan=False):
+    rng = np.random.default_rng(int(value))
+    vol = (rng.normal(0, 200, (12, 12, 12)) + value).astype(np.float32)
+    if nan:
+        vol[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(vol, np.diag([20.0, 20.0, 20.0, 1.0])), str(path))
+    return path
+
+
+def test_fixed_input_is_rebuilt_by_a_plain_rerun(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _nifti(src / f"ct{i}.nii.gz", 100 * i)
+    _nifti(src / "ct1.nii.gz", 100, nan=True)
+    cfg = PrepareConfig(size=16, geometry="parallel", shard_size=2, val_fraction=0, test_fraction=0)
+    out = tmp_path / "ds"
+    first = prepare_dataset([src], out, cfg, progress=False)
+    assert [f["case_id"] for f in first.failed] == ["ct1"]
+    # Nothing changed: nothing is read again.
+    same = prepare_dataset([src], out, cfg, progress=False)
+    assert same.written == [] and same.failed == [] and same.reprocessed == []
+    _nifti(src / "ct1.nii.gz", 100)  # the user fixes the file
+    fixed = prepare_dataset([src], out, cfg, progress=False)
+    assert fixed.reprocessed == ["ct0", "ct1"] and sorted(fixed.written) == ["ct0", "ct1"]
+    assert fixed.failed == [] and json.loads((out / "failures.json").read_text()) == []
+    prepare_dataset([src], tmp_path / "fresh", cfg, progress=False)
+    assert _dataset_bytes(out) == _dataset_bytes(tmp_path / "fresh")
+    # A done case whose input changes is rebuilt too (touched only: same bytes, not rebuilt).
+    os.utime(src / "ct2.nii.gz")
+    assert prepare_dataset([src], out, cfg, progress=False).reprocessed == []
+    _nifti(src / "ct2.nii.gz", 250)
+    changed = prepare_dataset([src], out, cfg, progress=False)
+    assert changed.reprocessed == ["ct2"] and changed.written == ["ct2"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cases"]["ct2"]["source_sha256"] == sha256_paths([src / "ct2.nii.gz"])
+
+
+def test_retry_failed_reads_a_failed_case_again(tmp_path, monkeypatch):
+    import xprospect.data.prepare as prepare_module
+
+    out = tmp_path / "ds"
+    real = prepare_module.load_case
+
+    def flaky(spec, size, fov_mm, force=False):
+        if spec.case_id == "phantom-00002":
+            raise MemoryError("out of memory")  # e.g. another job held the memory
+        return real(spec, size, fov_mm, force=force)
+
+    monkeypatch.setattr(prepare_module, "load_case", flaky)
+    first = prepare_dataset([], out, CFG, phantoms=4, progress=False)
+    assert [f["case_id"] for f in first.failed] == ["phantom-00002"]
+    monkeypatch.undo()
+    plain = prepare_dataset([], out, CFG, phantoms=4, progress=False)
+    assert plain.written == [] and plain.reprocessed == []  # the input did not change
+    assert [f["case_id"] for f in json.loads((out / "failures.json").read_text())] == [
+        "phantom-00002"
+    ]
+    retried = prepare_dataset([], out, CFG, phantoms=4, progress=False, retry_failed=True)
+    assert "phantom-00002" in retried.written and not retried.failed
+    prepare_dataset([], tmp_path / "fresh", CFG, phantoms=4, progress=False)
+    assert _dataset_bytes(out) == _dataset_bytes(tmp_path / "fresh")
+
+
+def test_cli_retry_failed_flag(tmp_path, capsys):
+    bad = _nifti(tmp_path / "bad.nii.gz", 0, nan=True)
+    args = ["prepare", str(bad), "--phantoms", "1", "--size", "16", "--geometry", "parallel"]
+    args += ["--val-fraction", "0", "--test-fraction", "0", "--output", str(tmp_path / "ds")]
+    assert main(args) != 0
+    assert main([*args, "--retry-failed"]) != 0  # still broken: failed again
+    assert "1 failed" in capsys.readouterr().out
+    _nifti(bad, 0)
+    assert main(args) == 0
+    assert "(2 built again)" in capsys.readouterr().out
+
+
+def test_a_locked_dataset_is_refused_naming_the_holder(tmp_path):
+    import socket
+
+    from xprospect.errors import LockedError
+    from xprospect.utils import folder_lock
+
+    out = tmp_path / "ds"
+    with folder_lock(out), pytest.raises(LockedError) as err:
+        prepare_dataset([], out, CFG, phantoms=1, progress=False)
+    message = str(err.value)
+    assert f"PID {os.getpid()}" in message and socket.gethostname() in message
+    assert str(out) in message and "\n" not in message
+    # Released: the same command now works.
+    assert prepare_dataset([], out, CFG, phantoms=1, progress=False).written == ["phantom-00000"]
+
+
+def test_a_file_or_a_folder_of_other_files_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputExistsError, match="is a file"):
+        prepare_dataset([], tmp_path / "file", CFG, phantoms=1, progress=False)
+    # A folder holding only a lock and temporaries (a run killed at its very start) is ours.
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / ".xprospect.lock").write_text("")
+    (out / ".journal.json.p1h00000000.abcdefgh.tmp").write_text("")
+    assert len(prepare_dataset([], out, CFG, phantoms=1, progress=False).written) == 1

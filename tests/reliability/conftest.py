@@ -50,16 +50,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _TEST not in report.nodeid:
         return
     name = report.nodeid.split(_TEST, 1)[1].removesuffix("]")
-    waited = hasattr(report, "wasxfail")
     if report.when == "call":
-        if report.passed:
-            _OUTCOMES[name] = "passed"  # an expected failure that passes (xpass) counts too
-        elif report.skipped and waited:
-            _OUTCOMES[name] = "waiting"
-        else:
-            _OUTCOMES[name] = "failed"
+        _OUTCOMES[name] = "passed" if report.passed else "failed"
     elif report.when == "setup" and not report.passed:
-        _OUTCOMES[name] = "skipped" if report.skipped and not waited else "failed"
+        _OUTCOMES[name] = "skipped" if report.skipped else "failed"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

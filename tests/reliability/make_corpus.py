@@ -11,9 +11,7 @@ file to list the cases::
 
 Placeholders in a case's arguments: ``{case}`` its folder (inputs), ``{out}`` the folder it may
 write in (``{case}/out``), ``{model}`` the shared tiny run folder (16^3, made once per session),
-``{data}`` the shared tiny dataset (16^3 phantoms). A case whose behaviour another helper of issue
-15 is building names it in ``needs`` (r1 overwrite refusal, r2 locks and journal, r3 model trust,
-r4 reader limits, plausibility and ``--force``); the runner expects those to fail until then.
+``{data}`` the shared tiny dataset (16^3 phantoms).
 """
 
 from __future__ import annotations
@@ -53,13 +51,6 @@ EXIT = {
 
 CATEGORY = {code: name for name, code in EXIT.items()}
 
-HELPERS = {
-    "r1": "overwrite refusal (--overwrite, side files, symbolic links)",
-    "r2": "locks and the prepare journal",
-    "r3": "model trust (SavedModel allow-list, model card, --trust-model)",
-    "r4": "reader limits, spacing sanity, plausibility (--force), bounded config loader",
-}
-
 
 @dataclass(frozen=True)
 class Shared:
@@ -83,7 +74,6 @@ class Case:
         code: The expected exit code.
         message: A regular expression the error line must match (case-insensitive); None: any.
         names: Text the error line must contain (the user's path or key, with placeholders).
-        needs: The helper of issue 15 whose work the case waits for (r1-r4), or None.
         unchanged: Files (with placeholders) whose bytes must not change, even inside ``{out}``.
         absent: Paths that must not exist afterwards (e.g. a hostile model's marker file).
         env: Environment variables set while the case runs.
@@ -96,7 +86,6 @@ class Case:
     code: int
     message: str | None = None
     names: str | None = None
-    needs: str | None = None
     unchanged: tuple[str, ...] = ()
     absent: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -2695,7 +2684,6 @@ def _output_cases() -> None:
         "output",
         "in use|lock",
         "{out}/ds",
-        needs="r2",
         unchanged=("{out}/ds/.xprospect.lock.json",),
     )
 
@@ -2825,12 +2813,12 @@ def build_cases() -> list[Case]:
 
 def summary(cases: Sequence[Case], outcomes: dict[str, str] | None = None) -> str:
     """A table of the cases by kind and expected category (and, given ``outcomes`` by case
-    name, how many passed, are expected to fail until a helper merges, or failed)."""
+    name, how many passed or failed)."""
     kinds = sorted({c.kind for c in cases}, key=[c.kind for c in cases].index)
     categories = [name for name in EXIT if any(c.category == name for c in cases)]
     head = f"{'kind':<10}{'cases':>6}  " + " ".join(f"{c:>8}" for c in categories)
     if outcomes is not None:
-        head += f"  {'passed':>7} {'waiting':>8} {'failed':>7}"
+        head += f"  {'passed':>7} {'failed':>7}"
     lines = [head, "-" * len(head)]
     for kind in [*kinds, "all"]:
         group = [c for c in cases if kind in ("all", c.kind)]
@@ -2839,15 +2827,10 @@ def summary(cases: Sequence[Case], outcomes: dict[str, str] | None = None) -> st
         )
         if outcomes is not None:
             got = Counter(outcomes.get(c.name, "not run") for c in group)
-            row += f"  {got['passed']:>7} {got['waiting']:>8} {got['failed']:>7}"
+            row += f"  {got['passed']:>7} {got['failed']:>7}"
         if kind == "all":
             lines.append("-" * len(head))
         lines.append(row)
-    waiting = Counter(c.needs for c in cases if c.needs)
-    lines.append(
-        "waiting for: "
-        + ", ".join(f"{k} {HELPERS[k].split(' (')[0]} ({n})" for k, n in sorted(waiting.items()))
-    )
     return "\n".join(lines)
 
 
@@ -2859,8 +2842,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cases = build_cases()
     if args.list:
         for c in cases:
-            needs = f"  [needs {c.needs}]" if c.needs else ""
-            print(f"{c.name:<44} exit {c.code} ({c.category}){needs}  xprospect {' '.join(c.argv)}")
+            print(f"{c.name:<44} exit {c.code} ({c.category})  xprospect {' '.join(c.argv)}")
     if args.summary or not args.list:
         print(summary(cases))
     return 0

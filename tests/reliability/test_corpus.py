@@ -5,7 +5,6 @@ For each case: the exit code of its category; on failure exactly one line on std
 aside), ``xprospect: error: ...``, matching the case's pattern and naming the user's path or key;
 no traceback; no file outside the case's output folder created or changed (nor any of the shared
 model and dataset); no temporary file left; no traceback file written (no internal error).
-Cases waiting for another helper of issue 15 are expected to fail until it merges.
 
 ``XPROSPECT_CORPUS_LOG=FILE`` appends every case's exit code and stderr to ``FILE``, to read the
 messages themselves.
@@ -21,7 +20,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from make_corpus import HELPERS, Case, Shared, build_cases, release_locks, rng_for
+from make_corpus import Case, Shared, build_cases, release_locks, rng_for
 
 from xprospect.cli import main
 
@@ -35,13 +34,6 @@ _PROGRESS = re.compile(r"\d+%\|")
 
 def _marks(case: Case) -> list[pytest.MarkDecorator]:
     marks = []
-    if case.needs:
-        marks.append(
-            pytest.mark.xfail(
-                strict=False,
-                reason=f"not built yet: {HELPERS[case.needs]} (issue 15, still open)",
-            )
-        )
     if not case.as_root and hasattr(os, "geteuid") and os.geteuid() == 0:
         marks.append(pytest.mark.skip(reason="root ignores file permissions"))
     return marks
@@ -169,4 +161,3 @@ def test_corpus_is_large_and_covers_every_kind_and_category() -> None:
     for case in CASES:
         if case.code not in (0, 2):
             assert case.names, f"{case.name}: which path or key must the message name?"
-        assert case.needs in (None, *HELPERS), case.name

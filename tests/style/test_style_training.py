@@ -375,11 +375,10 @@ def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
     assert code == 5 and len(err) == 1 and "--data" in err[0]  # a config error
 
 
-def test_predict_with_a_style_model(domains, trained, tmp_path) -> None:
-    import nibabel as nib
+def _predict_args(trained, tmp_path: Path) -> list[str]:
+    """``predict`` of a tiny untrained reconstruction model on two of the real X-rays."""
     import yaml
 
-    from xprospect.cli import main
     from xprospect.models import build_model
 
     recon = tmp_path / "recon"
@@ -388,14 +387,49 @@ def test_predict_with_a_style_model(domains, trained, tmp_path) -> None:
     model.save(recon / "model.keras")
     (recon / "config.yaml").write_text(yaml.safe_dump({"data": {"hu_window": "xprospect"}}))
     real = Path(trained.config.data.real_dir) / "images"  # type: ignore[attr-defined]
-    run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]
     args = ["predict", "--model", str(recon), "--frontal", str(real / "r0.png")]
-    args += ["--lateral", str(real / "r5.png")]
+    return [*args, "--lateral", str(real / "r5.png")]
+
+
+def test_predict_with_a_style_model(domains, trained, tmp_path) -> None:
+    import nibabel as nib
+
+    from xprospect.cli import main
+
+    run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]
+    args = _predict_args(trained, tmp_path)
     assert main([*args, "--out", str(tmp_path / "plain.nii.gz")]) == 0
     assert main([*args, "--out", str(tmp_path / "styled.nii.gz"), "--style-model", str(run)]) == 0
     plain = nib.load(tmp_path / "plain.nii.gz").get_fdata()
     styled = nib.load(tmp_path / "styled.nii.gz").get_fdata()
     assert plain.shape == styled.shape == (SIZE,) * 3 and not np.allclose(plain, styled)
+
+
+def test_predict_refuses_a_style_generator_holding_code(trained, tmp_path, capsys) -> None:
+    """A style run is a model too: its generators load in safe mode unless --trust-model."""
+    import shutil
+
+    import keras
+
+    from xprospect.cli import main
+    from xprospect.style.training import GENERATOR_FILES
+    from xprospect.trust import UnverifiedModelWarning
+
+    run = tmp_path / "style_run"
+    shutil.copytree(Path(trained.config.training.output_dir), run)  # type: ignore[attr-defined]
+    inp = keras.Input((None, None, 1))
+    hostile = run / GENERATOR_FILES["real2drr"]
+    hostile.unlink()
+    keras.Model(inp, keras.layers.Lambda(lambda x: 1.0 - x)(inp)).save(hostile)
+    args = [*_predict_args(trained, tmp_path), "--style-model", str(run)]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "refused.nii.gz")]) == 6  # a model error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "safe mode" in err[0] and str(hostile) in err[0]
+    assert not (tmp_path / "refused.nii.gz").exists()
+    with pytest.warns(UnverifiedModelWarning, match="safe mode off"):
+        code = main([*args, "--out", str(tmp_path / "trusted.nii.gz"), "--trust-model"])
+    assert code == 0 and (tmp_path / "trusted.nii.gz").exists()
 
 
 # === Bad input ===

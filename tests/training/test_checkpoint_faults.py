@@ -97,6 +97,50 @@ def test_failed_save_that_is_not_the_disks_passes_through_and_cleans_up(tmp_path
     assert Path(store.latest()).name == "ckpt-1" and leftovers(tmp_path) == []
 
 
+def test_full_disk_on_a_workers_temporary_checkpoint_is_typed(tmp_path, monkeypatch):
+    """A non-chief worker writes its share to TMPDIR: a full disk there names that folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "worker_tmp"))
+    (tmp_path / "worker_tmp").mkdir()
+    store = CheckpointStore(tmp_path / "run", chief=False, keep=2)
+    store.attach(tf.train.Checkpoint(v=tf.Variable(1.0), step=tf.Variable(0, dtype=tf.int64)))
+    real = io_ops.save_v2
+
+    def full(prefix, *args, **kwargs):
+        real(prefix, *args, **kwargs)
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device [Op:SaveV2]")
+
+    monkeypatch.setattr(io_ops, "save_v2", full)
+    with pytest.raises(OutputError) as exc:
+        store.save(1, {})
+    msg = str(exc.value)
+    assert msg.startswith(f"{tmp_path / 'worker_tmp'}: ") and "disk full" in msg and "step 1" in msg
+    assert list((tmp_path / "worker_tmp").iterdir()) == []  # the private folder is removed
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_full_disk_on_the_tensorboard_log_is_typed(tmp_path, monkeypatch):
+    from xprospect.training.logs import TensorBoardLog
+
+    tb = TensorBoardLog(tmp_path / "tensorboard")
+    tb.scalars("train", {"loss": 1.0}, step=1)
+
+    def full() -> None:
+        raise tf.errors.ResourceExhaustedError(None, None, "events: No space left on device")
+
+    monkeypatch.setattr(tb.train, "flush", full)
+    with pytest.raises(OutputError) as exc:
+        tb.scalars("train", {"loss": 0.5}, step=2)
+    assert str(exc.value).startswith(f"{tmp_path / 'tensorboard'}: ")
+    assert "disk full" in str(exc.value)
+    monkeypatch.setattr(tb.train, "flush", lambda: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):  # not the disk's: passes through
+        tb.scalars("train", {"loss": 0.25}, step=3)
+    monkeypatch.undo()
+    tb.close()
+
+
 def test_full_disk_while_saving_a_keras_file_keeps_the_previous_one(tmp_path, monkeypatch):
     x = keras.Input((4,))
     model = keras.Model(x, keras.layers.Dense(2)(x))

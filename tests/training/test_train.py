@@ -447,9 +447,10 @@ def test_multiworker_two_local_workers_resume_with_equal_weights(dataset, tmp_pa
     w0, w1 = np.load(save_to.format(i=0)), np.load(save_to.format(i=1))
     for key in w0.files:
         np.testing.assert_array_equal(w0[key], w1[key])
-    # Only the chief wrote into the run folder.
+    # Only the chief wrote into the run folder (and held its lock).
     names = {p.name for p in out.iterdir()}
     assert names == {
+        ".xprospect.lock",
         "best.json",
         "best.weights.h5",
         "checkpoints",

@@ -57,9 +57,11 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_USER_ERROR",
     "ISSUE_TRACKER_URL",
+    "TRUST_MODEL_HELP",
     "ErrorCategory",
     "Handler",
     "Subparsers",
+    "add_trust_model_flag",
     "config_errors",
     "describe_failure",
     "error_category",
@@ -394,19 +396,35 @@ def config_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
-def load_style_model_for(folder: str | os.PathLike[str], *directions: str) -> Any:
+def load_style_model_for(
+    folder: str | os.PathLike[str], *directions: str, trust: bool = False
+) -> Any:
     """The style model of a ``style train`` run folder with the generators of ``directions``
-    loaded, its errors typed as model errors (:func:`model_errors`)."""
+    loaded (in Keras safe mode unless ``trust``), its errors typed as model errors
+    (:func:`model_errors`)."""
     from xprospect.style.apply import load_style_model
 
     with model_errors(folder):
-        model = load_style_model(folder)
+        model = load_style_model(folder, trust=trust)
         for direction in directions:
             model.generator(direction)
     return model
 
 
 # === Flags ===
+
+
+TRUST_MODEL_HELP = (
+    "load a model that cannot be verified (a SavedModel that is not an xprospect export or uses "
+    "ops outside the allow-list; a .keras file without safe mode): it runs as a program with "
+    "your permissions (see SECURITY.md)"
+)
+"""The help of ``--trust-model``, the same on every command that loads a model."""
+
+
+def add_trust_model_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--trust-model`` (``args.trust_model``) to a command that loads models."""
+    parser.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
 
 
 def overrides_with_shortcuts(

@@ -49,6 +49,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--geometry", default="x2ct", choices=_GEOMETRY_CHOICES)
     p.add_argument("--workers", type=int, default=1, help="processes reading cases")
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="read the cases listed in failures.json again (a case whose input changed is "
+        "always read again)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
@@ -157,11 +163,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         phantoms=args.phantoms,
         workers=args.workers,
         overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
         split_file=args.splits,
         force=args.force,
     )
+    again = f" ({len(result.reprocessed)} built again)" if result.reprocessed else ""
     print(
-        f"wrote {len(result.written)} case(s), skipped {len(result.skipped)} already done, "
+        f"wrote {len(result.written)} case(s){again}, skipped {len(result.skipped)} already done, "
         f"{len(result.failed)} failed (see failures.json) in {result.seconds:.1f} s "
         f"-> {result.output}"
     )

@@ -43,6 +43,7 @@ from xprospect.cli.common import (
     one_line,
     print_error,
 )
+from xprospect.utils import in_result
 
 __all__ = [
     "COMMAND_GROUPS",
@@ -165,6 +166,8 @@ def _configure_logging(*, debug: bool, verbose: bool) -> None:
     if not root.handlers:  # as logging.basicConfig: a program embedding the CLI keeps its own
         handler = logging.StreamHandler()
         handler.setFormatter(_LogFormatter())
+        # A message the command prints itself from a result (a diverged run) is said once.
+        handler.addFilter(lambda record: not in_result(record))
         root.addHandler(handler)
         root.setLevel(level)
     if not debug:

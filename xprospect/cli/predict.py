@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers, load_style_model_for, model_errors
+from xprospect.cli.common import Subparsers, add_trust_model_flag, model_errors
 
 __all__ = ["add_parser", "preview_path", "run_predict"]
 
@@ -28,13 +28,7 @@ def add_parser(sub: Subparsers) -> None:
         action="store_true",
         help="replace existing outputs (the NIfTI file, its preview PNG, the DICOM folder)",
     )
-    p.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
-        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
-        "as a program with your permissions (see SECURITY.md)",
-    )
+    add_trust_model_flag(p)
     p.add_argument(
         "--force",
         action="store_true",
@@ -45,7 +39,7 @@ def add_parser(sub: Subparsers) -> None:
         action="append",
         default=[],
         help="style run (xprospect style train) mapping that view's real X-ray to DRR style "
-        "first (repeat for the other view)",
+        "first (repeat for the other view); --trust-model covers it too",
     )
     p.set_defaults(handler=run_predict)
 
@@ -57,12 +51,15 @@ def run_predict(args: argparse.Namespace) -> int:
     Every output (the NIfTI file, its ``_preview.png`` and the ``--dicom-out`` folder) is checked
     first: one that exists is an :class:`~xprospect.errors.OutputExistsError` unless
     ``--overwrite``, and is left as it was. The X-rays are read next, before the model is loaded
-    (a bad input fails in a moment); errors of loading a model are model errors (exit 6).
+    (a bad input fails in a moment), then the style runs' metadata (a style model for a view
+    not given fails before any model loads); errors of loading a model are model errors (exit 6).
+    ``--trust-model`` covers the style models' generators as well as the model.
     """
     from xprospect.errors import ConfigError
     from xprospect.inference import load_predictor
     from xprospect.io import check_radiograph, read_radiograph, write_nifti
     from xprospect.io.nifti import is_nifti_path
+    from xprospect.style.apply import load_style_model
     from xprospect.utils import check_output
     from xprospect.viz import save_orthogonal_slices
 
@@ -79,18 +76,24 @@ def run_predict(args: argparse.Namespace) -> int:
         xrays["lateral"] = read_radiograph(args.lateral, view="LATERAL")
     for role, xray in xrays.items():
         check_radiograph(xray, role, force=args.force)  # type: ignore[arg-type]
+    styles = []
+    for folder in args.style_model:
+        with model_errors(folder):
+            style = load_style_model(folder, trust=args.trust_model)  # metadata only
+        if style.view not in xrays:
+            raise ConfigError(f"style model {folder} is for the {style.view} view, not given")
+        styles.append(style)
     with model_errors(args.model):
         predictor = load_predictor(args.model, trust=args.trust_model)
     missing = [v for v in predictor.views if v not in xrays]
     if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")
     prepared = None
-    if args.style_model:
+    if styles:
         prepared = {}
-        for folder in args.style_model:
-            style = load_style_model_for(folder, "real2drr")
-            if style.view not in xrays:
-                raise ConfigError(f"style model {folder} is for the {style.view} view, not given")
+        for style in styles:
+            with model_errors(style.folder):
+                style.generator("real2drr")
             prepared[style.view] = style.real_to_drr(xrays[style.view], predictor.size)
     volume = predictor.reconstruct(xrays, prepared=prepared)
     write_nifti(volume, out, overwrite=args.overwrite)

@@ -8,6 +8,7 @@ from pathlib import Path
 from xprospect.cli.common import (
     EXIT_USAGE,
     Subparsers,
+    add_trust_model_flag,
     config_errors,
     load_style_model_for,
     overrides_with_shortcuts,
@@ -59,6 +60,7 @@ def add_parser(sub: Subparsers) -> None:
         action="store_true",
         help="replace an existing stylized dataset (drr2real) or existing PNGs (real2drr)",
     )
+    add_trust_model_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_style_apply)
 
@@ -73,6 +75,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="write into a report folder that is not empty"
     )
+    add_trust_model_flag(p)
     p.set_defaults(handler=run_style_evaluate)
 
 
@@ -116,7 +119,10 @@ def run_style_apply(args: argparse.Namespace) -> int:
         if not args.data:
             raise ConfigError("--direction drr2real stylizes a dataset: give --data DIR")
         check_output(args.output, args.overwrite, folder=True)
-        models = [load_style_model_for(folder, "drr2real") for folder in args.model]
+        models = [
+            load_style_model_for(folder, "drr2real", trust=args.trust_model)
+            for folder in args.model
+        ]
         out = stylize_dataset(
             args.data,
             models,
@@ -141,7 +147,7 @@ def run_style_apply(args: argparse.Namespace) -> int:
         if target in targets:
             raise ConfigError(f"{targets[target]} and {path} would both write {target}")
         targets[check_output(target, args.overwrite)] = path
-    model = load_style_model_for(args.model[0], "real2drr")
+    model = load_style_model_for(args.model[0], "real2drr", trust=args.trust_model)
     for target, path in targets.items():
         image = model.real_to_drr(read_radiograph(path))
         print(f"wrote {write_png(image, target, overwrite=args.overwrite)}")
@@ -156,7 +162,7 @@ def run_style_evaluate(args: argparse.Namespace) -> int:
 
     out = args.output or str(Path(args.model) / f"style_eval_{args.split}")
     check_output(out, args.overwrite, folder=True)
-    model = load_style_model_for(args.model, "drr2real", "real2drr")
+    model = load_style_model_for(args.model, "drr2real", "real2drr", trust=args.trust_model)
     result = evaluate_style(
         model,
         out,

@@ -109,7 +109,10 @@ def encode_case(
         "lateral": _bytes(lat.tobytes()),
         "drr_shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(f.shape))),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # Deterministic: map entries in key order, so a shard's bytes do not depend on the process
+    # (protobuf orders maps by a per-process hash otherwise); a resumed prepare equals a fresh one.
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_case(

@@ -7,27 +7,38 @@ DRRs with the configured geometry, and write the case into a TFRecord shard of i
 
 Output folder::
 
+    DIR/journal.json        what the run knows: config, case ids, shards done, each case's source
+                            hash and file stats, failures (written first, before any case is read)
     DIR/manifest.json       config, cases (id, source, sha256, shape, spacing, split, shard), shards
     DIR/failures.json       cases that could not be read, with the reason
     DIR/{split}-{k:05d}.tfrecord
+    DIR/.xprospect.lock     held while a run writes (see xprospect.utils.folder_lock)
 
 Splits are patient-level (all series of one patient land in one split), drawn with a seed or taken
-from a JSON/CSV list. Work is resumable: shards are written atomically and recorded in the manifest
-only when complete, so re-running the same command skips finished shards, and a killed run leaves
-no half-written shard. Reading and preprocessing run in ``workers`` processes; DRRs are rendered in
+from a JSON/CSV list. Work is resumable from the first moment: the journal is written before any
+case is read, shards are written atomically and recorded in the journal only when complete, so
+re-running the same command after a kill (at any point) skips finished shards and ends with the
+same manifest and shards as an uninterrupted run. A rerun also rebuilds the shards whose inputs
+changed (by content hash) and, with ``retry_failed``, those holding a case that failed. Reading and
+preprocessing run in ``workers`` processes, which end with the main process; DRRs are rendered in
 the main process in batches (TensorFlow, XLA).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +46,12 @@ from typing import Any
 import numpy as np
 
 from xprospect import __version__
+from xprospect.data.manifest import MANIFEST_NAME
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
-from xprospect.utils import atomic_path, progress_bar, read_json_file
+from xprospect.utils import LOCK_FILE, atomic_path, folder_lock, progress_bar, read_json_file
 
 __all__ = [
+    "JOURNAL_NAME",
     "CaseSpec",
     "PrepareConfig",
     "PrepareResult",
@@ -46,6 +59,8 @@ __all__ = [
     "discover_cases",
     "prepare_dataset",
 ]
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 STORED_HU_RANGE = (-1024.0, 3071.0)
@@ -114,6 +129,8 @@ class PrepareResult:
     output: Path
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reprocessed: list[str] = field(default_factory=list)
+    """Cases of done shards built again (an input changed, or ``retry_failed``)."""
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -281,13 +298,22 @@ def sha256_paths(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
-def _source_files(spec: CaseSpec) -> list[Path]:
-    """The files a case is read from (only its own series when a folder holds several)."""
+def _source_files(spec: CaseSpec, series_cache: dict[str, Any] | None = None) -> list[Path]:
+    """The files a case is read from (only its own series when a folder holds several).
+
+    ``series_cache`` (folder -> its DICOM series) spares listing a folder once per series.
+    """
     src = Path(spec.source)
     if spec.kind == "dicom":
         from xprospect.io.dicom import list_dicom_series
 
-        for series in list_dicom_series(src):
+        if series_cache is None:
+            listing: Any = list_dicom_series(src)
+        elif spec.source in series_cache:
+            listing = series_cache[spec.source]
+        else:
+            listing = series_cache[spec.source] = list_dicom_series(src)
+        for series in listing:
             if series.uid == spec.series_uid:
                 return sorted(series.files)
         raise MissingDataError(f"series {spec.series_uid} is no longer in this folder", src)
@@ -329,23 +355,67 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
     }
 
 
+def _stat_files(files: Sequence[Path]) -> list[list[Any]]:
+    """``[path, size, mtime_ns]`` of each file: a cheap first look whether a source changed."""
+    out: list[list[Any]] = []
+    for p in files:
+        st = p.stat()
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _source_state(
+    spec: CaseSpec, series_cache: dict[str, Any] | None = None
+) -> tuple[list[Path] | None, list[list[Any]] | None]:
+    """A case's source files and their stats; ``(None, None)`` when they cannot be listed."""
+    if spec.kind == "phantom":
+        return [], []
+    try:
+        files = _source_files(spec, series_cache)
+        return files, _stat_files(files)
+    except Exception:  # missing or unreadable: the load reports why
+        return None, None
+
+
+def _try_sha256(files: Sequence[Path] | None) -> str | None:
+    if not files:
+        return None
+    try:
+        return sha256_paths(files)
+    except OSError:
+        return None
+
+
 def _load_case_safe(
     spec: CaseSpec, size: int, fov_mm: float, force: bool = False
 ) -> dict[str, Any]:
+    # The stats are taken before reading: a file changed during the read looks changed next time.
+    files, stat = _source_state(spec)
     try:
-        return {"ok": True, **load_case(spec, size, fov_mm, force=force)}
+        return {"ok": True, **load_case(spec, size, fov_mm, force=force), "stat": stat}
     except XprospectError as exc:
-        return {"ok": False, "error": str(exc)}
+        error = str(exc)
     except Exception as exc:  # a bad case must not stop the other cases
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        error = f"{type(exc).__name__}: {exc}"
+    # The failed input's hash: a rerun retries the case once its input has changed.
+    return {"ok": False, "error": error, "stat": stat, "source_sha256": _try_sha256(files)}
 
 
 # === Builder ===
 
+JOURNAL_NAME = "journal.json"
+"""The prepare journal inside a dataset folder (see :func:`prepare_dataset`)."""
+_JOURNAL_FORMAT = 1
+_MANIFEST_KEYS = ("xprospect_version", "config", "case_ids", "cases", "shards")
 
-def _write_json(path: Path, data: Any) -> None:
+
+def _write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(text)
 
 
 def prepare_dataset(
@@ -356,6 +426,7 @@ def prepare_dataset(
     phantoms: int = 0,
     workers: int = 1,
     overwrite: bool = False,
+    retry_failed: bool = False,
     split_file: str | os.PathLike[str] | None = None,
     progress: bool = True,
     on_shard: Callable[[str], None] | None = None,
@@ -363,23 +434,40 @@ def prepare_dataset(
 ) -> PrepareResult:
     """Builds (or resumes building) a dataset.
 
+    The folder is locked (:func:`xprospect.utils.folder_lock`) while the run writes into it, and
+    ``journal.json`` is written before any case is read: the config, the case ids, the shards
+    done, each case's source hash and file stats, and the failures. A run stopped at any point
+    (Ctrl-C, ``SIGTERM``, ``kill -9``, a crash) resumes from it when the same command is run
+    again; shards are written atomically, so the resumed dataset equals an uninterrupted run's
+    (same ``manifest.json``, same shard bytes). ``manifest.json`` and ``failures.json`` are
+    derived from the journal after each shard (and repaired from it at each start).
+
+    On a rerun, a shard is built again when one of its cases' input files changed (size or
+    modification time differ and the SHA-256 of their content differs from the one recorded),
+    or, with ``retry_failed``, when one of its cases failed.
+
     Args:
         inputs: See :func:`discover_cases`.
         output: Dataset folder.
         config: Sizes, geometry, splits, shard size.
         phantoms: Number of procedural phantoms to add.
-        workers: Processes that read and preprocess cases (1 = in this process).
+        workers: Processes that read and preprocess cases (1 = in this process). They end with
+            this process, even when it is killed (``PR_SET_PDEATHSIG`` on Linux, a watchdog
+            thread elsewhere).
         overwrite: Replace an existing dataset built with another config (or from other inputs).
+        retry_failed: Read the cases that failed before again (and rebuild their shards).
         split_file: Explicit split assignment (see :func:`assign_splits`).
         progress: Show a progress bar.
         on_shard: Called with each shard's name after it is written (used by tests to interrupt).
         force: Accept implausible CTs (:func:`xprospect.io.check_ct`) instead of failing them.
 
     Returns:
-        What was written, skipped and failed.
+        What was written, skipped, reprocessed and failed.
 
     Raises:
-        OutputExistsError: The folder holds a dataset of another config and ``overwrite`` is False.
+        OutputExistsError: The folder holds a dataset of another config and ``overwrite`` is
+            False, or holds files that are not a dataset.
+        LockedError: Another process is writing this dataset.
     """
     cfg = config or PrepareConfig()
     out = Path(output)
@@ -396,41 +484,77 @@ def prepare_dataset(
     )
     plan = _plan_shards(cases, splits, cfg.shard_size)
     identity = {"config": cfg.to_json(), "case_ids": sorted(splits)}
-    manifest = _open_manifest(out, identity, overwrite)
-    failures: list[dict[str, str]] = _read_failures(out) if manifest["shards"] else []
-    result = PrepareResult(output=out)
-    todo = [(name, specs) for name, specs in plan.items() if name not in manifest["shards"]]
-    result.skipped = [
-        c.case_id for name, specs in plan.items() if name not in dict(todo) for c in specs
-    ]
+    _refuse_foreign(out, overwrite)
+    with folder_lock(out), _terminate_as_interrupt():
+        journal = _open_journal(out, identity, overwrite)
+        redo = _changed_shards(journal, plan, retry_failed)
+        _publish(out, journal)
+        result = PrepareResult(output=out)
+        todo = [(n, specs) for n, specs in plan.items() if n not in journal["shards"] or n in redo]
+        names = {n for n, _ in todo}
+        result.skipped = [c.case_id for n, specs in plan.items() if n not in names for c in specs]
+        result.reprocessed = [c.case_id for n, specs in plan.items() if n in redo for c in specs]
+        try:
+            _build_shards(
+                out, todo, cfg, splits, journal, result, workers, progress, on_shard, force
+            )
+        except KeyboardInterrupt as exc:
+            why = f" ({exc})" if str(exc) else ""
+            raise KeyboardInterrupt(
+                f"prepare stopped{why} with {len(journal['shards'])} of {len(plan)} shard(s) "
+                f"done; rerun the same command to resume ({out})"
+            ) from None
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _build_shards(
+    out: Path,
+    todo: Sequence[tuple[str, Sequence[CaseSpec]]],
+    cfg: PrepareConfig,
+    splits: dict[str, str],
+    journal: dict[str, Any],
+    result: PrepareResult,
+    workers: int,
+    progress: bool,
+    on_shard: Callable[[str], None] | None,
+    force: bool = False,
+) -> None:
     bar = progress_bar(sum(len(s) for _, s in todo), progress)
-    pool = _pool(workers)
+    pool = _pool(workers) if todo else None
+    ok = False
     try:
         for shard_name, specs in todo:
             loaded = _load_all(pool, specs, cfg, force)
             good = []
             for spec, res in zip(specs, loaded, strict=True):
                 bar.update(1)
+                cid = spec.case_id
+                journal["sources"][cid] = {"sha256": res.get("source_sha256"), "stat": res["stat"]}
+                journal["cases"].pop(cid, None)
                 if res["ok"]:
                     good.append((spec, res))
+                    journal["failures"].pop(cid, None)
                 else:
-                    failures = [f for f in failures if f["case_id"] != spec.case_id]
-                    failures.append(
-                        {"case_id": spec.case_id, "source": spec.source, "error": res["error"]}
-                    )
-                    result.failed.append(failures[-1])
-            _write_shard(out, shard_name, good, cfg, splits, manifest)
-            _write_json(out / "failures.json", failures)
-            _write_json(out / "manifest.json", manifest)
+                    failure = {"case_id": cid, "source": spec.source, "error": res["error"]}
+                    journal["failures"][cid] = failure
+                    result.failed.append(failure)
+            entries = _write_shard(out, shard_name, good, cfg, splits)
+            journal["cases"].update(entries)
+            shard = {"file": f"{shard_name}.tfrecord", "cases": len(entries)}
+            journal["shards"][shard_name] = shard
+            # The journal first: a kill before the manifest is repaired from it at the next start.
+            _write_json(out / JOURNAL_NAME, journal)
+            _publish(out, journal)
             result.written += [s.case_id for s, _ in good]
             if on_shard is not None:
                 on_shard(shard_name)
+        ok = True
     finally:
         bar.close()
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    result.seconds = time.perf_counter() - t0
-    return result
+            # On an error, do not wait for the cases in flight (the workers end with us anyway).
+            pool.shutdown(wait=ok, cancel_futures=True)
 
 
 def _plan_shards(
@@ -444,16 +568,82 @@ def _plan_shards(
     return plan
 
 
-def _open_manifest(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    path = out / "manifest.json"
-    fresh = {"xprospect_version": __version__, **identity, "cases": {}, "shards": {}}
-    if path.exists():
-        old = json.loads(path.read_text())
-        same = (
-            old.get("config") == identity["config"] and old.get("case_ids") == identity["case_ids"]
+# --- the journal ---
+
+
+def _is_ours(name: str) -> bool:
+    """Files a run makes before the journal exists: the lock and temporaries."""
+    return name.startswith(LOCK_FILE) or (name.startswith(".") and ".tmp" in name)
+
+
+def _refuse_foreign(out: Path, overwrite: bool) -> None:
+    """Refuses a file, or a folder of other files, as the output (checked before locking it)."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError("is a file, not a dataset folder; choose another --output", out)
+    if not out.is_dir() or overwrite:
+        return
+    if (out / JOURNAL_NAME).exists() or (out / MANIFEST_NAME).exists():
+        return
+    if any(not _is_ours(p.name) for p in out.iterdir()):
+        raise OutputExistsError(
+            "exists and is not an xprospect dataset; choose another --output", out
         )
-        if same and not overwrite:
-            return dict(old)
+
+
+def _fresh_journal(identity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "journal": _JOURNAL_FORMAT,
+        "xprospect_version": __version__,
+        **identity,
+        "cases": {},
+        "shards": {},
+        "failures": {},
+        "sources": {},
+    }
+
+
+def _read_journal(out: Path) -> dict[str, Any] | None:
+    """The journal; one rebuilt from the manifest of a dataset made before journals; or None."""
+    path = out / JOURNAL_NAME
+    if path.exists():
+        try:
+            journal = read_json_file(path, what="prepare journal")
+            if not isinstance(journal, dict) or journal.get("journal") != _JOURNAL_FORMAT:
+                raise ValueError("not a prepare journal")
+        except (XprospectError, ValueError) as exc:
+            raise OutputExistsError(
+                f"{JOURNAL_NAME} is unreadable ({exc}); pass --overwrite to rebuild the dataset",
+                out,
+            ) from None
+        return dict(journal)
+    manifest_path = out / MANIFEST_NAME
+    if not manifest_path.exists():
+        return None
+    manifest = read_json_file(manifest_path, what="dataset manifest")
+    journal = _fresh_journal({k: manifest.get(k) for k in ("config", "case_ids")})
+    journal["xprospect_version"] = manifest.get("xprospect_version", __version__)
+    journal["cases"] = dict(manifest.get("cases", {}))
+    journal["shards"] = dict(manifest.get("shards", {}))
+    failures_path = out / "failures.json"
+    failures = read_json_file(failures_path, what="failures list") if failures_path.exists() else []
+    journal["failures"] = {f["case_id"]: f for f in failures}
+    journal["sources"] = {
+        cid: {"sha256": entry.get("source_sha256"), "stat": None}
+        for cid, entry in journal["cases"].items()
+    }
+    return journal
+
+
+def _open_journal(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    journal = _read_journal(out)
+    if journal is not None:
+        same = (
+            journal.get("config") == identity["config"]
+            and journal.get("case_ids") == identity["case_ids"]
+        )
+        if same:
+            _write_json(out / JOURNAL_NAME, journal)
+            return journal
         if not overwrite:
             raise OutputExistsError(
                 "holds a dataset built with another config or other inputs; "
@@ -462,26 +652,112 @@ def _open_manifest(out: Path, identity: dict[str, Any], overwrite: bool) -> dict
             )
         for f in out.glob("*.tfrecord"):
             f.unlink()
-        for name in ("manifest.json", "failures.json"):
+        for name in (MANIFEST_NAME, "failures.json", JOURNAL_NAME):
             (out / name).unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            "exists and is not an xprospect dataset; choose another --output", out
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return fresh
+    journal = _fresh_journal(identity)
+    _write_json(out / JOURNAL_NAME, journal)
+    return journal
 
 
-def _read_failures(out: Path) -> list[dict[str, str]]:
-    path = out / "failures.json"
-    return list(json.loads(path.read_text())) if path.exists() else []
+def _publish(out: Path, journal: dict[str, Any]) -> None:
+    """Writes ``manifest.json`` and ``failures.json`` from the journal (once a shard is done)."""
+    if not journal["shards"]:
+        return
+    failures = [journal["failures"][k] for k in sorted(journal["failures"])]
+    _write_json(out / "failures.json", failures)
+    _write_json(out / MANIFEST_NAME, {k: journal[k] for k in _MANIFEST_KEYS}, sort_keys=True)
+
+
+def _changed_shards(
+    journal: dict[str, Any], plan: dict[str, list[CaseSpec]], retry_failed: bool
+) -> set[str]:
+    """The done shards to build again: a case's input changed, or it failed and is retried."""
+    redo: set[str] = set()
+    series_cache: dict[str, Any] = {}
+    for name, specs in plan.items():
+        if name not in journal["shards"]:
+            continue
+        for spec in specs:
+            cid = spec.case_id
+            failed = cid in journal["failures"]
+            if failed and retry_failed:
+                redo.add(name)
+                break
+            if spec.kind == "phantom":
+                continue
+            known = journal["sources"].get(cid) or {}
+            files, stat = _source_state(spec, series_cache)
+            if files is None or stat == known.get("stat"):
+                continue  # unchanged, or gone (a done case is kept; a failed one stays failed)
+            digest = _try_sha256(files)
+            if digest is not None and digest != known.get("sha256"):
+                log.info("%s: the input changed; shard %s is built again", cid, name)
+                redo.add(name)
+                break
+            journal["sources"][cid] = {**known, "stat": stat}
+    return redo
+
+
+# --- workers ---
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """``SIGTERM`` raises ``KeyboardInterrupt`` (as Ctrl-C does), so clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the worker ends when the process that started it ends, even by
+    ``kill -9``.
+
+    On Linux the kernel sends the worker ``SIGKILL`` when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``, through ctypes); elsewhere a daemon thread checks the parent
+    PID every second. Ctrl-C is left to the parent, which stops the pool.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _pool(workers: int) -> cf.ProcessPoolExecutor | None:
     if workers <= 1:
         return None
     # spawn, not fork: the parent holds TensorFlow threads, which fork would copy half-alive.
-    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return cf.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _load_all(
@@ -502,8 +778,8 @@ def _write_shard(
     good: Sequence[tuple[CaseSpec, dict[str, Any]]],
     cfg: PrepareConfig,
     splits: dict[str, str],
-    manifest: dict[str, Any],
-) -> None:
+) -> dict[str, dict[str, Any]]:
+    """Renders the DRRs and writes one shard atomically; returns its cases' manifest entries."""
     import tensorflow as tf
 
     from xprospect.data import encode_case
@@ -511,6 +787,7 @@ def _write_shard(
 
     drr_size = cfg.drr_size or cfg.size
     records = []
+    entries: dict[str, dict[str, Any]] = {}
     for start in range(0, len(good), 4):  # a few volumes per render call bounds memory
         chunk = good[start : start + 4]
         vols = np.stack([r["volume"] for _, r in chunk]).astype(np.float32)
@@ -519,7 +796,7 @@ def _write_shard(
         ).numpy()
         for (spec, res), d in zip(chunk, drrs, strict=True):
             records.append(encode_case(spec.case_id, res["volume"], res["spacing_mm"], d[0], d[1]))
-            manifest["cases"][spec.case_id] = {
+            entries[spec.case_id] = {
                 "source": spec.source,
                 "kind": spec.kind,
                 "patient_id": spec.patient_id,
@@ -536,4 +813,4 @@ def _write_shard(
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for rec in records:
             writer.write(rec)
-    manifest["shards"][shard_name] = {"file": path.name, "cases": len(records)}
+    return entries

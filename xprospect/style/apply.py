@@ -48,6 +48,8 @@ class StyleModel:
 
     Args:
         folder: The style run folder (with ``style.json``).
+        trust: Load the generators with Keras safe mode off (``--trust-model``); by default a
+            generator holding Python code (a ``Lambda`` layer) is refused.
 
     Attributes:
         view: ``frontal`` or ``lateral``.
@@ -56,10 +58,11 @@ class StyleModel:
         meta: The whole ``style.json``.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, trust: bool = False) -> None:
         from xprospect.style.training import GENERATOR_FILES, STYLE_FILE
 
         self.folder = Path(folder)
+        self.trust = trust
         meta_path = self.folder / STYLE_FILE
         if not meta_path.exists():
             raise MissingDataError(
@@ -79,14 +82,13 @@ class StyleModel:
         if direction not in DIRECTIONS:
             raise ConfigError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if direction not in self._generators:
-            import keras
-
             import xprospect.models.cyclegan  # noqa: F401  (registers the classes)
+            from xprospect.trust import load_keras_model
 
             path = self._files[direction]
             if not path.exists():
                 raise MissingDataError("generator file missing", path)
-            self._generators[direction] = keras.saving.load_model(path, compile=False)
+            self._generators[direction] = load_keras_model(path, trust=self.trust, compile=False)
         return self._generators[direction]
 
     def translate(self, images: np.ndarray, direction: str, batch_size: int = 8) -> np.ndarray:
@@ -146,9 +148,12 @@ class StyleModel:
         return np.asarray(display_unit(np.asarray(line_integral, np.float32)), np.float32)
 
 
-def load_style_model(path: str | os.PathLike[str] | StyleModel) -> StyleModel:
-    """A :class:`StyleModel` from a run folder (or the model itself)."""
-    return path if isinstance(path, StyleModel) else StyleModel(path)
+def load_style_model(
+    path: str | os.PathLike[str] | StyleModel, *, trust: bool = False
+) -> StyleModel:
+    """A :class:`StyleModel` from a run folder (or the model itself); ``trust`` as in
+    :class:`StyleModel`."""
+    return path if isinstance(path, StyleModel) else StyleModel(path, trust=trust)
 
 
 def _models_by_view(models: Iterable[str | os.PathLike[str] | StyleModel]) -> dict[str, StyleModel]:

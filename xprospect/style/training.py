@@ -21,6 +21,8 @@ The run folder is the shared loop's (``config.yaml``, ``checkpoints/``, ``metric
 ``tensorboard/`` with input | translated | cycled image grids, ``curves.png``) plus, at the end:
 ``drr2real.keras``, ``real2drr.keras``, ``style_panel.png`` and ``style.json`` (what
 :class:`xprospect.style.apply.StyleModel` needs to preprocess and translate; written last).
+Like every run of the shared loop, it locks its folder while it trains, and ``SIGINT``/``SIGTERM``
+save a checkpoint at the step reached before it stops (:mod:`xprospect.training.loop`).
 """
 
 from __future__ import annotations

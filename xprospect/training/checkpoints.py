@@ -34,8 +34,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from xprospect.errors import ConfigError, OutputError
-from xprospect.utils import atomic_path, output_error
+from xprospect.errors import ConfigError, OutputError, XprospectError
+from xprospect.utils import (
+    atomic_path,
+    output_error,
+    read_json_file,
+    sweep_temporaries,
+    temp_prefix,
+)
 
 __all__ = ["CheckpointStore", "atomic_keras_file", "read_json", "write_json"]
 
@@ -52,8 +58,8 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when it is missing or unreadable."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        data = read_json_file(path)
+    except XprospectError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -75,7 +81,8 @@ def atomic_keras_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     folder: Path | None = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        sweep_temporaries(dest.parent)
+        folder = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
         yield folder / dest.name
         os.replace(folder / dest.name, dest)
     except Exception as exc:
@@ -183,6 +190,17 @@ class CheckpointStore:
         tmp = tempfile.mkdtemp(prefix="xprospect-worker-ckpt-")
         try:
             self._checkpoint.write(os.path.join(tmp, "ckpt"))
+        except Exception as exc:
+            # The user did not name this folder: say where it is and that the chief's is intact.
+            err = output_error(
+                exc,
+                tempfile.gettempdir(),
+                f"this worker's copy of the checkpoint of step {step} (removed at once) did not "
+                "fit; free space there or set TMPDIR",
+            )
+            if err is None:
+                raise
+            raise err from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return None
@@ -205,6 +223,24 @@ class CheckpointStore:
             else "no earlier checkpoint exists"
         )
         return output_error(exc, self.output_dir, f"checkpoint of step {step} not saved, {kept}")
+
+    def sweep(self) -> list[Path]:
+        """Removes what a save killed midway left in ``checkpoints/``: TensorFlow's
+        ``ckpt-N_temp/`` folders and its ``*.tmp<hex>`` / ``*.tempstate<n>`` files.
+
+        Call it only while no other process saves into this run folder (the run holds its lock).
+        """
+        removed: list[Path] = []
+        if not self.chief or not self.dir.is_dir():
+            return removed
+        for p in self.dir.iterdir():
+            if p.name.endswith("_temp") or ".tmp" in p.name or ".tempstate" in p.name:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
 
     def read_state(self) -> dict[str, Any] | None:
         """``state.json`` of the run folder, if any."""

@@ -8,17 +8,18 @@ new ones are appended, so a re-run never duplicates a step. Figures use matplotl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xprospect.utils import atomic_path
+from xprospect.utils import atomic_path, output_error
 
 __all__ = [
     "CSV_COLUMNS",
@@ -106,34 +107,47 @@ class TensorBoardLog:
 
         self._tf = tf
         root = Path(log_dir)
+        self.root = root
         self.train = tf.summary.create_file_writer(str(root / "train"))
         self.validation = tf.summary.create_file_writer(str(root / "validation"))
 
     def scalars(self, split: str, values: Mapping[str, float], step: int) -> None:
         """Writes scalars to the ``train`` or ``validation`` run."""
         writer = self.train if split == "train" else self.validation
-        with writer.as_default(step=step):
+        with self._writing(writer, step):
             for name, value in values.items():
                 if value is not None and math.isfinite(value):
                     self._tf.summary.scalar(name, value)
-        writer.flush()
 
     def slices(self, truth: np.ndarray, prediction: np.ndarray, step: int) -> None:
         """Writes one grayscale image: rows axial/coronal/sagittal, columns truth | prediction |
         absolute error (all on the [0, 1] target scale)."""
         grid = slice_grid(truth, prediction)
-        with self.validation.as_default(step=step):
+        with self._writing(self.validation, step):
             self._tf.summary.image(
                 "slices/truth_prediction_error", grid[None, ..., None], max_outputs=1
             )
-        self.validation.flush()
 
     def image(self, name: str, image: np.ndarray, step: int) -> None:
         """Writes one grayscale image in [0, 1] ``(H, W)`` to the ``validation`` run."""
         grid = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-        with self.validation.as_default(step=step):
+        with self._writing(self.validation, step):
             self._tf.summary.image(name, grid[None, ..., None], max_outputs=1)
-        self.validation.flush()
+
+    @contextlib.contextmanager
+    def _writing(self, writer: Any, step: int) -> Iterator[None]:
+        """Writes summaries of ``step`` with ``writer`` and flushes them; a full disk is an
+        :class:`~xprospect.errors.OutputError` naming the TensorBoard folder (an event file is
+        appended as it goes: nothing to roll back)."""
+        try:
+            with writer.as_default(step=step):
+                yield
+            writer.flush()
+        except Exception as exc:
+            err = output_error(exc, self.root, "the TensorBoard log could not be written")
+            if err is None:
+                raise
+            raise err from exc
 
     def close(self) -> None:
         self.train.close()

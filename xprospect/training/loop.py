@@ -10,6 +10,15 @@ the global batch (``tf.nn.compute_average_loss``) and applies its gradients thro
 optimizer inside ``strategy.run`` (the optimizer sums them over replicas). The host reads the
 reduced loss after every step, so a NaN or Inf loss stops all workers at the same step, before
 anything of that state is saved.
+
+The run folder is locked (:func:`xprospect.utils.folder_lock`) from before the run looks for a
+checkpoint until it ends. ``SIGINT`` (Ctrl-C) and ``SIGTERM`` (how cluster schedulers preempt a
+job) do not kill the run: the handler of :func:`stop_on_signals` sets a flag that the loop reads
+before each step; it then saves a checkpoint at the step reached and raises
+:class:`TrainingInterrupted` (a ``KeyboardInterrupt``: the CLI prints its one-line message and
+exits with 130), and the same command resumes from that checkpoint. A second signal stops at once.
+Under ``MultiWorkerMirroredStrategy`` the signals keep their default action (a save needs every
+worker, and a signal may reach only one): the run resumes from its last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -25,17 +36,103 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from xprospect.config import ExperimentConfig, config_to_dict, dump_config
+from xprospect.config.engine import read_yaml_file
 from xprospect.data.manifest import read_manifest, split_cases
-from xprospect.errors import ConfigError
+from xprospect.errors import ConfigError, XprospectError
 from xprospect.training.results import TrainResult
 from xprospect.training.steps import NetworkFactories, StepLogic
+from xprospect.utils import IN_RESULT, folder_lock
 
-__all__ = ["RunOwner", "StepHook", "TrainingRun", "target_window", "total_steps"]
+__all__ = [
+    "RunOwner",
+    "StepHook",
+    "TrainingInterrupted",
+    "TrainingRun",
+    "stop_on_signals",
+    "stop_requested",
+    "target_window",
+    "total_steps",
+]
 
 log = logging.getLogger("xprospect.training")
 
 StepHook = Callable[[int, Mapping[str, float]], None]
 """``step_hook(step, logs)``, called after each step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by ``SIGINT``/``SIGTERM`` after saving a checkpoint at the step reached.
+
+    It is a ``KeyboardInterrupt``, so code that handles Ctrl-C handles it, and KerasTuner (which
+    catches ``Exception``) lets it through, leaving the trial to be resumed.
+
+    Attributes:
+        step: The step reached (and saved, when ``checkpoint`` is set).
+        checkpoint: The checkpoint saved now, or None (nothing new to save, or non-finite state).
+        output_dir: The run folder.
+        signal_name: ``SIGINT`` or ``SIGTERM``.
+    """
+
+    def __init__(
+        self, message: str, *, step: int, checkpoint: str | None, output_dir: Path, signal_name: str
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+        self.output_dir = output_dir
+        self.signal_name = signal_name
+
+
+class _StopSignals:
+    """Turns ``SIGINT``/``SIGTERM`` into a flag (one handler for the process, nestable)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._depth = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            raise KeyboardInterrupt(f"{name} received twice: stopped without saving")
+        self.received = name
+        log.info("%s received: stopping after this step (send it again to stop at once)", name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set signal handlers
+            return
+        if self._depth == 0:
+            self.received = None
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                for signum, handler in self._previous.items():
+                    signal.signal(signum, handler)
+                self._previous.clear()
+                self.received = None
+
+
+_STOP = _StopSignals()
+
+
+def stop_on_signals() -> contextlib.AbstractContextManager[None]:
+    """While entered (in the main thread), ``SIGINT`` and ``SIGTERM`` set the flag that
+    :func:`stop_requested` reads instead of stopping the process; a second signal raises
+    ``KeyboardInterrupt`` at once. Nested uses share one handler (a tune search around its
+    trials' runs); the flag is cleared when the outermost is entered and left."""
+    return _STOP.installed()
+
+
+def stop_requested() -> str | None:
+    """The signal (``"SIGINT"``, ``"SIGTERM"``) that asked the running loop to stop, or None."""
+    return _STOP.received
 
 
 class RunOwner(NetworkFactories, Protocol):
@@ -117,12 +214,22 @@ class TrainingRun:
         else:
             self.steps_per_epoch = max(1, n_train // batch)
         self.total = total_steps(cfg, self.steps_per_epoch)
-        if self.chief:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.store = CheckpointStore(self.out, chief=self.chief, keep=cfg.training.keep_checkpoints)
-        self.latest = self.store.latest()
-        self.start_step = self.store.saved_step(self.latest) if self.latest else 0
-        self._agree_on_start()
+        # Held until execute() ends: the chief alone writes into the run folder.
+        self._held = contextlib.ExitStack()
+        try:
+            if self.chief:
+                self._held.enter_context(folder_lock(self.out))
+            self.store = CheckpointStore(
+                self.out, chief=self.chief, keep=cfg.training.keep_checkpoints
+            )
+            self.store.sweep()
+            self.latest = self.store.latest()
+            self.start_step = self.store.saved_step(self.latest) if self.latest else 0
+            self._agree_on_start()
+        except BaseException:
+            self._held.close()
+            raise
+        self.saved_step = self.start_step
         self.step_var = tf.Variable(self.start_step, dtype=tf.int64, trainable=False, name="step")
         self.last_val: dict[str, float] = {}
         self.sample: tuple[np.ndarray, np.ndarray, str] | None = None
@@ -393,6 +500,17 @@ class TrainingRun:
     # --- the loop ---
 
     def execute(self) -> TrainResult:
+        """Runs the loop (see the module docstring); releases the run folder's lock at the end.
+
+        Raises:
+            TrainingInterrupted: ``SIGINT``/``SIGTERM`` stopped the run (a checkpoint was saved).
+        """
+        # Signals keep their default action under multi-worker (see the module docstring).
+        signals = stop_on_signals() if self.label != "multiworker" else contextlib.nullcontext()
+        with self._held, signals:
+            return self._execute()
+
+    def _execute(self) -> TrainResult:
         from xprospect.training.checkpoints import read_json
 
         self._build()
@@ -427,6 +545,8 @@ class TrainingRun:
         message = ""
         try:
             while step < self.total:
+                if stop_requested():
+                    self._interrupt(step, elapsed0)
                 lr = self._lr()  # the rate this step uses (schedules read the iteration count)
                 values = {k: float(v) for k, v in train_step(self.iterator).items()}
                 step += 1
@@ -472,8 +592,7 @@ class TrainingRun:
                         status = "diverged"
                         message = self._diverged(step, math.nan, weights=True)
                         break
-                    self.step_var.assign(step)
-                    self.store.save(step, self._state(step, elapsed0))
+                    self._save(step, elapsed0)
                 if self.trainer.step_hook is not None:
                     self.trainer.step_hook(step, logs)
         finally:
@@ -490,6 +609,35 @@ class TrainingRun:
         if self.chief:
             self._figures()
         return self._result(status, step, model_path=model_path, message=message)
+
+    def _save(self, step: int, elapsed0: float) -> str | None:
+        self.step_var.assign(step)
+        path = self.store.save(step, self._state(step, elapsed0))
+        self.saved_step = step
+        return path
+
+    def _interrupt(self, step: int, elapsed0: float) -> None:
+        """Saves a checkpoint at ``step`` (unless saved already or not finite) and raises
+        :class:`TrainingInterrupted`."""
+        name = stop_requested() or "SIGINT"
+        saved = None
+        if step > self.saved_step and self._finite_state():
+            saved = self._save(step, elapsed0)
+        latest = self.store.latest()
+        if latest and step == self.saved_step:
+            where = f"checkpoint {Path(latest).name} in {self.store.dir}"
+        elif latest:
+            where = f"state not finite, not saved; the last checkpoint is {latest}"
+        else:
+            where = "nothing saved"
+        raise TrainingInterrupted(
+            f"{name}: stopped at step {step} of {self.total} ({where}); "
+            "run the same command again to resume",
+            step=step,
+            checkpoint=saved,
+            output_dir=self.out,
+            signal_name=name,
+        )
 
     def _log_images(self, tb: Any, step: int) -> None:
         """TensorBoard images after a validation: truth | prediction | error slices."""
@@ -522,7 +670,7 @@ class TrainingRun:
             f"training diverged at step {step}: {what}; stopped without saving this state, "
             f"{kept} (try a lower optimizer.learning_rate or optimizer.clip_global_norm)"
         )
-        log.error(msg)
+        log.error(msg, extra=IN_RESULT)  # the CLI prints the result's message instead
         return msg
 
     def _state(self, step: int, elapsed0: float) -> dict[str, Any]:
@@ -577,14 +725,13 @@ class TrainingRun:
             save_panel(truth, pred, self.out / "val_panel.png", title=title)
 
     def _write_config(self) -> None:
-        import yaml
 
         path = self.out / "config.yaml"
         if path.exists() and self.latest:
             # Compared as written (both resolved): no need to know the config's class.
             try:
-                old = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError):
+                old = read_yaml_file(path) or {}
+            except XprospectError:
                 old = {}
             new = config_to_dict(self.cfg)
             changed = _diff(old, new, ignore={"training.steps", "training.epochs"})

@@ -2,10 +2,18 @@
 trainer), :func:`make_tuner`, :func:`tune`, resuming and KerasTuner's distributed mode.
 
 See :mod:`xprospect.tuning` for how a search resumes and how chief and workers share it.
+
+A standalone search (or the chief) locks its project folder (:func:`xprospect.utils.folder_lock`);
+each trial's run locks its own folder. ``SIGINT``/``SIGTERM`` during a standalone search or on a
+worker stop it cleanly: a trial in progress saves a checkpoint at its current step and the search
+ends (its trial stays unfinished in the oracle, so the next run retries it and the trial resumes
+from that checkpoint); between trials the search ends once the current trial is recorded. The
+chief, which only serves the oracle, keeps the signals' default action.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -16,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from xprospect.config.engine import read_yaml_file
 from xprospect.errors import ConfigError, MissingDataError
 from xprospect.tuning.config import TUNER_KINDS, TuneConfig
 from xprospect.tuning.hypermodel import OBJECTIVE, copy_weights, make_hypermodel
@@ -92,6 +101,17 @@ def _trainer_tuner() -> type:
             score = sum(r[OBJECTIVE] for r in results) / n
             self.ran.append(TrialRow(trial.trial_id, "COMPLETED", public_values(hp.values), score))
             return results
+
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)  # the oracle records the trial (and saves its state)
+            from xprospect.training.loop import stop_requested
+
+            name = stop_requested()
+            if name:
+                raise KeyboardInterrupt(
+                    f"{name}: the search stopped after trial {trial.trial_id}; "
+                    "run the same command again to resume it"
+                )
 
         def load_model(self, trial: Any) -> Any:
             keras.backend.clear_session()
@@ -232,7 +252,9 @@ def _check_project(config: TuneConfig, write: bool) -> None:
     path = config.project_dir / "xprospect_tune.yaml"
     current = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     if path.exists():
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        old = read_yaml_file(path) or {}
+        if not isinstance(old, dict):
+            raise ConfigError("not a tuning project's settings file; delete the folder", path)
         a, b = _flatten(old), _flatten(current)
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUMABLE)
         if changed:
@@ -278,17 +300,30 @@ def tune(config: TuneConfig, *, progress: bool = False) -> TuneResult:
             resolve against its dataset.
         MissingDataError: The dataset or its ``val`` split is missing.
     """
+    from xprospect.training.loop import stop_on_signals
+    from xprospect.utils import folder_lock
+
     role = distributed_role()
     space = SearchSpace.for_experiment(config.experiment, config.tuner.family, config.tuner.space)
     if role != "chief":  # the chief only serves the oracle: it may not see the data
         _check_dataset(config)
-    config.project_dir.mkdir(parents=True, exist_ok=True)
-    _check_project(config, write=role != "worker")
-    tuner = make_tuner(config, progress=progress)
-    if role == "chief":
-        ip, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
-        print(f"chief: serving the KerasTuner oracle on {ip}:{port}", flush=True)
-    tuner.search(verbose=1 if progress else 0)
+    with contextlib.ExitStack() as held:
+        if role != "worker":  # workers write only their trials' folders, which their runs lock
+            held.enter_context(folder_lock(config.project_dir))
+        else:
+            config.project_dir.mkdir(parents=True, exist_ok=True)
+        _check_project(config, write=role != "worker")
+        tuner = make_tuner(config, progress=progress)
+        if role == "chief":
+            ip, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+            print(f"chief: serving the KerasTuner oracle on {ip}:{port}", flush=True)
+        else:
+            held.enter_context(stop_on_signals())
+        tuner.search(verbose=1 if progress else 0)
+        return _result(config, role, tuner, space)
+
+
+def _result(config: TuneConfig, role: Role, tuner: Any, space: SearchSpace) -> TuneResult:
     ran = [row.trial_id for row in tuner.ran]
     columns = tuple(p.name for p in space.params)
     if role == "worker":
