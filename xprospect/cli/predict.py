@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers, add_trust_model_flag, model_errors
+from xprospect.cli.common import Subparsers, add_trust_model_flag, model_errors, print_error
 
 __all__ = ["add_parser", "preview_path", "run_predict"]
 
@@ -19,9 +19,17 @@ def add_parser(sub: Subparsers) -> None:
     """Adds ``predict`` to the CLI's subparsers."""
     p = sub.add_parser("predict", help="reconstruct a CT from X-ray files (PNG or DICOM)")
     p.add_argument("--model", required=True, help="run folder, .keras file or SavedModel")
-    p.add_argument("--frontal", required=True, help="frontal (PA/AP) radiograph")
+    p.add_argument("--frontal", help="frontal (PA/AP) radiograph")
     p.add_argument("--lateral", help="lateral radiograph (biplanar models)")
-    p.add_argument("--out", required=True, help="output .nii or .nii.gz")
+    p.add_argument("--out", help="output .nii or .nii.gz")
+    p.add_argument(
+        "--batch",
+        help="many cases: a CSV (frontal, lateral, case_id columns) or a radiograph folder with "
+        "manifest.csv (file, view, pair_id); writes CASE.nii.gz, CASE_preview.png, "
+        "reprojection.csv and failures.json into --out-dir",
+    )
+    p.add_argument("--out-dir", help="output folder of --batch (new or empty)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (--batch)")
     p.add_argument("--dicom-out", help="also write a DICOM series to this folder")
     p.add_argument(
         "--overwrite",
@@ -45,6 +53,66 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    """Runs ``xprospect predict``: one case (``--frontal``, ``--out``) or a batch (``--batch``,
+    ``--out-dir``; see :func:`run_predict_batch`)."""
+    from xprospect.errors import ConfigError
+
+    if args.batch or args.out_dir:
+        if not (args.batch and args.out_dir) or args.frontal or args.lateral or args.out:
+            raise ConfigError("--batch takes --out-dir, instead of --frontal/--lateral/--out")
+        return run_predict_batch(args)
+    if not (args.frontal and args.out):
+        raise ConfigError("give --frontal and --out (or --batch and --out-dir)")
+    return run_predict_one(args)
+
+
+def run_predict_batch(args: argparse.Namespace) -> int:
+    """Runs ``xprospect predict --batch``: the case list and the output folder are checked, then
+    the model (and style models) load once; a bad case is listed in ``failures.json`` and the
+    batch goes on. Exits 0 when every case was predicted, 4 (input) when some failed."""
+    from xprospect.batch import FAILURES_FILE, predict_batch, read_cases
+    from xprospect.cli.common import EXIT_INPUT
+    from xprospect.errors import ConfigError
+    from xprospect.inference import load_predictor
+    from xprospect.style.apply import load_style_model
+    from xprospect.utils import check_output
+
+    check_output(args.out_dir, args.overwrite, folder=True)
+    styles = {}
+    for folder in args.style_model:
+        with model_errors(folder):
+            style = load_style_model(folder, trust=args.trust_model)
+        styles[style.view] = style
+    with model_errors(args.model):
+        predictor = load_predictor(args.model, trust=args.trust_model)
+    cases = read_cases(args.batch, predictor.views)
+    for view, style in styles.items():
+        if view not in predictor.views:
+            raise ConfigError(f"style model {style.folder} is for the {view} view, not an input")
+        with model_errors(style.folder):
+            style.generator("real2drr")
+    result = predict_batch(
+        predictor,
+        cases,
+        args.out_dir,
+        style_inputs=lambda view, xray: styles[view].real_to_drr(xray, predictor.size),
+        styled_views=tuple(styles),
+        force=args.force,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {len(result.written)} of {len(cases)} case(s) to {result.output_dir}")
+    if result.failures:
+        first = result.failures[0]
+        print_error(
+            f"{len(result.failures)} case(s) failed, listed in "
+            f"{result.output_dir / FAILURES_FILE}; first: {first['error']}"
+        )
+        return EXIT_INPUT
+    return 0
+
+
+def run_predict_one(args: argparse.Namespace) -> int:
     """Runs ``xprospect predict``; a missing view or a style model for a view not given is a
     :class:`~xprospect.errors.ConfigError`.
 
