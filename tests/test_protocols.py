@@ -229,3 +229,14 @@ def test_ssim_zeros_padding_matches_direct_convolution():
     )
     with pytest.raises(ConfigError, match="padding"):
         ssim_3d(t, p, padding="wrap")
+
+
+def test_x2ct_protocol_agrees_with_the_x2ct_compatible_mode():
+    from xprospect.metrics import evaluate_case
+
+    hu_t, hu_p = _hu_pair(shape=(16, 18, 20), seed=6)
+    truth, pred = _norm(hu_t, X2CT_WINDOW), _norm(hu_p, X2CT_WINDOW)
+    out = evaluate_protocol(truth, pred, "x2ct", hu_window="x2ct")
+    mode = evaluate_case(truth, pred, hu_window="x2ct", mode="x2ct_compatible")
+    for key in ("mae", "mse", "cosine_similarity", "psnr_3d", "psnr_2d", "ssim_2d"):
+        np.testing.assert_allclose(out[key], mode[key], rtol=1e-12)
