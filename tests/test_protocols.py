@@ -240,3 +240,17 @@ def test_x2ct_protocol_agrees_with_the_x2ct_compatible_mode():
     mode = evaluate_case(truth, pred, hu_window="x2ct", mode="x2ct_compatible")
     for key in ("mae", "mse", "cosine_similarity", "psnr_3d", "psnr_2d", "ssim_2d"):
         np.testing.assert_allclose(out[key], mode[key], rtol=1e-12)
+
+
+def test_cli_offers_every_registered_protocol():
+    import argparse
+
+    from xprospect.cli.evaluate import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--model", "m", "--data", "d", "--protocol", "cvaa"])
+    assert args.protocol == "cvaa" and not args.skip_lpips
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    choices = next(a.choices for a in sub.choices["evaluate"]._actions if a.dest == "protocol")
+    assert tuple(choices) == protocol_names()
