@@ -146,7 +146,7 @@ def convert_backbone(net: str, source: Path, output: Path) -> None:
     from xprospect.lpips import backbone
 
     state = read_torch_state(source)
-    model = backbone(net)
+    model = backbone(net, "random")  # the architecture; every weight is then set
     convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     indices = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
     if len(indices) != len(convs):
