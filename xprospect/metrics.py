@@ -27,6 +27,11 @@ data range is 1 unless ``data_range`` says otherwise. Everything is computed in 
 - :func:`ssim_2d`: the same SSIM on every 2D slice along an axis, averaged over slices (and
   ``axis=None``: the three axes and their mean). Each slice is scored as scikit-image scores a 2D
   image; the window options follow scikit-image's names.
+- SSIM edges: ``padding="reflect"`` (default; scikit-image) or ``padding="zeros"`` (zero padding
+  by the window radius and the whole map averaged, as ``pytorch-ssim`` and its 3D fork, which
+  DuoLift-GAN's SSIM uses); see :data:`SSIM_PADDINGS`.
+- :func:`vessel_dice`: Dice coefficient of the classical pulmonary-vessel masks
+  (:func:`xprospect.segmentation.vessel_mask`, an approximation of TotalSegmentator's), in HU.
 - :func:`lung_dice`: Dice coefficient of the classical lung masks
   (:func:`xprospect.segmentation.lung_mask`) of the two volumes, in HU. It asks whether the
   reconstruction has lungs of the right shape and size, which voxel errors do not.
