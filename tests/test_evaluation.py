@@ -165,3 +165,34 @@ def test_evaluate_protocol_option_scores_with_the_papers_definitions(
     summary = json.loads((tmp_path / "duo2" / "summary.json").read_text())["summary"]["model"]
     assert {"psnr_2d", "psnr_3d", "ssim_2d", "ssim_3d", "lung_dice", "vessel_dice"} <= set(summary)
     assert "lpips_vgg" not in summary
+
+
+def test_protocol_with_lpips_scores_with_the_given_backbone(dataset, run_dir, tmp_path):
+    from xprospect.lpips import LPIPS, backbone, volume_lpips
+    from xprospect.protocols import rewindow
+
+    weights = tmp_path / "alex.weights.h5"
+    backbone("alex", "random", seed=7).save_weights(weights)
+    predictor = load_predictor(run_dir)
+    result = evaluate_dataset(
+        predictor,
+        dataset,
+        tmp_path / "ev",
+        baselines=False,
+        panels=0,
+        max_cases=1,
+        protocol="s-xr2ct",
+        lpips_weights={"alex": str(weights)},
+    )
+    row = result.rows[0]
+    assert set(row) == {"case_id", "method", "ssim_2d", "psnr_3d", "lpips_alex"} | {
+        f"ssim_2d_{a}" for a in ("axial", "coronal", "sagittal")
+    }
+    from xprospect.evaluation import dataset_cases
+
+    case, truth = next(iter(dataset_cases(dataset, "test", predictor.hu_window)))
+    pred = predictor.predict({v: case[v] for v in predictor.views})[0]
+    window = predictor.hu_window
+    t, p = (rewindow(v, window, (-1024.0, 1476.0)) for v in (truth, pred))
+    model = LPIPS(net="alex", backbone_weights=str(weights))
+    np.testing.assert_allclose(row["lpips_alex"], volume_lpips(model, t, p), rtol=1e-5)
