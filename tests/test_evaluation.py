@@ -145,6 +145,8 @@ def test_evaluate_protocol_option_scores_with_the_papers_definitions(
     assert code == 0 and "x2ct protocol" in capsys.readouterr().out
     report = json.loads((tmp_path / "x2ct" / "summary.json").read_text())
     assert report["mode"] == "x2ct"
+    assert report["protocol"]["columns"]["cosine_similarity"] == "CS"
+    assert report["protocol"]["hu_window"] == [-1024.0, 1476.0]
     # The mean-volume baseline's row equals the protocol applied to it by hand.
     base = MeanVolumeBaseline.fit(dataset)
     _, truth = next(iter(dataset_cases(dataset, "test", "xprospect")))

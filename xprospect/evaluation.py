@@ -304,7 +304,15 @@ def evaluate_dataset(
     if not result.rows:
         raise MissingDataError(f"the '{split}' split holds no cases (empty shards?)", data_dir)
     result.summary = _summarise(result.rows)
-    _write_reports(result, out, split, mode if proto is None else proto.name, overwrite)
+    extra = None
+    if proto is not None:
+        # The paper's own column names beside our keys, so the report reads like its table.
+        extra = {
+            "paper": proto.paper,
+            "hu_window": list(proto.hu_window),
+            "columns": {m.key: m.column for m in proto.metrics},
+        }
+    _write_reports(result, out, split, mode if proto is None else proto.name, overwrite, extra)
     return result
 
 
@@ -326,7 +334,12 @@ def _summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[st
 
 
 def _write_reports(
-    result: EvaluationResult, out: Path, split: str, mode: str, overwrite: bool
+    result: EvaluationResult,
+    out: Path,
+    split: str,
+    mode: str,
+    overwrite: bool,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     if not result.rows:
         return
@@ -339,9 +352,11 @@ def _write_reports(
         writer.writeheader()
         writer.writerows(result.rows)
     with atomic_path(out / "summary.json", overwrite=overwrite) as tmp:
-        tmp.write_text(
-            json.dumps({"split": split, "mode": mode, "summary": result.summary}, indent=2) + "\n"
-        )
+        report: dict[str, Any] = {"split": split, "mode": mode}
+        if extra:
+            report["protocol"] = dict(extra)
+        report["summary"] = result.summary
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(out / "summary.md", overwrite=overwrite) as tmp:
         tmp.write_text(summary_markdown(result.summary, title=f"{split} split ({mode} metrics)"))
 
