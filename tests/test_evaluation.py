@@ -132,3 +132,69 @@ def test_predict_and_evaluate_and_models_commands(dataset, run_dir, tmp_path, ca
         ]
     )
     assert code == 0 and "| model |" in capsys.readouterr().out
+
+
+def test_evaluate_protocol_option_scores_with_the_papers_definitions(
+    dataset, run_dir, tmp_path, capsys, monkeypatch
+):
+    from xprospect.evaluation import dataset_cases
+    from xprospect.protocols import evaluate_protocol
+
+    args = ["evaluate", "--model", str(run_dir), "--data", str(dataset), "--max-cases", "1"]
+    code = main([*args, "--protocol", "x2ct", "--output", str(tmp_path / "x2ct")])
+    assert code == 0 and "x2ct protocol" in capsys.readouterr().out
+    report = json.loads((tmp_path / "x2ct" / "summary.json").read_text())
+    assert report["mode"] == "x2ct"
+    assert report["protocol"]["columns"]["cosine_similarity"] == "CS"
+    assert report["protocol"]["hu_window"] == [-1024.0, 1476.0]
+    # The mean-volume baseline's row equals the protocol applied to it by hand.
+    base = MeanVolumeBaseline.fit(dataset)
+    _, truth = next(iter(dataset_cases(dataset, "test", "xprospect")))
+    expected = evaluate_protocol(truth, base.mean, "x2ct", hu_window="xprospect", spacing_mm=10.0)
+    got = report["summary"]["mean_volume"]
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key]["mean"], value, rtol=1e-5)
+
+    # DuoLift reports LPIPS: without backbone weights, a one-line config error naming them.
+    monkeypatch.delenv("XPROSPECT_LPIPS_VGG_WEIGHTS", raising=False)
+    code = main([*args, "--protocol", "duolift", "--output", str(tmp_path / "duo")])
+    err = capsys.readouterr().err
+    assert code == 5 and "XPROSPECT_LPIPS_VGG_WEIGHTS" in err
+    code = main(
+        [*args, "--protocol", "duolift", "--skip-lpips", "--output", str(tmp_path / "duo2")]
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "duo2" / "summary.json").read_text())["summary"]["model"]
+    assert {"psnr_2d", "psnr_3d", "ssim_2d", "ssim_3d", "lung_dice", "vessel_dice"} <= set(summary)
+    assert "lpips_vgg" not in summary
+
+
+def test_protocol_with_lpips_scores_with_the_given_backbone(dataset, run_dir, tmp_path):
+    from xprospect.lpips import LPIPS, backbone, volume_lpips
+    from xprospect.protocols import rewindow
+
+    weights = tmp_path / "alex.weights.h5"
+    backbone("alex", "random", seed=7).save_weights(weights)
+    predictor = load_predictor(run_dir)
+    result = evaluate_dataset(
+        predictor,
+        dataset,
+        tmp_path / "ev",
+        baselines=False,
+        panels=0,
+        max_cases=1,
+        protocol="s-xr2ct",
+        lpips_weights={"alex": str(weights)},
+    )
+    row = result.rows[0]
+    assert set(row) == {"case_id", "method", "ssim_2d", "psnr_3d", "lpips_alex"} | {
+        f"ssim_2d_{a}" for a in ("axial", "coronal", "sagittal")
+    }
+    from xprospect.evaluation import dataset_cases
+
+    case, truth = next(iter(dataset_cases(dataset, "test", predictor.hu_window)))
+    pred = predictor.predict({v: case[v] for v in predictor.views})[0]
+    window = predictor.hu_window
+    t, p = (rewindow(v, window, (-1024.0, 1476.0)) for v in (truth, pred))
+    model = LPIPS(net="alex", backbone_weights=str(weights))
+    np.testing.assert_allclose(row["lpips_alex"], volume_lpips(model, t, p), rtol=1e-5)

@@ -9,6 +9,11 @@ Baselines, fitted on the dataset's ``train`` split and scored on the same cases 
   map ``a * bp + b`` that fits the training targets best in least squares, then clipped to [0, 1]
   (so the baseline is judged on its shape, not on an arbitrary scale).
 
+Metric definitions: by default (``protocol=None``) the two modes of
+:func:`xprospect.metrics.evaluate_case`; with ``protocol`` a paper's own definitions
+(:mod:`xprospect.protocols`: ``xprospect``, ``x2ct``, ``duolift``, ``cvaa``, ``s-xr2ct``,
+``xctdiff``), LPIPS included where the paper reports it (backbone weights from a local file).
+
 Outputs in the output folder: ``per_case.csv`` (one row per case and method), ``summary.json`` and
 ``summary.md`` (mean ± standard deviation of every metric per method) and ``panels/*.png``
 (truth | prediction | error, three planes) for the first few cases.
@@ -31,6 +36,7 @@ from xprospect.data import load_dataset, read_manifest
 from xprospect.errors import MissingDataError
 from xprospect.inference import Predictor
 from xprospect.metrics import EvaluationMode
+from xprospect.protocols import LpipsScorer, Protocol, evaluate_protocol, get_protocol
 from xprospect.utils import atomic_path, check_output
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "MeanVolumeBaseline",
     "dataset_cases",
     "evaluate_dataset",
+    "lpips_scorers",
     "save_comparison_panel",
 ]
 
@@ -181,6 +188,33 @@ def _score(
     return dict(evaluate_case(truth, pred, hu_window=hu_window, mode=mode, spacing_mm=spacing_mm))
 
 
+def lpips_scorers(
+    protocol: Protocol, weights: Mapping[str, str | os.PathLike[str] | None] | None = None
+) -> dict[str, LpipsScorer]:
+    """The LPIPS scorers a protocol needs, their backbones loaded from local weights files.
+
+    Args:
+        protocol: The protocol.
+        weights: Backbone weights file by network (``"vgg"``, ``"alex"``); a network not given
+            is looked up in ``XPROSPECT_LPIPS_VGG_WEIGHTS`` / ``XPROSPECT_LPIPS_ALEX_WEIGHTS``.
+
+    Raises:
+        ConfigError: If a weights file is not given or does not exist (one line naming it).
+    """
+    from xprospect.lpips import LPIPS, volume_lpips
+
+    scorers: dict[str, LpipsScorer] = {}
+    for net in protocol.needs_lpips:
+        path = (weights or {}).get(net)
+        model = LPIPS(net=net, backbone_weights=None if path is None else os.fspath(path))
+
+        def score(t: np.ndarray, p: np.ndarray, axes: Sequence[int], m: Any = model) -> float:
+            return volume_lpips(m, t, p, axes=axes)
+
+        scorers[net] = score
+    return scorers
+
+
 def evaluate_dataset(
     predictor: Predictor | None,
     data_dir: str | os.PathLike[str],
@@ -192,6 +226,9 @@ def evaluate_dataset(
     panels: int = 3,
     max_cases: int | None = None,
     overwrite: bool = True,
+    protocol: str | Protocol | None = None,
+    lpips_weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    skip_lpips: bool = False,
 ) -> EvaluationResult:
     """Scores a model (and the baselines) on one split and writes the report files.
 
@@ -209,13 +246,22 @@ def evaluate_dataset(
         max_cases: Stop after this many cases.
         overwrite: If False, ``output_dir`` must be new or empty (checked first) and no report
             file is ever replaced.
+        protocol: A paper's protocol (:data:`xprospect.protocols.PROTOCOLS`) instead of ``mode``.
+        lpips_weights: LPIPS backbone weights files by network, for protocols with LPIPS.
+        skip_lpips: Leave the protocol's LPIPS metrics out (no backbone weights at hand).
 
     Returns:
         The per-case rows and the summary.
 
     Raises:
         OutputExistsError: ``overwrite`` is False and ``output_dir`` holds files.
+        ConfigError: On an unknown protocol, or an LPIPS weights file missing.
     """
+    proto = None if protocol is None else get_protocol(protocol)
+    if proto is not None and skip_lpips:
+        proto = proto.without_lpips()
+    # Missing LPIPS weights fail here, before any case is scored.
+    scorers = lpips_scorers(proto, lpips_weights) if proto is not None else {}
     out = check_output(output_dir, overwrite, folder=True)
     out.mkdir(parents=True, exist_ok=True)
     hu_window = predictor.hu_window if predictor is not None else (-1000.0, 1000.0)
@@ -235,7 +281,19 @@ def evaluate_dataset(
         preds = {name: fn(case) for name, fn in methods.items()}
         for name, pred in preds.items():
             row = {"case_id": case["case_id"], "method": name}
-            row.update(_score(truth, pred, hu_window, mode, spacing_mm))
+            if proto is None:
+                row.update(_score(truth, pred, hu_window, mode, spacing_mm))
+            else:
+                row.update(
+                    evaluate_protocol(
+                        truth,
+                        np.asarray(pred),
+                        proto,
+                        hu_window=hu_window,
+                        spacing_mm=spacing_mm,
+                        lpips=scorers,
+                    )
+                )
             result.rows.append(row)
         if i < panels:
             shown = preds.get("model", next(iter(preds.values())))
@@ -246,7 +304,15 @@ def evaluate_dataset(
     if not result.rows:
         raise MissingDataError(f"the '{split}' split holds no cases (empty shards?)", data_dir)
     result.summary = _summarise(result.rows)
-    _write_reports(result, out, split, mode, overwrite)
+    extra = None
+    if proto is not None:
+        # The paper's own column names beside our keys, so the report reads like its table.
+        extra = {
+            "paper": proto.paper,
+            "hu_window": list(proto.hu_window),
+            "columns": {m.key: m.column for m in proto.metrics},
+        }
+    _write_reports(result, out, split, mode if proto is None else proto.name, overwrite, extra)
     return result
 
 
@@ -268,7 +334,12 @@ def _summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[st
 
 
 def _write_reports(
-    result: EvaluationResult, out: Path, split: str, mode: str, overwrite: bool
+    result: EvaluationResult,
+    out: Path,
+    split: str,
+    mode: str,
+    overwrite: bool,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     if not result.rows:
         return
@@ -281,9 +352,11 @@ def _write_reports(
         writer.writeheader()
         writer.writerows(result.rows)
     with atomic_path(out / "summary.json", overwrite=overwrite) as tmp:
-        tmp.write_text(
-            json.dumps({"split": split, "mode": mode, "summary": result.summary}, indent=2) + "\n"
-        )
+        report: dict[str, Any] = {"split": split, "mode": mode}
+        if extra:
+            report["protocol"] = dict(extra)
+        report["summary"] = result.summary
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(out / "summary.md", overwrite=overwrite) as tmp:
         tmp.write_text(summary_markdown(result.summary, title=f"{split} split ({mode} metrics)"))
 

@@ -27,6 +27,11 @@ data range is 1 unless ``data_range`` says otherwise. Everything is computed in 
 - :func:`ssim_2d`: the same SSIM on every 2D slice along an axis, averaged over slices (and
   ``axis=None``: the three axes and their mean). Each slice is scored as scikit-image scores a 2D
   image; the window options follow scikit-image's names.
+- SSIM edges: ``padding="reflect"`` (default; scikit-image) or ``padding="zeros"`` (zero padding
+  by the window radius and the whole map averaged, as ``pytorch-ssim`` and its 3D fork, which
+  DuoLift-GAN's SSIM uses); see :data:`SSIM_PADDINGS`.
+- :func:`vessel_dice`: Dice coefficient of the classical pulmonary-vessel masks
+  (:func:`xprospect.segmentation.vessel_mask`, an approximation of TotalSegmentator's), in HU.
 - :func:`lung_dice`: Dice coefficient of the classical lung masks
   (:func:`xprospect.segmentation.lung_mask`) of the two volumes, in HU. It asks whether the
   reconstruction has lungs of the right shape and size, which voxel errors do not.
@@ -94,12 +99,19 @@ from keras import ops
 from xprospect.errors import ConfigError, GeometryError, InvalidValuesError
 from xprospect.image import CANONICAL_AXCODES, Volume
 from xprospect.preprocessing import HUWindowLike, reorient, resolve_hu_window
-from xprospect.segmentation import DEFAULT_SPACING_MM, dice, lung_mask
+from xprospect.segmentation import (
+    DEFAULT_SPACING_MM,
+    VESSEL_THRESHOLD_HU,
+    dice,
+    lung_mask,
+    vessel_mask,
+)
 
 __all__ = [
     "AXIS_NAMES",
     "PSNR3D",
     "SSIM3D",
+    "SSIM_PADDINGS",
     "X2CT_CT_MAX",
     "X2CT_PIXEL_MAX",
     "X2CT_ZERO_MSE_DB",
@@ -113,6 +125,7 @@ __all__ = [
     "psnr_3d",
     "ssim_2d",
     "ssim_3d",
+    "vessel_dice",
 ]
 
 AXIS_NAMES: tuple[str, str, str] = ("axial", "coronal", "sagittal")
@@ -134,6 +147,10 @@ FloatArray = npt.NDArray[np.float64]
 
 # Wang et al. (2004) and scikit-image's structural_similarity.
 _SSIM_TRUNCATE = 3.5
+SSIM_PADDINGS = ("reflect", "zeros")
+"""How SSIM treats the window at the edges: ``"reflect"`` (scikit-image: reflected edges, the map
+averaged over the pixels at least the window radius from every edge) or ``"zeros"``
+(``pytorch-ssim``: zero padding by the radius, the whole map averaged)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,12 +362,15 @@ def _ssim_per_slice(
     use_sample_covariance: bool,
     k1: float,
     k2: float,
+    padding: str = "reflect",
 ) -> FloatArray:
     """SSIM map filtered along ``axes`` only, cropped and averaged over them.
 
     Filtering a stack along its in-plane axes is filtering every slice on its own, so this is
     scikit-image's ``structural_similarity`` applied to each slice (``axes`` of length 2) or to
-    the whole volume (all three axes), without a Python loop.
+    the whole volume (all three axes), without a Python loop. With ``padding="zeros"`` the images
+    are zero-padded by the window radius and the whole map is averaged, as the PyTorch SSIM of
+    Po-Hsun Su's ``pytorch-ssim`` (and its 3D fork by jinh0park, which DuoLift-GAN cites) does.
 
     Returns:
         The mean SSIM over ``axes`` for every index of the remaining axis (a 0D array if none).
@@ -359,6 +379,9 @@ def _ssim_per_slice(
 
     if sigma <= 0 or k1 < 0 or k2 < 0:
         raise ConfigError(f"need sigma > 0, K1 >= 0 and K2 >= 0, got {sigma}, {k1}, {k2}")
+    if padding not in SSIM_PADDINGS:
+        raise ConfigError(f"padding must be one of {SSIM_PADDINGS}, got {padding!r}")
+    mode, cval = ("reflect", 0.0) if padding == "reflect" else ("constant", 0.0)
     if win_size is None:
         win_size = 2 * int(_SSIM_TRUNCATE * sigma + 0.5) + 1 if gaussian_weights else 7
     if win_size < 1 or win_size % 2 != 1:
@@ -374,10 +397,10 @@ def _ssim_per_slice(
         for ax in axes:
             if gaussian_weights:
                 x = ndi.gaussian_filter1d(
-                    x, sigma, axis=ax, mode="reflect", truncate=_SSIM_TRUNCATE
+                    x, sigma, axis=ax, mode=mode, cval=cval, truncate=_SSIM_TRUNCATE
                 )
             else:
-                x = ndi.uniform_filter1d(x, win_size, axis=ax, mode="reflect")
+                x = ndi.uniform_filter1d(x, win_size, axis=ax, mode=mode, cval=cval)
         return x
 
     n_window = win_size ** len(axes)
@@ -389,7 +412,7 @@ def _ssim_per_slice(
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    pad = (win_size - 1) // 2
+    pad = (win_size - 1) // 2 if padding == "reflect" else 0
     crop: list[slice] = [slice(None)] * 3
     for ax in axes:
         crop[ax] = slice(pad, t.shape[ax] - pad)
@@ -404,6 +427,7 @@ def ssim_3d(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    padding: str = "reflect",
 ) -> float:
     """Structural similarity with a 3D Gaussian window (see the module docstring).
 
@@ -414,6 +438,8 @@ def ssim_3d(
         sigma: Standard deviation of the Gaussian window, in voxels.
         k1: Constant of the luminance term.
         k2: Constant of the contrast-structure term.
+        padding: ``"reflect"`` (scikit-image, default) or ``"zeros"`` (``pytorch-ssim-3D``, which
+            DuoLift-GAN's SSIM(3D) uses); see :data:`SSIM_PADDINGS`.
 
     Returns:
         Mean SSIM, at most 1 (identical volumes, constant ones included, give exactly 1).
@@ -435,6 +461,7 @@ def ssim_3d(
             use_sample_covariance=False,
             k1=float(k1),
             k2=float(k2),
+            padding=str(padding),
         )
     )
 
@@ -452,6 +479,7 @@ def ssim_2d(
     use_sample_covariance: bool = ...,
     k1: float = ...,
     k2: float = ...,
+    padding: str = ...,
 ) -> float: ...
 @overload
 def ssim_2d(
@@ -466,6 +494,7 @@ def ssim_2d(
     use_sample_covariance: bool = ...,
     k1: float = ...,
     k2: float = ...,
+    padding: str = ...,
 ) -> dict[str, float]: ...
 def ssim_2d(
     truth: npt.ArrayLike,
@@ -479,6 +508,7 @@ def ssim_2d(
     use_sample_covariance: bool = False,
     k1: float = 0.01,
     k2: float = 0.03,
+    padding: str = "reflect",
 ) -> float | dict[str, float]:
     """Slice-wise SSIM: the mean over slices of each 2D slice's SSIM.
 
@@ -499,6 +529,8 @@ def ssim_2d(
         use_sample_covariance: Normalise covariances by ``N - 1`` instead of ``N``.
         k1: Constant of the luminance term.
         k2: Constant of the contrast-structure term.
+        padding: ``"reflect"`` (scikit-image, default) or ``"zeros"`` (``pytorch-ssim``); see
+            :data:`SSIM_PADDINGS`.
 
     Returns:
         A float for one axis; for ``axis=None`` a dict with keys ``"axial"``, ``"coronal"``,
@@ -517,6 +549,7 @@ def ssim_2d(
         "use_sample_covariance": bool(use_sample_covariance),
         "k1": float(k1),
         "k2": float(k2),
+        "padding": str(padding),
     }
 
     def one(ax: int) -> float:
@@ -562,6 +595,42 @@ def lung_dice(
         if isinstance(pred_hu, Volume)
         else lung_mask(pred_hu, spacing_mm=spacing_mm)
     )
+    return dice(a, b)
+
+
+def vessel_dice(
+    truth_hu: np.ndarray,
+    pred_hu: np.ndarray,
+    *,
+    spacing_mm: float | Sequence[float] | None = None,
+    threshold_hu: float = VESSEL_THRESHOLD_HU,
+    truth_lungs: npt.ArrayLike | None = None,
+    pred_lungs: npt.ArrayLike | None = None,
+) -> float:
+    """Dice coefficient of the classical pulmonary-vessel masks of two CT volumes.
+
+    DuoLift-GAN's Table 3 reports DICE(VesselSeg) with TotalSegmentator's masks; this uses
+    :func:`xprospect.segmentation.vessel_mask` (a HU threshold inside each volume's own lungs),
+    an approximation of it, so the values are comparable between methods scored here, not with
+    the paper's digits.
+
+    Args:
+        truth_hu: Ground-truth CT in HU, canonical ``(D, H, W)``.
+        pred_hu: Predicted CT in HU, same shape.
+        spacing_mm: Voxel size (default 2.5 mm).
+        threshold_hu: Lung voxels at or above it are vessel.
+        truth_lungs: The truth's lung mask if already computed.
+        pred_lungs: The prediction's lung mask if already computed.
+
+    Returns:
+        ``2 |A & B| / (|A| + |B|)``; 1.0 if neither volume has vessels.
+
+    Raises:
+        GeometryError: If the shapes differ.
+    """
+    t, p = _pair(truth_hu, pred_hu)
+    a = vessel_mask(t, spacing_mm=spacing_mm, threshold_hu=threshold_hu, lungs=truth_lungs)
+    b = vessel_mask(p, spacing_mm=spacing_mm, threshold_hu=threshold_hu, lungs=pred_lungs)
     return dice(a, b)
 
 

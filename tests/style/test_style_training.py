@@ -413,6 +413,7 @@ def test_predict_refuses_a_style_generator_holding_code(trained, tmp_path, capsy
 
     from xprospect.cli import main
     from xprospect.style.training import GENERATOR_FILES
+
     run = tmp_path / "style_run"
     shutil.copytree(Path(trained.config.training.output_dir), run)  # type: ignore[attr-defined]
     inp = keras.Input((None, None, 1))

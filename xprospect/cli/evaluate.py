@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xprospect.cli.common import Subparsers, model_errors
+from xprospect.cli.common import Subparsers, add_trust_model_flag, model_errors
 
 __all__ = ["add_parser", "run_evaluate"]
 
@@ -20,17 +20,27 @@ def add_parser(sub: Subparsers) -> None:
         "--output", help="report folder (default RUN/eval_SPLIT, or beside a model file)"
     )
     p.add_argument("--mode", default="xprospect", choices=("xprospect", "x2ct_compatible"))
+    p.add_argument(
+        "--protocol",
+        choices=("xprospect", "x2ct", "duolift", "cvaa", "s-xr2ct", "xctdiff"),
+        help="a paper's own metric definitions (docs/reproducing.md) instead of --mode",
+    )
+    p.add_argument(
+        "--lpips-vgg-weights",
+        help="VGG16 backbone weights file for LPIPS (default $XPROSPECT_LPIPS_VGG_WEIGHTS)",
+    )
+    p.add_argument(
+        "--lpips-alex-weights",
+        help="AlexNet backbone weights file for LPIPS (default $XPROSPECT_LPIPS_ALEX_WEIGHTS)",
+    )
+    p.add_argument(
+        "--skip-lpips", action="store_true", help="leave the protocol's LPIPS columns out"
+    )
     p.add_argument("--max-cases", type=int, help="stop after N cases")
     p.add_argument(
         "--overwrite", action="store_true", help="write into a report folder that is not empty"
     )
-    p.add_argument(
-        "--trust-model",
-        action="store_true",
-        help="load a model that cannot be verified (a SavedModel that is not an xprospect "
-        "export or uses ops outside the allow-list; a .keras file without safe mode): it runs "
-        "as a program with your permissions (see SECURITY.md)",
-    )
+    add_trust_model_flag(p)
     p.set_defaults(handler=run_evaluate)
 
 
@@ -44,8 +54,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from xprospect.data.manifest import read_manifest
     from xprospect.evaluation import evaluate_dataset, summary_markdown
     from xprospect.inference import load_predictor
+    from xprospect.protocols import get_protocol
     from xprospect.utils import check_output
 
+    protocol = None
+    if args.protocol is not None:
+        protocol = get_protocol(args.protocol)
+        if args.skip_lpips:
+            protocol = protocol.without_lpips()
+    lpips_weights = {"vgg": args.lpips_vgg_weights, "alex": args.lpips_alex_weights}
+    if protocol is not None:
+        from xprospect.lpips import backbone_weights_path
+
+        # Missing backbone weights are a config error before anything is loaded.
+        for net in protocol.needs_lpips:
+            backbone_weights_path(net, lpips_weights[net])
     model = Path(args.model)
     default = (model if model.is_dir() else model.parent) / f"eval_{args.split}"
     out = check_output(args.output or default, args.overwrite, folder=True)
@@ -60,7 +83,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         mode=args.mode,
         max_cases=args.max_cases,
         overwrite=args.overwrite,
+        protocol=protocol,
+        lpips_weights=lpips_weights,
     )
-    print(summary_markdown(result.summary, title=f"{args.split} split ({args.mode} metrics)"))
+    label = args.mode if protocol is None else f"{protocol.name} protocol"
+    print(summary_markdown(result.summary, title=f"{args.split} split ({label} metrics)"))
     print(f"per-case CSV, summary.json, summary.md and panels in {out}")
     return 0
