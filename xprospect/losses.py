@@ -165,16 +165,23 @@ def _bce_with_logits(logits: Any, target: float) -> Any:
     return ops.maximum(z, 0.0) - z * target + ops.log1p(ops.exp(-ops.abs(z)))
 
 
-def discriminator_loss_per_example(real_logits: Any, fake_logits: Any, kind: str) -> Any:
+def discriminator_loss_per_example(
+    real_logits: Any, fake_logits: Any, kind: str, weight: float = 0.5
+) -> Any:
     """The discriminator's loss per example: real patches towards 1, generated towards 0.
 
-    ``lsgan``: ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` (Mao et al.; X2CT-GAN halves
-    the sum the same way). ``bce``: ``0.5 * (mean(BCE(D(real), 1)) + mean(BCE(D(fake), 0)))``.
+    ``lsgan``: ``weight * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` (Mao et al.).
+    ``bce``: ``weight * (mean(BCE(D(real), 1)) + mean(BCE(D(fake), 0)))``. The papers' weights:
+    X2CT-GAN's official code multiplies the sum by its ``gan_lambda`` 0.1 (``backward_D_basic``);
+    DuoLift-GAN's Eq. (8) is ``L_D = beta * L_ad`` with beta 0.01; CycleGAN halves it (0.5, the
+    default). With Adam the weight hardly changes the updates (they are scale-free up to
+    epsilon), but it changes the logged ``d_loss``.
 
     Args:
         real_logits: The discriminator's raw output on real volumes, ``(B, ...)``.
         fake_logits: Its raw output on generated volumes, same shape.
         kind: ``"lsgan"`` or ``"bce"``.
+        weight: Factor on the sum of the real and fake terms.
 
     Returns:
         float32 tensor ``(B,)``.
@@ -187,7 +194,7 @@ def discriminator_loss_per_example(real_logits: Any, fake_logits: Any, kind: str
         fake = _patch_mean(_bce_with_logits(fake_logits, 0.0))
     else:
         raise ConfigError(f"adversarial loss must be lsgan or bce, got {kind!r}")
-    return 0.5 * (real + fake)
+    return float(weight) * (real + fake)
 
 
 def generator_adversarial_per_example(fake_logits: Any, kind: str) -> Any:

@@ -172,7 +172,15 @@ def test_config_from_dict_without_a_file():
         )
 
 
-GAN_CONFIGS = ["x2ct-cnn-b", "x2ct-gan", "cvaa-gan", "duolift-cnn", "duolift-gan", "s-xr2ct"]
+GAN_CONFIGS = [
+    "x2ct-cnn-b",
+    "x2ct-cnn-s",
+    "x2ct-gan",
+    "cvaa-gan",
+    "duolift-cnn",
+    "duolift-gan",
+    "s-xr2ct",
+]
 
 
 @pytest.mark.parametrize("name", GAN_CONFIGS)

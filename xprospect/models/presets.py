@@ -21,13 +21,16 @@ preset         views      generator / discriminator    training (loss weights; o
 ============== ========== ============================ =====================================
 X2CT-CNN+B     1 or 2     X2CTGenerator / none         mse 10; Adam 2e-4 (0.5, 0.99), linear
                                                        decay from 50 %
+X2CT-CNN+S     1          X2CTGenerator / none         as X2CT-CNN+B, single view
 X2CT-GAN       1 or 2     X2CTGenerator / X2CT Patch   + projection 10, adversarial 0.1
-                                                       (LSGAN)
-CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate
+                                                       (LSGAN; D loss x 0.1)
+CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate,
+                                                       D loss x 1
 DuoLift-CNN    2          DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
                                                        4 batches accumulated
 DuoLift-GAN    2          DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
-                                                       adversarial 0.01 (BCE); Adam 1e-4
+                                                       adversarial 0.01 (BCE; D loss x 0.01);
+                                                       Adam 1e-4
 S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, projection 10,
                                                        perceptual 1 (LSGAN); Adam 2e-4
 ============== ========== ============================ =====================================
@@ -120,6 +123,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "discriminator": None,
         # The paper's CNN baselines are the generator trained with the reconstruction loss only.
         "description": "X2CT-CNN+B (Ying et al. 2019): the X2CT-GAN generator alone, MSE",
+        "model": {},
+    },
+    "X2CT-CNN+S": {
+        "family": "x2ct",
+        "views": (("frontal",),),
+        "discriminator": None,
+        # The official single-view model (singleview_network_denseUNet_transposed): one
+        # DenseNet encoder and its 3D decoder to full resolution, no fusion, and its head;
+        # trained with the reconstruction loss only: the single-view CNN baseline (+S).
+        "description": "X2CT-CNN+S (Ying et al. 2019): the single-view X2CT generator alone, MSE",
         "model": {},
     },
     "X2CT-GAN": {

@@ -262,6 +262,7 @@ class StepLogic:
         clip_g = self._clipper(opt)
         clip_d = self._clipper(d_opt) if d is not None else None
         kind = self.adversarial_kind
+        d_weight = 0.5 if self.run.cfg.gan.d_loss_weight is None else self.run.cfg.gan.d_loss_weight
         names = self.log_names
 
         def dense(grads: list[Any], variables: list[Any]) -> list[Any]:
@@ -290,7 +291,7 @@ class StepLogic:
                 scaled = opt.scale_loss(loss)
                 if d is not None:
                     d_loss = tf.nn.compute_average_loss(
-                        discriminator_loss_per_example(real, fake, kind),
+                        discriminator_loss_per_example(real, fake, kind, d_weight),
                         global_batch_size=global_batch,
                     )
                     d_scaled = d_opt.scale_loss(d_loss)
