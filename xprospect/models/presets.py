@@ -26,9 +26,9 @@ X2CT-GAN       1 or 2     X2CTGenerator / X2CT Patch   + projection 10, adversar
                                                        (LSGAN; D loss x 0.1)
 CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate,
                                                        D loss x 1
-DuoLift-CNN    2          DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
+DuoLift-CNN    2 or 1     DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
                                                        4 batches accumulated
-DuoLift-GAN    2          DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
+DuoLift-GAN    2 or 1     DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
                                                        adversarial 0.01 (BCE; D loss x 0.01);
                                                        Adam 1e-4
 S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, projection 10,
@@ -151,14 +151,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "DuoLift-CNN": {
         "family": "duolift",
-        "views": (("frontal", "lateral"),),
+        # "Reconstructing CT from Single-view and Biplanar X-Rays": Table 1 has both settings.
+        "views": (("frontal", "lateral"), ("frontal",)),
         "discriminator": None,
         "description": "DuoLift-CNN (Zhang and Ying 2024): two lifts, 3D UNet++ then 3D UNet",
         "model": {},
     },
     "DuoLift-GAN": {
         "family": "duolift",
-        "views": (("frontal", "lateral"),),
+        # "Reconstructing CT from Single-view and Biplanar X-Rays": Table 1 has both settings.
+        "views": (("frontal", "lateral"), ("frontal",)),
         "discriminator": {"kind": "duolift", "args": {}},
         "description": "DuoLift-GAN: DuoLift-CNN + lung-masked terms + BCE discriminator",
         "model": {},
