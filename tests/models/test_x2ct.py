@@ -310,9 +310,26 @@ def test_discriminator_conditioning() -> None:
     assert not np.allclose(a, b)
 
 
+def test_cvaa_discriminator_convolves_the_expanded_xrays(tmp_path: Path) -> None:
+    # CVAA-GAN: "X_1 and X_2 are first extended from 2D to 3D and then followed by a basic 3D
+    # convolution layer ... Then, the 3D features combined with Y via concatenation".
+    disc = x2ct_discriminator(SIZE, condition_filters=3, **TINY_D)
+    assert disc.get_layer("condition_conv").conv.kernel.shape == (3, 3, 3, 2, 3)
+    assert disc.get_layer("conv0").conv.kernel.shape[-2] == 1 + 3
+    init = {"size": SIZE, "condition_filters": 3, "filters": TINY_D["filters"]}
+    check_registration(disc, init)
+    check_model(disc, _d_inputs(), tmp_path)
+    # A config without the key (xprospect < 0.2) builds no such convolution.
+    config = disc.get_config()
+    del config["condition_filters"]
+    assert PatchDiscriminator3D.from_config(config).condition_filters == 0
+
+
 def test_discriminator_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="empty"):
         x2ct_discriminator(16, padding=1, **TINY_D)
+    with pytest.raises(ConfigError, match="condition_filters"):
+        PatchDiscriminator3D(SIZE, filters=(2,), strides=(2,), condition_filters=-1)
     with pytest.raises(ConfigError, match="pool_padding"):
         PatchDiscriminator3D(SIZE, filters=(2,), strides=(2,), pool="avg", pool_padding=-1)
     with pytest.raises(ConfigError, match="strides"):

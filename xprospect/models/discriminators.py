@@ -11,7 +11,8 @@ losses (LSGAN or BCE on logits) live with the trainer, so there is no sigmoid he
 **Conditioning.** Each X-ray is repeated along its own beam axis by
 :class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), so
 every voxel sees the pixels whose rays cross it; the views are concatenated to the volume as
-channels.
+channels. CVAA-GAN passes the expanded X-rays through "a basic 3D convolution layer (as the 2D
+=> 3D sub-module in the encoder pathway)" first (``condition_filters``).
 
 **Network**::
 
@@ -135,6 +136,9 @@ class PatchDiscriminator3D(keras.Model):
         pool_padding: Zero padding on each side before every pooling (DuoLift: 1; the zeros
             count in the average). 0, the default, is what a stored config without this key
             (xprospect < 0.2) was built with.
+        condition_filters: Channels of a 3x3x3 convolution + ReLU applied to the expanded X-rays
+            before they are concatenated to the volume (CVAA-GAN); 0, the default: none (X2CT-GAN,
+            DuoLift, and what a stored config without this key was built with).
         norm: Normalisation of the hidden layers but the first: ``"instance"``
             (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
         leaky_alpha: Negative slope of the LeakyReLU (0.2).
@@ -168,6 +172,7 @@ class PatchDiscriminator3D(keras.Model):
         pool_size: int = 3,
         pool_strides: int = 2,
         pool_padding: int = 0,
+        condition_filters: int = 0,
         norm: str = "instance",
         leaky_alpha: float = 0.2,
         dtype: Any = None,
@@ -180,6 +185,14 @@ class PatchDiscriminator3D(keras.Model):
         self._check(views, filters, strides, kernel_size, padding, pool, pool_size, pool_strides)
         if isinstance(pool_padding, bool) or not isinstance(pool_padding, int) or pool_padding < 0:
             raise ConfigError(f"pool_padding must be a non-negative integer, got {pool_padding!r}")
+        if (
+            isinstance(condition_filters, bool)
+            or not isinstance(condition_filters, int)
+            or condition_filters < 0
+        ):
+            raise ConfigError(
+                f"condition_filters must be a non-negative integer, got {condition_filters!r}"
+            )
         check_norm(norm)
         sizes = patch_map_size(
             positive_int("size", size),
@@ -201,6 +214,16 @@ class PatchDiscriminator3D(keras.Model):
             xrays = ExpandXrays(views, dtype=policy, name="expand_xrays")(
                 {v: inputs[v] for v in views}
             )
+            if condition_filters:
+                xrays = ConvNormAct(
+                    condition_filters,
+                    3,
+                    rank=3,
+                    norm="none",
+                    activation="relu",
+                    dtype=policy,
+                    name="condition_conv",
+                )(xrays)
             x = keras.layers.Concatenate(dtype=policy, name="condition")([x, xrays])
 
         # === Layers ===
@@ -244,6 +267,7 @@ class PatchDiscriminator3D(keras.Model):
         self.pool_size = pool_size
         self.pool_strides = pool_strides
         self.pool_padding = pool_padding
+        self.condition_filters = condition_filters
         self.norm = norm
         self.leaky_alpha = float(leaky_alpha)
         self.map_sizes = tuple(sizes)
@@ -294,6 +318,7 @@ class PatchDiscriminator3D(keras.Model):
             "pool_size": self.pool_size,
             "pool_strides": self.pool_strides,
             "pool_padding": self.pool_padding,
+            "condition_filters": self.condition_filters,
             "norm": self.norm,
             "leaky_alpha": self.leaky_alpha,
         }

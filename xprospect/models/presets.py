@@ -145,7 +145,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "CVAA-GAN": {
         "family": "cvaa",
         "views": (("frontal", "lateral"),),
-        "discriminator": {"kind": "x2ct", "args": {}},
+        # "X_1 and X_2 are first extended from 2D to 3D and then followed by a basic 3D
+        # convolution layer"; its width is not given: 8 channels (a choice).
+        "discriminator": {"kind": "x2ct", "args": {"condition_filters": 8}},
         "description": "CVAA-GAN (Qiao et al. 2024): coarse-fine view attention alignment",
         "model": {},
     },
