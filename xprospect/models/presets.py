@@ -35,6 +35,10 @@ S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, 
                                                        perceptual 1 (LSGAN); Adam 2e-4
 ============== ========== ============================ =====================================
 
+Each GAN-family preset follows its paper where the text is specific (X2CT: its official code);
+``docs/presets.md`` lists the paper values, the choices where a paper is silent and the deliberate
+deviations (each an argument whose default is the paper's).
+
 Each preset is size-free: :func:`build_model` builds it for ``size`` 64 or 128 (X-rays 64^2 /
 128^2, volumes 64^3 / 128^3), or any power of two for tests. Filter counts (``base_filters`` 16,
 doubling per level up to 256) follow a standard UNet; ``base_filters`` 8 is the CPU-friendly
