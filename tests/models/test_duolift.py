@@ -76,13 +76,32 @@ def test_config_without_lift_filters_builds_the_old_network() -> None:
     # xprospect < 0.2 stored no lift_filters / encoder_strides: its stages halved after the
     # first (lift at S/8) and every full-resolution output had base_filters channels.
     config = DuoLiftGenerator(size=SIZE, **TINY).get_config()
-    for key in ("lift_filters", "encoder_strides", "type1_filters", "xray_filters"):
+    for key in (
+        "lift_filters",
+        "encoder_strides",
+        "type1_filters",
+        "xray_filters",
+        "deep_supervision",
+    ):
         del config[key]
     old = DuoLiftGenerator.from_config(config)
     assert old.lift_filters is None and old.encoder_strides == "halve"
     assert tuple(old.get_layer("feature_lift").output.shape[1:4]) == (SIZE // 8,) * 3
     assert {"lift2_up2", "lift1_up1_conv"} <= {layer.name for layer in old.layers}
     assert old.get_layer("fuse").output.shape[-1] == 4 * TINY["base_filters"]
+    assert old.supervision_layers == () and "pp_out1" not in {layer.name for layer in old.layers}
+
+
+def test_deep_supervision_heads_predict_the_volume(tiny: DuoLiftGenerator) -> None:
+    # UNet++ "with Deep Supervision": each nested head X^{0,1..4} predicts the volume (sigmoid,
+    # float32); the predictions join the UNet's input next to the heads' mean.
+    assert tiny.supervision_layers == tuple(f"pp_out{j}" for j in range(1, 5))
+    probe = keras.Model(tiny.input, [tiny.get_layer(n).output for n in tiny.supervision_layers])
+    for out in probe(_inputs(batch=1), training=False):
+        out = _np(out)
+        assert out.shape == (1, SIZE, SIZE, SIZE, 1) and out.min() >= 0.0 and out.max() <= 1.0
+    concat = tiny.get_layer("pp_supervised")
+    assert concat.output.shape[-1] == TINY["unetpp_filters"] + 4
 
 
 def test_single_view_and_h4_encoder() -> None:

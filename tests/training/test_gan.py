@@ -160,6 +160,32 @@ def test_masked_terms_match_numpy_and_ignore_voxels_outside_the_mask() -> None:
         )
 
 
+def test_deep_supervision_heads_add_their_mean_voxel_loss() -> None:
+    # DuoLift's UNet++ "with Deep Supervision": each head's prediction is scored by the voxel
+    # terms, and the heads' losses are averaged (UNet++'s mean over its supervised outputs).
+    from types import SimpleNamespace
+
+    from xprospect.losses import build_loss, per_example_loss
+    from xprospect.training.steps import StepLogic
+
+    t, p, _ = _rng_volumes()
+    rng = np.random.default_rng(7)
+    heads = [rng.random(t.shape, dtype=np.float32) for _ in range(3)]
+    logic = StepLogic.__new__(StepLogic)
+    logic.plain_loss = per_example_loss(build_loss({"mse": 1.0, "mae": 1.0}))
+    logic.weights, logic.perceptual = {}, None
+    logic.run = SimpleNamespace()
+    got, adv = logic._generator_terms({}, t, p, None, None, heads)
+
+    def voxel(a: np.ndarray) -> np.ndarray:
+        d = (a - t).reshape(len(t), -1)
+        return (d**2).mean(1) + np.abs(d).mean(1)
+
+    want = voxel(p) + np.mean([voxel(h) for h in heads], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
+    assert adv is None
+
+
 def test_adversarial_losses_match_their_definitions() -> None:
     rng = np.random.default_rng(2)
     real = rng.normal(size=(2, 3, 3, 3, 1)).astype(np.float32) * 4

@@ -23,7 +23,8 @@ log2(s)`` upsamplings; the paper's values in brackets, at S = 128)::
     branch 2 (image lifting):
         X-rays ─ ExpandXrays ─ S^3 ─ ResidualBlock3D(xray_filters [32]) ─ F_o
     fusion:  F_u = concat(f_n, type-1 outputs, F_o) [224 = 64 + 64 + 64 + 32] ─ Dropout(0.25)
-             ─ 3D UNet++ (depth 4, nested dense skips; heads X^{0,1..4} averaged)
+             ─ 3D UNet++ (depth 4, nested dense skips; heads X^{0,1..4}: features averaged,
+               each also a supervised volume prediction pp_out{j}, concatenated)
              ─ 3D UNet ─ Conv3D(1, 1x1x1, sigmoid, float32)
 
 A config stored by xprospect < 0.2 (no ``lift_filters`` key) builds that release's network:
@@ -57,7 +58,11 @@ from xprospect.models.blocks import ConvNormAct, ExpandXrays, activation_fn
 
 __all__ = ["LEGACY_DEFAULTS", "VIEWS", "DuoLiftGenerator", "ResidualBlock"]
 
-LEGACY_DEFAULTS: dict[str, Any] = {"encoder_strides": "halve", "lift_filters": None}
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "encoder_strides": "halve",
+    "lift_filters": None,
+    "deep_supervision": False,
+}
 """What a stored :class:`DuoLiftGenerator` config without these keys (xprospect < 0.2) was built
 with; :meth:`DuoLiftGenerator.from_config` fills them in, so old ``.keras`` files load as before."""
 
@@ -200,6 +205,12 @@ class DuoLiftGenerator(keras.Model):
         norm: ``"instance"`` (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
         activation: Activation of every block (``"relu"``, ``"leaky_relu"``, ...).
         dropout: Dropout rate on the fused full-resolution features (the paper: 0.25).
+        deep_supervision: UNet++'s deep supervision ("with Deep Supervision (Zhou et al.
+            2018)"): each nested head ``X^{0,1..4}`` also predicts the volume (1x1x1 conv,
+            sigmoid, layers :attr:`supervision_layers`), the trainer adds the reconstruction loss
+            of each prediction (averaged over the heads), and the predictions join the UNet's
+            input. False: no such heads (xprospect < 0.2, and what a stored config without this
+            key loads as).
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The output layer always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -241,9 +252,12 @@ class DuoLiftGenerator(keras.Model):
       conv-norm-act units; node ``X^{i,j}`` sees ``X^{i,0..j-1}`` and the upsampled
       ``X^{i+1,j-1}``. Deep supervision: the four nested heads ``X^{0,1..4}`` go through
       1x1x1 convolutions (``unetpp_filters`` channels each, linear) and are averaged (UNet++'s
-      "ensemble" mode, done on features), and the average feeds the final 3D UNet. Known
-      deviation: the paper's deep supervision implies a loss on each head; the trainer
-      supervises the one output, so the heads are not supervised separately (yet).
+      "ensemble" mode, done on features), and the average feeds the final 3D UNet. Deep
+      supervision (``deep_supervision``): each head also predicts the volume through a 1x1x1
+      sigmoid convolution; the trainer adds the voxel loss terms (``mse`` / ``mae``, not the
+      masked or adversarial ones) of each prediction, averaged over the heads (UNet++'s mean
+      over its supervised outputs), and the four predictions are concatenated to the UNet's
+      input (the paper does not say how the heads feed the UNet).
     - **Widths of the UNet++ and UNet.** Not in the text: 16 filters at full resolution,
       doubled per level (``unetpp_filters``, ``unet_filters``), capped at ``max_filters``.
     - **UNet.** A plain 3D UNet (max-pool down, transposed-conv up, concatenated skips, two
@@ -274,6 +288,7 @@ class DuoLiftGenerator(keras.Model):
         norm: str = "instance",
         activation: str = "relu",
         dropout: float = 0.25,
+        deep_supervision: bool = True,
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -408,6 +423,21 @@ class DuoLiftGenerator(keras.Model):
             if len(heads) == 1
             else keras.layers.Average(dtype=policy, name="pp_heads_mean")(heads)
         )
+        supervised: list[str] = []
+        if deep_supervision:
+            # Each nested head also predicts the volume (UNet++'s deep supervision); the
+            # predictions join the UNet's input, which keeps them in the graph, and the trainer
+            # adds a reconstruction loss on each (supervision_layers).
+            outs = []
+            for j in range(1, unetpp_depth + 1):
+                name = f"pp_out{j}"
+                outs.append(
+                    keras.layers.Conv3D(1, 1, activation="sigmoid", dtype="float32", name=name)(
+                        nodes[(0, j)]
+                    )
+                )
+                supervised.append(name)
+            z = keras.layers.Concatenate(dtype=policy, name="pp_supervised")([z, *outs])
 
         # === 3D UNet ===
         def u_filters(level: int) -> int:
@@ -452,6 +482,8 @@ class DuoLiftGenerator(keras.Model):
         self.norm = norm
         self.activation = activation
         self.dropout = dropout
+        self.deep_supervision = bool(deep_supervision)
+        self.supervision_layers: tuple[str, ...] = tuple(supervised)
         self._policy_name = policy.name
 
     @staticmethod
@@ -572,6 +604,7 @@ class DuoLiftGenerator(keras.Model):
             "norm": self.norm,
             "activation": self.activation,
             "dropout": self.dropout,
+            "deep_supervision": self.deep_supervision,
         }
 
     @classmethod

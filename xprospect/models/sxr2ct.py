@@ -89,6 +89,17 @@ def _positive_float(name: str, value: Any) -> float:
     return out
 
 
+def _roll(x: Any, shift: int, axis: int) -> Any:
+    """``numpy.roll`` along one static axis, from slices and a concatenation: exported graphs
+    then hold only ops that :data:`xprospect.trust.ALLOWED_OPS` already lists (no ``Roll``)."""
+    n = int(x.shape[axis])
+    s = shift % n
+    if s == 0:
+        return x
+    head = (slice(None),) * axis
+    return ops.concatenate([x[(*head, slice(n - s, None))], x[(*head, slice(0, n - s))]], axis)
+
+
 def window_partition(x: Any, window_size: int) -> Any:
     """Cuts a channels-last volume into non-overlapping cubic windows.
 
@@ -487,7 +498,7 @@ class WindowAttention3D(keras.layers.Layer):
         tokens = w**3
         if self.shift_size:
             for axis in (1, 2, 3):
-                x = ops.roll(x, -self.shift_size, axis=axis)
+                x = _roll(x, -self.shift_size, axis)
         windows = window_partition(x, w)  # (N, T, C)
         qkv = ops.reshape(self.qkv(windows), (-1, tokens, 3, heads, hd))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, N, heads, T, hd)
@@ -511,7 +522,7 @@ class WindowAttention3D(keras.layers.Layer):
         out = window_reverse(out, w, x.shape[1:4])
         if self.shift_size:
             for axis in (1, 2, 3):
-                out = ops.roll(out, self.shift_size, axis=axis)
+                out = _roll(out, self.shift_size, axis)
         return out
 
     def call(self, inputs: Any) -> Any:
