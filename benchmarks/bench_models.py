@@ -15,6 +15,10 @@ random-feature perceptual loss.
 The budget is tiny next to the papers' (days on a GPU): the table ranks what each architecture
 learns in a few CPU minutes, not what it can reach.
 
+The parameter columns: the trained generator + discriminator at ``--size``; the same presets
+built at 128^3, the papers' size; and the count the paper (or, for X2CT, its official code)
+states (:data:`PAPER_PARAMS`; most papers give none).
+
 Run: ``.venv/bin/python benchmarks/bench_models.py [--budget-s 120] [--presets ...]``. Prints a
 table and writes ``benchmarks/results/bench_models.json`` and ``bench_models.md``.
 """
@@ -35,6 +39,7 @@ PRESETS = (
     "512-Dense",
     "512-ProjInj",
     "X2CT-CNN+B",
+    "X2CT-CNN+S",
     "X2CT-GAN",
     "CVAA-GAN",
     "DuoLift-CNN",
@@ -42,6 +47,20 @@ PRESETS = (
     "S-XR2CT",
 )
 METRICS = ("psnr_3d", "psnr_2d", "ssim_3d", "ssim_2d", "mae", "lung_dice")
+PAPER_PARAMS: dict[str, str] = {
+    "512-Dense": "not given",
+    "512-ProjInj": "not given",
+    # The official kylekma/X2CT code's models (the paper gives no count): G 61.74 M, D 11.06 M.
+    "X2CT-CNN+B": "61.74 M (official code)",
+    "X2CT-CNN+S": "not given",
+    "X2CT-GAN": "61.74 + 11.06 M (official code)",
+    "CVAA-GAN": "not given",
+    # Only the encoders are determined by the text: two ResNet-34 (21.28 M each without fc).
+    "DuoLift-CNN": "not given (encoders 2 x 21.28 M)",
+    "DuoLift-GAN": "not given (encoders 2 x 21.28 M)",
+    "S-XR2CT": "not given",
+}
+"""Parameters each paper (or its official code) states, at its 128^3 size, for the table."""
 
 _WORKER = r"""
 import json, resource, statistics, sys, time
@@ -199,15 +218,32 @@ def _mean(block: dict, key: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def table(rows: dict) -> str:
+def params_128(presets: list[str]) -> dict[str, str]:
+    """Each preset's generator + discriminator parameters at 128^3 (the papers' size), built
+    once on the CPU (:func:`xprospect.models.presets.list_presets`)."""
+    from xprospect.models.presets import list_presets
+
+    return {
+        info.name: (
+            f"{info.params / 1e6:.2f} + {info.discriminator_params / 1e6:.2f} M"
+            if info.discriminator_params
+            else f"{info.params / 1e6:.2f} M"
+        )
+        for info in list_presets(sizes=(128,), names=presets)
+    }
+
+
+def table(rows: dict, at_128: dict[str, str] | None = None) -> str:
+    at_128 = at_128 or {}
     head = (
-        "| model | params G + D | steps | step s | peak RSS GiB | PSNR-3D | PSNR-2D | SSIM-3D "
-        "| SSIM-2D | MAE | lung Dice | real CT PSNR-3D | real CT SSIM-3D |"
+        "| model | params G + D | at 128^3 | paper's | steps | step s | peak RSS GiB | PSNR-3D "
+        "| PSNR-2D | SSIM-3D | SSIM-2D | MAE | lung Dice | real CT PSNR-3D | real CT SSIM-3D |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 15]
     for name, r in rows.items():
+        paper = f"{at_128.get(name, '-')} | {PAPER_PARAMS.get(name, '-')}"
         if "error" in r:
-            lines.append(f"| {name} | error: {r['error']} |" + " |" * 11)
+            lines.append(f"| {name} | error: {r['error']} | {paper} |" + " |" * 11)
             continue
         test, real = r["test"], r["real_ct"]
         params = (
@@ -220,7 +256,7 @@ def table(rows: dict) -> str:
         rss = f"{r['peak_rss_gib']:.2f}" if "peak_rss_gib" in r else "-"
         cells = [f"{_mean(test, m):.4f}" for m in METRICS]
         lines.append(
-            f"| {name} | {params} | {steps} | {step_s} | {rss} | "
+            f"| {name} | {params} | {paper} | {steps} | {step_s} | {rss} | "
             + " | ".join(cells)
             + f" | {_mean(real, 'psnr_3d'):.2f} | {_mean(real, 'ssim_3d'):.3f} |"
         )
@@ -257,8 +293,9 @@ def main() -> None:
                 f"{r['peak_rss_gib']:.2f} GiB",
                 flush=True,
             )
+    at_128 = params_128([p for p in args.presets if p in PAPER_PARAMS])
     rows.update(baselines(data, work / "baselines"))
-    text = table(rows)
+    text = table(rows, at_128)
     print(text)
     command = (
         f"python benchmarks/bench_models.py --size {args.size} --budget-s {args.budget_s:g} "
@@ -271,6 +308,8 @@ def main() -> None:
             {
                 "command": command,
                 "rows": rows,
+                "params_at_128": at_128,
+                "paper_params": PAPER_PARAMS,
                 "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                 "total_s": time.perf_counter() - t0,
             },

@@ -169,6 +169,7 @@ FAMILY_PRESETS = {
                    "bottleneck": 2, "grid_filters": 4, "decoder_filters": 2},
     "CVAA-GAN": {"base_filters": 2, "max_filters": 4, "growth_rate": 2, "dense_layers": 2},
     "DuoLift-CNN": {"encoder_filters": 4, "encoder_blocks": (1, 1), "base_filters": 2,
+                    "lift_filters": (4, 4, 2), "type1_filters": 2, "xray_filters": 2,
                     "unetpp_filters": 2, "unet_filters": 2, "max_filters": 8},
     "S-XR2CT": {"base_filters": 2, "base_filters_2d": 4, "max_filters": 8, "depths": (1, 1, 1),
                 "num_heads": 2, "attention_blocks": 1, "dtype": "mixed_bfloat16"},

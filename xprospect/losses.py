@@ -17,8 +17,8 @@ Terms:
   front-back and right-left), each pair of projections is compared by L1 (mean absolute
   difference), and the three are averaged. X2CT-GAN averages ``|v|``, which is the same for the
   non-negative volumes it and xprospect use.
-- :func:`masked_mae_per_example`, :func:`masked_mse_per_example`: the same inside a mask (the
-  lungs), for DuoLift.
+- :func:`masked_mae_per_example`, :func:`masked_mse_per_example`: the same of the volumes times a
+  mask (the lungs), normalised by the whole volume as DuoLift's Eqs. (3), (4).
 - :func:`discriminator_loss_per_example`, :func:`generator_adversarial_per_example`: LSGAN or BCE
   on a discriminator's patch logits (the GAN family's trainer, :mod:`xprospect.training.steps`).
 - :class:`WeightedLoss` / :func:`build_loss`: a non-negative weighted sum of named terms, from a
@@ -46,6 +46,7 @@ __all__ = [
     "GENERATOR_TERMS",
     "LOSS_TERMS",
     "MASKED_TERMS",
+    "MASK_NORMALIZATIONS",
     "MAELoss",
     "MSELoss",
     "ProjectionLoss",
@@ -120,36 +121,60 @@ def projection_per_example(y_true: Any, y_pred: Any) -> Any:
     return (terms[0] + terms[1] + terms[2]) / 3.0
 
 
-def _masked_mean(values: Any, mask: Any) -> Any:
+MASK_NORMALIZATIONS = ("volume", "mask")
+
+
+def _masked_mean(values: Any, mask: Any, normalization: str) -> Any:
+    if normalization not in MASK_NORMALIZATIONS:
+        raise ConfigError(
+            f"normalization must be one of {MASK_NORMALIZATIONS}, got {normalization!r}"
+        )
     m = _float32(mask)
     flat_v = ops.reshape(values * m, (ops.shape(values)[0], -1))
+    if normalization == "volume":
+        return ops.mean(flat_v, axis=1)
     flat_m = ops.reshape(m, (ops.shape(m)[0], -1))
     # An example with an empty mask contributes 0 rather than 0 / 0.
     return ops.sum(flat_v, axis=1) / ops.maximum(ops.sum(flat_m, axis=1), 1.0)
 
 
-def masked_mae_per_example(y_true: Any, y_pred: Any, mask: Any) -> Any:
-    """Mean absolute error over the voxels where ``mask`` is 1 (DuoLift's lung term).
+def masked_mae_per_example(
+    y_true: Any, y_pred: Any, mask: Any, normalization: str = "volume"
+) -> Any:
+    """Mean absolute error of the masked volumes (DuoLift's lung term, Eq. (4)).
+
+    DuoLift-GAN's Eq. (4): ``L_inside^L1 = 1/|Omega| sum_Omega |M I - M Î|``, the sum over the
+    whole volume ``Omega`` (the same ``1/|Omega|`` as its unmasked Eq. (2)), so voxels outside
+    the mask count as zeros in the mean.
 
     Args:
         y_true: Tensor ``(B, ...)``.
         y_pred: Tensor of the same shape.
         mask: 0/1 tensor of the same shape (e.g. :func:`xprospect.segmentation.lung_mask`).
+        normalization: ``"volume"`` (the paper's ``1/|Omega|``, default) or ``"mask"``: divide
+            by the number of voxels in the mask instead (the mean inside the lungs, 5-10x
+            heavier for chest volumes; what xprospect < 0.2 computed).
 
     Returns:
-        float32 tensor ``(B,)``: ``sum(|p - t| * m) / max(sum(m), 1)``; voxels outside the mask
-        do not count at all.
+        float32 tensor ``(B,)``: ``mean(|p - t| * m)`` over all voxels (``"volume"``) or
+        ``sum(|p - t| * m) / max(sum(m), 1)`` (``"mask"``).
+
+    Raises:
+        ConfigError: Unknown ``normalization``.
     """
-    return _masked_mean(ops.abs(_float32(y_pred) - _float32(y_true)), mask)
+    return _masked_mean(ops.abs(_float32(y_pred) - _float32(y_true)), mask, normalization)
 
 
-def masked_mse_per_example(y_true: Any, y_pred: Any, mask: Any) -> Any:
-    """Mean squared error over the voxels where ``mask`` is 1 (see :func:`masked_mae_per_example`).
+def masked_mse_per_example(
+    y_true: Any, y_pred: Any, mask: Any, normalization: str = "volume"
+) -> Any:
+    """Mean squared error of the masked volumes (DuoLift's Eq. (3); see
+    :func:`masked_mae_per_example`).
 
     Returns:
         float32 tensor ``(B,)``.
     """
-    return _masked_mean(ops.square(_float32(y_pred) - _float32(y_true)), mask)
+    return _masked_mean(ops.square(_float32(y_pred) - _float32(y_true)), mask, normalization)
 
 
 # === Adversarial terms (logits in, per-example values out) ===
@@ -165,16 +190,23 @@ def _bce_with_logits(logits: Any, target: float) -> Any:
     return ops.maximum(z, 0.0) - z * target + ops.log1p(ops.exp(-ops.abs(z)))
 
 
-def discriminator_loss_per_example(real_logits: Any, fake_logits: Any, kind: str) -> Any:
+def discriminator_loss_per_example(
+    real_logits: Any, fake_logits: Any, kind: str, weight: float = 0.5
+) -> Any:
     """The discriminator's loss per example: real patches towards 1, generated towards 0.
 
-    ``lsgan``: ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` (Mao et al.; X2CT-GAN halves
-    the sum the same way). ``bce``: ``0.5 * (mean(BCE(D(real), 1)) + mean(BCE(D(fake), 0)))``.
+    ``lsgan``: ``weight * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` (Mao et al.).
+    ``bce``: ``weight * (mean(BCE(D(real), 1)) + mean(BCE(D(fake), 0)))``. The papers' weights:
+    X2CT-GAN's official code multiplies the sum by its ``gan_lambda`` 0.1 (``backward_D_basic``);
+    DuoLift-GAN's Eq. (8) is ``L_D = beta * L_ad`` with beta 0.01; CycleGAN halves it (0.5, the
+    default). With Adam the weight hardly changes the updates (they are scale-free up to
+    epsilon), but it changes the logged ``d_loss``.
 
     Args:
         real_logits: The discriminator's raw output on real volumes, ``(B, ...)``.
         fake_logits: Its raw output on generated volumes, same shape.
         kind: ``"lsgan"`` or ``"bce"``.
+        weight: Factor on the sum of the real and fake terms.
 
     Returns:
         float32 tensor ``(B,)``.
@@ -187,7 +219,7 @@ def discriminator_loss_per_example(real_logits: Any, fake_logits: Any, kind: str
         fake = _patch_mean(_bce_with_logits(fake_logits, 0.0))
     else:
         raise ConfigError(f"adversarial loss must be lsgan or bce, got {kind!r}")
-    return 0.5 * (real + fake)
+    return float(weight) * (real + fake)
 
 
 def generator_adversarial_per_example(fake_logits: Any, kind: str) -> Any:

@@ -133,17 +133,21 @@ def test_lifting_aligns_both_views_in_the_canonical_frame() -> None:
 # === VAA ===
 
 
-def test_vaa_weights_sum_to_one_and_weight_the_branches() -> None:
+@pytest.mark.parametrize("weigh", ["shallow", "branch"])
+def test_vaa_weights_sum_to_one_and_weight_the_views(weigh: str) -> None:
+    # The paper: "The weights are used to combine the two shallow features via operations of
+    # dot product and addition"; "branch" (xprospect < 0.2) combines the branch features.
     shape = (2, 6, 6, 6)
     skip_f, skip_l, up = (
         _rand(*shape, 3, seed=1),
         _rand(*shape, 3, seed=2),
         _rand(*shape, 4, seed=3),
     )
-    vaa = ViewAttentionAlignment(5, attention_kernel_size=3)
+    vaa = ViewAttentionAlignment(5, attention_kernel_size=3, weigh=weigh)
     coarse, weights = vaa([skip_f, skip_l, up], return_weights=True)
     coarse, weights = _np(coarse), _np(weights)
-    assert coarse.shape == (*shape, 5) and weights.shape == (*shape, 2)
+    assert coarse.shape == (*shape, 3 if weigh == "shallow" else 5)
+    assert weights.shape == (*shape, 2)
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=0, atol=1e-6)
     assert weights.min() >= 0.0 and weights.max() <= 1.0
     assert weights.std() > 0  # not a constant 0.5 / 0.5 split
@@ -154,7 +158,8 @@ def test_vaa_weights_sum_to_one_and_weight_the_branches() -> None:
     expected_w = np.exp(logits - logits.max(-1, keepdims=True))
     expected_w /= expected_w.sum(-1, keepdims=True)
     np.testing.assert_allclose(weights, expected_w, rtol=1e-5, atol=1e-6)
-    expected = expected_w[..., :1] * b_f + expected_w[..., 1:] * b_l
+    a_f, a_l = (skip_f, skip_l) if weigh == "shallow" else (b_f, b_l)
+    expected = expected_w[..., :1] * a_f + expected_w[..., 1:] * a_l
     np.testing.assert_allclose(coarse, expected, rtol=1e-4, atol=1e-5)
     # The default call returns the coarse features alone.
     np.testing.assert_allclose(_np(vaa([skip_f, skip_l, up])), coarse, rtol=1e-6, atol=1e-6)
@@ -236,6 +241,18 @@ def test_cfvaa_contract(tmp_path: Path) -> None:
     inputs = [_rand(1, 4, 4, 4, 2, seed=13), _rand(1, 4, 4, 4, 2, seed=14), _rand(1, 2, 2, 2, 5)]
     assert _np(layer(inputs)).shape == (1, 4, 4, 4, 3)
     check_layer(layer, init, inputs, tmp_path)
+
+
+def test_configs_without_weigh_load_as_branch_weighting() -> None:
+    # xprospect < 0.2 stored no "weigh": its VAA combined the branch features.
+    for obj in (
+        CVAAGenerator(size=SIZE, num_levels=3, **TINY),
+        CFVAA(3),
+        ViewAttentionAlignment(3),
+    ):
+        config = obj.get_config()
+        assert config.pop("weigh") == "shallow"
+        assert type(obj).from_config(config).weigh == "branch"
 
 
 def test_feat2d_and_lift_config_round_trip() -> None:

@@ -35,7 +35,15 @@ from xprospect.models.blocks import ConnectionC, view_to_canonical
 SIZE = 32
 TINY = {"base_filters": 2, "max_filters": 8}
 DUAL = sorted(p for p, c in PRESETS.items() if c["family"] == "dualunet")
-GAN_FAMILY = {"X2CT-CNN+B", "X2CT-GAN", "CVAA-GAN", "DuoLift-CNN", "DuoLift-GAN", "S-XR2CT"}
+GAN_FAMILY = {
+    "X2CT-CNN+B",
+    "X2CT-CNN+S",
+    "X2CT-GAN",
+    "CVAA-GAN",
+    "DuoLift-CNN",
+    "DuoLift-GAN",
+    "S-XR2CT",
+}
 
 
 def _inputs(views: tuple[str, ...] = ("frontal", "lateral"), batch: int = 2) -> dict:
@@ -88,22 +96,26 @@ _X2CT = {
     "schedule": {"name": "linear", "start_fraction": 0.5},
 }
 # The training defaults as xprospect.models.PRESETS held them before they moved to
-# xprospect/configs/presets/training.yaml: the move must not change one value.
+# xprospect/configs/presets/training.yaml: the move must not change one value. Added since (issue
+# 13): X2CT-CNN+S and each GAN's discriminator loss weight (tests/models/test_paper_presets.py).
 PAPER_TRAINING = {
     "64-Dense": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     "512-Dense": {"loss_weights": {"mse": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
     "512-Dense-MAE": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     "512-ProjInj": {"loss_weights": {"mae": 1.0}, "optimizer": "nadam", "learning_rate": 1e-4},
     "X2CT-CNN+B": {**_X2CT, "loss_weights": {"mse": 10.0}},
+    "X2CT-CNN+S": {**_X2CT, "loss_weights": {"mse": 10.0}},
     "X2CT-GAN": {
         **_X2CT,
         "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
         "adversarial": "lsgan",
+        "d_loss_weight": 0.1,
     },
     "CVAA-GAN": {
         **_X2CT,
         "loss_weights": {"mse": 10.0, "projection": 10.0, "adversarial": 0.1},
         "adversarial": "lsgan",
+        "d_loss_weight": 1.0,
         "schedule": {"name": "constant"},
     },
     "DuoLift-CNN": {
@@ -122,6 +134,7 @@ PAPER_TRAINING = {
             "adversarial": 0.01,
         },
         "adversarial": "bce",
+        "d_loss_weight": 0.01,
         "optimizer": "adam",
         "learning_rate": 1e-4,
         "schedule": {"name": "multistep", "milestones": [0.7], "decay_factor": 0.1},
@@ -131,6 +144,7 @@ PAPER_TRAINING = {
         **_X2CT,
         "loss_weights": {"mse": 10.0, "projection": 10.0, "perceptual": 1.0, "adversarial": 0.1},
         "adversarial": "lsgan",
+        "d_loss_weight": 0.1,
         "schedule": {"name": "constant"},
     },
 }

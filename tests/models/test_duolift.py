@@ -22,6 +22,9 @@ TINY: dict[str, Any] = {
     "encoder_filters": 4,
     "encoder_blocks": (1, 1),
     "base_filters": 2,
+    "lift_filters": (8, 4, 2),
+    "type1_filters": 2,
+    "xray_filters": 3,
     "unetpp_filters": 2,
     "unet_filters": 2,
     "max_filters": 8,
@@ -55,11 +58,50 @@ def test_builds_at_32_with_volume_output(tiny: DuoLiftGenerator) -> None:
     names = {layer.name for layer in tiny.layers}
     assert {f"pp_head{j}" for j in range(1, 5)} <= names and "pp_heads_mean" in names
     assert {f"pp_x{i}_{j}_conv1" for i in range(5) for j in range(5 - i)} <= names
-    # Three lifting stages (features at S/8), the first two also taken to S by type 1.
-    assert {"lift0_up1_conv", "lift1_up1_conv", "lift2_up2"} <= names
-    assert "lift2_up1_conv" not in names
+    # Lift at S/4, three 3D ResNet blocks at S/4, S/2, S; the first two also taken to S by
+    # type 1, two type-2 steps between them.
+    assert {"lift0_up1_conv", "lift1_up1_conv", "lift0_up2", "lift1_up2", "lift2_res0"} <= names
+    assert "lift2_up1_conv" not in names and "lift2_up2" not in names
+    assert [tuple(tiny.get_layer(f"lift{k}_res0").output.shape[1:]) for k in range(3)] == [
+        (SIZE // 4,) * 3 + (8,),
+        (SIZE // 2,) * 3 + (4,),
+        (SIZE,) * 3 + (2,),
+    ]
     fuse = tiny.get_layer("fuse")
     assert [tuple(t.shape[1:4]) for t in fuse.input] == [(SIZE,) * 3] * 4
+    assert fuse.output.shape[-1] == 2 + 2 + 2 + 3  # f_u23, f_u11, f_u12, F_o
+
+
+def test_config_without_lift_filters_builds_the_old_network() -> None:
+    # xprospect < 0.2 stored no lift_filters / encoder_strides: its stages halved after the
+    # first (lift at S/8) and every full-resolution output had base_filters channels.
+    config = DuoLiftGenerator(size=SIZE, **TINY).get_config()
+    for key in (
+        "lift_filters",
+        "encoder_strides",
+        "type1_filters",
+        "xray_filters",
+        "deep_supervision",
+    ):
+        del config[key]
+    old = DuoLiftGenerator.from_config(config)
+    assert old.lift_filters is None and old.encoder_strides == "halve"
+    assert tuple(old.get_layer("feature_lift").output.shape[1:4]) == (SIZE // 8,) * 3
+    assert {"lift2_up2", "lift1_up1_conv"} <= {layer.name for layer in old.layers}
+    assert old.get_layer("fuse").output.shape[-1] == 4 * TINY["base_filters"]
+    assert old.supervision_layers == () and "pp_out1" not in {layer.name for layer in old.layers}
+
+
+def test_deep_supervision_heads_predict_the_volume(tiny: DuoLiftGenerator) -> None:
+    # UNet++ "with Deep Supervision": each nested head X^{0,1..4} predicts the volume (sigmoid,
+    # float32); the predictions join the UNet's input next to the heads' mean.
+    assert tiny.supervision_layers == tuple(f"pp_out{j}" for j in range(1, 5))
+    probe = keras.Model(tiny.input, [tiny.get_layer(n).output for n in tiny.supervision_layers])
+    for out in probe(_inputs(batch=1), training=False):
+        out = _np(out)
+        assert out.shape == (1, SIZE, SIZE, SIZE, 1) and out.min() >= 0.0 and out.max() <= 1.0
+    concat = tiny.get_layer("pp_supervised")
+    assert concat.output.shape[-1] == TINY["unetpp_filters"] + 4
 
 
 def test_single_view_and_h4_encoder() -> None:
@@ -101,6 +143,10 @@ def test_mixed_bfloat16_gives_float32() -> None:
         ({"norm": "layer"}, "norm"),
         ({"activation": "tanh"}, "activation"),
         ({"dropout": 1.0}, "dropout"),
+        ({"encoder_strides": (1, 1, 1)}, "encoder_strides"),
+        ({"encoder_strides": "double"}, "encoder_strides"),
+        ({"lift_filters": (8, 4)}, "lift_filters"),
+        ({"xray_filters": 0}, "xray_filters"),
     ],
 )
 def test_bad_arguments_raise_config_error(override: dict, match: str) -> None:
@@ -144,7 +190,7 @@ def test_model_lifts_its_encoder_features(tiny: DuoLiftGenerator) -> None:
     x = _inputs(batch=1)
     f, lat, lifted, xrays = (_np(t) for t in probe(x, training=False))
     n, ch = f.shape[1], f.shape[-1]
-    assert n == SIZE // 8
+    assert n == SIZE // 4  # F2D at H/4 (every ResNet stage has stride 1), as the paper's
     want = np.concatenate(
         [
             np.broadcast_to(f[:, :, None, :, :], (1, n, n, n, ch)),  # [b, i, j, k] = f[b, i, k]

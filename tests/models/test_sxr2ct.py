@@ -82,13 +82,21 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _window_block_reference(layer: WindowAttention3D, x: np.ndarray) -> np.ndarray:
-    """The layer's transformer block, window by window with explicit slicing."""
+    """The layer's transformer block, window by window with explicit slicing; with a shift,
+    Swin's SW-MSA: roll, attend only to voxels that were neighbours before the roll, roll back."""
     w, heads, hd, c = layer.window_size, layer.num_heads, layer.head_dim, layer.filters
+    sh = layer.shift_size
     g = {v.path.split("/")[-2] + "/" + v.name: _np(v) for v in layer.weights}
     table = _np(layer.bias_table) if layer.relative_position_bias else None
     h = _layer_norm(x, g["norm1/gamma"], g["norm1/beta"], layer.epsilon)
+    h = np.roll(h, (-sh, -sh, -sh), axis=(1, 2, 3))
     attn = np.zeros_like(x)
     b_, d_, h_, w_ = x.shape[:4]
+
+    def region(coord: int, n: int) -> int:
+        # Rolled coordinate → which of the three strips it came from (Swin's img_mask slices).
+        return 0 if coord < n - w else (1 if coord < n - sh else 2)
+
     coords = [(a, b, cc) for a in range(w) for b in range(w) for cc in range(w)]
     for b in range(b_):
         for z0 in range(0, d_, w):
@@ -110,10 +118,21 @@ def _window_block_reference(layer: WindowAttention3D, x: np.ndarray) -> np.ndarr
                                     logits[i, j] += table[
                                         r[0] * span * span + r[1] * span + r[2], m
                                     ]
+                        if sh:
+                            for i, ci in enumerate(coords):
+                                for j, cj in enumerate(coords):
+                                    pi = (z0 + ci[0], y0 + ci[1], x0 + ci[2])
+                                    pj = (z0 + cj[0], y0 + cj[1], x0 + cj[2])
+                                    dims = (d_, h_, w_)
+                                    if any(
+                                        region(pi[a], dims[a]) != region(pj[a], dims[a])
+                                        for a in range(3)
+                                    ):
+                                        logits[i, j] = -np.inf
                         out[:, m * hd : (m + 1) * hd] = _softmax(logits) @ v
                     out = out @ g["proj/kernel"] + g["proj/bias"]
                     attn[b, z0 : z0 + w, y0 : y0 + w, x0 : x0 + w] = out.reshape(w, w, w, c)
-    y = x + attn
+    y = x + np.roll(attn, (sh, sh, sh), axis=(1, 2, 3))
     mlp = _layer_norm(y, g["norm2/gamma"], g["norm2/beta"], layer.epsilon)
     mlp = _gelu(mlp @ g["mlp1/kernel"] + g["mlp1/bias"]) @ g["mlp2/kernel"] + g["mlp2/bias"]
     return y + mlp
@@ -187,6 +206,26 @@ def test_window_attention_matches_numpy(bias: bool) -> None:
     )
 
 
+def test_shifted_window_attention_matches_numpy() -> None:
+    # Swin UNETR's blocks alternate W-MSA and SW-MSA (windows shifted by half their edge).
+    keras.utils.set_random_seed(3)
+    layer = WindowAttention3D(4, num_heads=2, window_size=2, shift_size=1)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 4, 4, 4, 4)).astype(np.float32)
+    layer.build(x.shape)
+    for v in layer.weights:
+        v.assign(rng.normal(scale=0.5, size=v.shape).astype(np.float32))
+    got = _np(layer(x))
+    np.testing.assert_allclose(got, _window_block_reference(layer, x), rtol=1e-4, atol=1e-4)
+    # The shift changes the result (the windows differ), and a wrong shift is refused.
+    plain = WindowAttention3D(4, num_heads=2, window_size=2)
+    plain.build(x.shape)
+    plain.set_weights(layer.get_weights())
+    assert not np.allclose(_np(plain(x)), got, atol=1e-3)
+    with pytest.raises(ConfigError, match="shift_size"):
+        WindowAttention3D(4, num_heads=2, window_size=2, shift_size=2)
+
+
 def test_window_attention_rejects_bad_shapes() -> None:
     with pytest.raises(ConfigError, match="num_heads"):
         WindowAttention3D(6, num_heads=4)
@@ -254,6 +293,29 @@ def test_model_builds_tiny(tiny_model: SXR2CTGenerator) -> None:
     attn = tiny_model.get_layer("dec_attention0")
     assert isinstance(attn, WindowAttention3D) and attn.window_size == 4  # at 8^3
     assert tiny_model.get_layer("lift0").output.shape == (None, SIZE, SIZE, SIZE, 2)
+    # "concatenating them at each layer": the template, pooled, enters every encoder level.
+    for level in (1, 2):
+        pool = tiny_model.get_layer(f"template_pool{level}")
+        assert tuple(pool.output.shape[1:]) == (SIZE >> level,) * 3 + (1,)
+        concat = tiny_model.get_layer(f"enc{level}_concat")
+        assert any(t is pool.output for t in concat.input)
+
+
+def test_model_shifts_every_second_attention_block() -> None:
+    model = SXR2CTGenerator(
+        size=SIZE, **{**TINY, "depths": (1, 1), "attention_blocks": 2}, window_size=4
+    )
+    # Coarsest map 16^3, window 4: blocks 0 and 1 are W-MSA and SW-MSA (shift 2).
+    assert [model.get_layer(f"dec_attention{i}").shift_size for i in range(2)] == [0, 2]
+
+
+def test_config_without_new_keys_builds_the_old_network() -> None:
+    model = SXR2CTGenerator(size=SIZE, **TINY)
+    config = model.get_config()
+    assert config.pop("template_every_level") is True and config.pop("shifted_windows") is True
+    old = SXR2CTGenerator.from_config(config)
+    assert not old.template_every_level and not old.shifted_windows
+    assert not any(layer.name.startswith("template_pool") for layer in old.layers)
 
 
 @pytest.mark.parametrize("size", [64, 128])

@@ -70,6 +70,11 @@ def test_generator_shapes_and_range(views: tuple[str, ...]) -> None:
     assert model.num_stages == 3  # 32 → 4x4 apex in three stride-2 stages
     out = _np(model(_xrays(views), training=False))
     assert out.shape == (2, SIZE, SIZE, SIZE, 1) and out.dtype == np.float32
+    # The official head is a ReLU (activation_type: 'relu'): non-negative, not bounded by 1.
+    assert out.min() >= 0.0
+    assert model.get_layer("volume").activation is keras.activations.relu
+    bounded = X2CTGenerator(size=SIZE, views=views, head_activation="sigmoid", **TINY)
+    out = _np(bounded(_xrays(views), training=False))
     assert out.min() >= 0.0 and out.max() <= 1.0
     names = [layer.name for layer in model.layers]
     if len(views) == 1:
@@ -126,6 +131,18 @@ def test_generator_bad_arguments() -> None:
         X2CTGenerator(size=SIZE, norm="layer", **TINY)
     with pytest.raises(ConfigError, match="dropout"):
         X2CTGenerator(size=SIZE, dropout=1.0, **TINY)
+    with pytest.raises(ConfigError, match="head_activation"):
+        X2CTGenerator(size=SIZE, head_activation="tanh", **TINY)
+
+
+def test_config_without_head_activation_loads_with_the_old_sigmoid_head() -> None:
+    model = X2CTGenerator(size=SIZE, **TINY)
+    config = model.get_config()
+    assert config["head_activation"] == "relu"
+    del config["head_activation"]  # what xprospect < 0.2 stored
+    old = X2CTGenerator.from_config(config)
+    assert old.head_activation == "sigmoid"
+    assert old.get_layer("volume").activation is keras.activations.sigmoid
 
 
 # === Layers ===
@@ -214,11 +231,15 @@ def test_lift_and_fusion_align_an_asymmetric_lateral_pattern() -> None:
 
 def _hand_map_size(config: str, size: int) -> int:
     if config == "x2ct":
-        # k4 p1: stride 2 halves an even edge, stride 1 removes one voxel: S/8 - 1 - 1.
-        return size // 8 - 2
-    # k4 s1 p2 adds one voxel, valid 3/2 pooling then gives floor(n / 2): four times S/16,
-    # then the padded final conv adds one.
-    return size // 16 + 1
+        # k4 p2 (the official padw = ceil(3 / 2)): stride 2 maps an edge n to n // 2 + 1, stride 1
+        # adds one voxel: 128 → 65 → 33 → 17 → 18 → 19, i.e. S/8 + 1 + 1 + 1.
+        return size // 8 + 3
+    # k4 s1 p2 adds one voxel (n + 1); k3 s2 p1 pooling maps it to (n + 1 - 1) // 2 + 1: four
+    # times n → n // 2 + 1, then the padded final conv adds one.
+    n = size
+    for _ in range(4):
+        n = n // 2 + 1
+    return n + 1
 
 
 @pytest.mark.parametrize("config", ["x2ct", "duolift"])
@@ -234,10 +255,18 @@ def test_discriminator_map_size(config: str, size: int) -> None:
 
 
 def test_discriminator_map_size_at_128() -> None:
+    # The issue's reading of the official code: "output 19^3 at 128^3".
+    assert patch_map_size(128, (2, 2, 2, 1), 4, 2) == [128, 65, 33, 17, 18, 19]
+    # pix2pix' padding 1 (xprospect < 0.2) stays available.
     assert patch_map_size(128, (2, 2, 2, 1), 4, 1) == [128, 64, 32, 16, 15, 14]
+    # DuoLift: "four convolutional layers, each with a 4x4x4 kernel, a stride of one, and
+    # padding of two, along with average pooling using a 3x3x3 kernel, a stride of two, and
+    # padding of one".
+    assert patch_map_size(128, (1, 1, 1, 1), 4, 2, "avg", 3, 2, 1) == [128, 65, 33, 17, 9, 10]
+    assert patch_map_size(64, (1, 1, 1, 1), 4, 2, "avg", 3, 2, 1)[-2] == 5  # "5x5x5" at 64
     assert patch_map_size(128, (1, 1, 1, 1), 4, 2, "avg", 3, 2) == [128, 64, 32, 16, 8, 9]
     for config in ("x2ct", "duolift"):
-        assert _hand_map_size(config, 128) == (14 if config == "x2ct" else 9)
+        assert _hand_map_size(config, 128) == (19 if config == "x2ct" else 10)
 
 
 @pytest.mark.parametrize("config", ["x2ct", "duolift"])
@@ -246,9 +275,15 @@ def test_discriminator_contract(config: str, tmp_path: Path) -> None:
     disc = factory(SIZE, **TINY_D)
     init = {"size": SIZE, "views": BIPLANAR, "condition": True, "filters": TINY_D["filters"]}
     init |= (
-        {"strides": (2, 2, 2, 1), "padding": 1, "pool": None}
+        {"strides": (2, 2, 2, 1), "padding": 2, "pool": None}
         if config == "x2ct"
-        else {"strides": (1, 1, 1, 1), "padding": 2, "pool": "avg", "pool_size": 3}
+        else {
+            "strides": (1, 1, 1, 1),
+            "padding": 2,
+            "pool": "avg",
+            "pool_size": 3,
+            "pool_padding": 1,
+        }
     )
     check_registration(disc, init)
     check_model(disc, _d_inputs(), tmp_path)
@@ -275,9 +310,28 @@ def test_discriminator_conditioning() -> None:
     assert not np.allclose(a, b)
 
 
+def test_cvaa_discriminator_convolves_the_expanded_xrays(tmp_path: Path) -> None:
+    # CVAA-GAN: "X_1 and X_2 are first extended from 2D to 3D and then followed by a basic 3D
+    # convolution layer ... Then, the 3D features combined with Y via concatenation".
+    disc = x2ct_discriminator(SIZE, condition_filters=3, **TINY_D)
+    assert disc.get_layer("condition_conv").conv.kernel.shape == (3, 3, 3, 2, 3)
+    assert disc.get_layer("conv0").conv.kernel.shape[-2] == 1 + 3
+    init = {"size": SIZE, "condition_filters": 3, "filters": TINY_D["filters"]}
+    check_registration(disc, init)
+    check_model(disc, _d_inputs(), tmp_path)
+    # A config without the key (xprospect < 0.2) builds no such convolution.
+    config = disc.get_config()
+    del config["condition_filters"]
+    assert PatchDiscriminator3D.from_config(config).condition_filters == 0
+
+
 def test_discriminator_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="empty"):
-        x2ct_discriminator(16, **TINY_D)
+        x2ct_discriminator(16, padding=1, **TINY_D)
+    with pytest.raises(ConfigError, match="condition_filters"):
+        PatchDiscriminator3D(SIZE, filters=(2,), strides=(2,), condition_filters=-1)
+    with pytest.raises(ConfigError, match="pool_padding"):
+        PatchDiscriminator3D(SIZE, filters=(2,), strides=(2,), pool="avg", pool_padding=-1)
     with pytest.raises(ConfigError, match="strides"):
         PatchDiscriminator3D(SIZE, filters=(2, 2), strides=(2,))
     with pytest.raises(ConfigError, match="pool"):

@@ -47,6 +47,9 @@ TINY: dict[str, dict[str, Any]] = {
         "encoder_filters": 4,
         "encoder_blocks": [1, 1],
         "base_filters": 2,
+        "lift_filters": [4, 4, 2],
+        "type1_filters": 2,
+        "xray_filters": 2,
         "unetpp_filters": 2,
         "unet_filters": 2,
         "max_filters": 8,
@@ -119,18 +122,68 @@ def _rng_volumes(shape=(3, 6, 5, 4, 1)) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t, p, m
 
 
+def test_masked_terms_follow_duolift_equations_3_and_4() -> None:
+    # DuoLift-GAN, Eqs. (3), (4): "L_inside^MSE = 1/|Omega| sum_Omega (MI - M^I)^2" and the same
+    # with |.|_1, Omega the whole volume: the masked volumes' mean over every voxel.
+    t, p, m = _rng_volumes()
+    n_voxels = np.prod(t.shape[1:])
+    for fn, err in ((masked_mae_per_example, np.abs), (masked_mse_per_example, np.square)):
+        want = [err(m[i] * t[i] - m[i] * p[i]).sum() / n_voxels for i in range(len(t))]
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fn(t, p, m)), want, rtol=1e-5, atol=1e-8
+        )
+        # A full mask is the unmasked term (Eqs. (1), (2)).
+        full = np.ones_like(m)
+        unmasked = [err(t[i] - p[i]).mean() for i in range(len(t))]
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fn(t, p, full)), unmasked, rtol=1e-5, atol=1e-8
+        )
+    with pytest.raises(ConfigError, match="normalization"):
+        masked_mae_per_example(t, p, m, normalization="lungs")
+
+
 def test_masked_terms_match_numpy_and_ignore_voxels_outside_the_mask() -> None:
+    # normalization="mask": the mean inside the mask (xprospect < 0.2).
     t, p, m = _rng_volumes()
     m[2] = 0.0  # an example with an empty mask gives 0, not NaN
     for fn, err in ((masked_mae_per_example, np.abs), (masked_mse_per_example, np.square)):
-        got = keras.ops.convert_to_numpy(fn(t, p, m))
+        got = keras.ops.convert_to_numpy(fn(t, p, m, normalization="mask"))
         want = [(err(p[i] - t[i]) * m[i]).sum() / max(m[i].sum(), 1.0) for i in range(len(t))]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
         assert got[2] == 0.0
         outside = np.where(m > 0, p, p + 100.0 * np.random.default_rng(1).random(p.shape))
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(fn(t, outside, m)), got, rtol=1e-6, atol=0
+            keras.ops.convert_to_numpy(fn(t, outside, m, normalization="mask")),
+            got,
+            rtol=1e-6,
+            atol=0,
         )
+
+
+def test_deep_supervision_heads_add_their_mean_voxel_loss() -> None:
+    # DuoLift's UNet++ "with Deep Supervision": each head's prediction is scored by the voxel
+    # terms, and the heads' losses are averaged (UNet++'s mean over its supervised outputs).
+    from types import SimpleNamespace
+
+    from xprospect.losses import build_loss, per_example_loss
+    from xprospect.training.steps import StepLogic
+
+    t, p, _ = _rng_volumes()
+    rng = np.random.default_rng(7)
+    heads = [rng.random(t.shape, dtype=np.float32) for _ in range(3)]
+    logic = StepLogic.__new__(StepLogic)
+    logic.plain_loss = per_example_loss(build_loss({"mse": 1.0, "mae": 1.0}))
+    logic.weights, logic.perceptual = {}, None
+    logic.run = SimpleNamespace()
+    got, adv = logic._generator_terms({}, t, p, None, None, heads)
+
+    def voxel(a: np.ndarray) -> np.ndarray:
+        d = (a - t).reshape(len(t), -1)
+        return (d**2).mean(1) + np.abs(d).mean(1)
+
+    want = voxel(p) + np.mean([voxel(h) for h in heads], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
+    assert adv is None
 
 
 def test_adversarial_losses_match_their_definitions() -> None:
@@ -165,6 +218,13 @@ def test_adversarial_losses_match_their_definitions() -> None:
         mean(bce(fake, 1.0)),
         rtol=1e-5,
     )
+    # The papers' weights on real + fake: X2CT-GAN's official 0.1, DuoLift's beta 0.01.
+    for weight in (0.1, 0.01):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(discriminator_loss_per_example(real, fake, "lsgan", weight)),
+            weight * (mean((real - 1) ** 2) + mean(fake**2)),
+            rtol=1e-5,
+        )
     # Large logits stay finite (the stable form of BCE).
     big = np.full((1, 2, 2, 2, 1), 200.0, np.float32)
     assert np.isfinite(keras.ops.convert_to_numpy(generator_adversarial_per_example(-big, "bce")))

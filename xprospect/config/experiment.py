@@ -203,11 +203,15 @@ class GanConfig:
             16, 32, 64]}``.
         d_learning_rate: The discriminator's learning rate; None: the generator's. Its
             optimizer is the generator's kind with the same betas and schedule.
+        d_loss_weight: Factor on the discriminator's real + fake loss
+            (:func:`xprospect.losses.discriminator_loss_per_example`); None: the preset's
+            (X2CT-GAN's official 0.1, DuoLift's beta 0.01), else 0.5.
     """
 
     adversarial: Literal["lsgan", "bce"] | None = None
     discriminator: dict[str, Any] = field(default_factory=dict)
     d_learning_rate: float | None = None
+    d_loss_weight: float | None = None
 
 
 @dataclass
@@ -218,7 +222,8 @@ class TrainingConfig:
         steps: Total optimizer steps (one of ``steps`` / ``epochs``).
         epochs: Total epochs of ``steps_per_epoch`` steps.
         steps_per_epoch: Steps per epoch (progress bar, CSV column); None: one pass over the
-            training cases (``cases // batch_size``).
+            training cases (``cases // (batch_size * grad_accum_steps)`` optimizer steps, each
+            reading ``grad_accum_steps`` batches).
         validation_every: Validate (and maybe save the best model) every N steps and at the end.
         checkpoint_every: Save a checkpoint every N steps and at the end.
         keep_checkpoints: Checkpoints kept on disk.
@@ -334,6 +339,8 @@ def validate_config(config: ExperimentConfig, source: str | None = None) -> None
     g = config.gan
     dlr = g.d_learning_rate
     check(dlr is None or dlr > 0, "gan.d_learning_rate", f"must be > 0, got {dlr}", source)
+    dlw = g.d_loss_weight
+    check(dlw is None or dlw > 0, "gan.d_loss_weight", f"must be > 0, got {dlw}", source)
     s = o.schedule or ScheduleConfig()
     check(
         0 <= s.start_fraction < 1, "optimizer.schedule.start_fraction", "must be in [0, 1)", source

@@ -33,6 +33,7 @@ PRESET_TRAINING_KEYS = (
     "beta_2",
     "schedule",
     "adversarial",
+    "d_loss_weight",
     "grad_accum_steps",
 )
 """Keys a preset's training defaults may hold (each optional)."""

@@ -22,7 +22,7 @@ axis 1 anterior → posterior, axis 2 patient's right → left).
         deepest  D_{L-1} = ConvNormAct3D(V_f,L-1 + V_l,L-1)          (fusion by addition)
         l = L-2 .. 0:  D_l = CFVAA([V_f,l, V_l,l, D_{l+1}])
             U      = up-conv(D_{l+1})                                (transposed, stride 2)
-            coarse = VAA([V_f,l, V_l,l, U])                          (softmax view weights)
+            coarse = VAA([V_f,l, V_l,l, U])          (softmax weights on V_f,l and V_l,l)
             fine   = FD([coarse, U])                                 (sigmoid gate)
             D_l    = ConvNormAct3D(concat(V_f,l + V_l,l, coarse, fine, U))
     head: Conv3D(1, 1x1x1, sigmoid, float32)
@@ -51,6 +51,8 @@ from xprospect.models.blocks import ConvNormAct, view_to_canonical
 
 __all__ = [
     "CFVAA",
+    "LEGACY_DEFAULTS",
+    "WEIGHS",
     "CVAAGenerator",
     "CanonicalLift",
     "Feat2D",
@@ -58,6 +60,20 @@ __all__ = [
     "ViewAttentionAlignment",
     "lift_to_canonical",
 ]
+
+
+WEIGHS = ("shallow", "branch")
+"""What :class:`ViewAttentionAlignment`'s weights combine."""
+LEGACY_DEFAULTS: dict[str, Any] = {"weigh": "branch"}
+"""What a stored CVAA config without these keys (xprospect < 0.2) was built with; the
+``from_config`` of :class:`CVAAGenerator`, :class:`CFVAA` and :class:`ViewAttentionAlignment`
+fill them in, so old ``.keras`` files compute as before."""
+
+
+def _check_weigh(weigh: Any) -> str:
+    if weigh not in WEIGHS:
+        raise ConfigError(f"weigh must be one of {WEIGHS}, got {weigh!r}")
+    return str(weigh)
 
 
 def _odd_kernel(name: str, value: Any) -> int:
@@ -259,18 +275,23 @@ class ViewAttentionAlignment(keras.layers.Layer):
     For each view ``v``: ``b_v = ConvNormAct(filters)(concat(skip_v, up))`` (the view's shallow
     features made structure-aware by the deep, up-convolved ones; ReLU). Then
     ``w = softmax(Conv3D(2, attention_kernel_size)(concat(b_f, b_l)))`` over its two channels, one
-    weight per view and voxel (they sum to one), and ``coarse = w_f * b_f + w_l * b_l``.
+    weight per view and voxel (they sum to one), and ``coarse = w_f * skip_f + w_l * skip_l``:
+    the paper's "The weights are used to combine the two shallow features via operations of dot
+    product and addition". ``weigh="branch"`` combines ``b_f``, ``b_l`` instead.
 
     Args:
-        filters: Channels of the branches and of the output.
+        filters: Channels of the branches (and of the output with ``weigh="branch"``).
         kernel_size: Kernel of the two branch convolutions.
         attention_kernel_size: Kernel of the convolution to the two view logits (7 in the paper).
         norm: Normalisation of the branch convolutions (``"instance"``, ``"batch"``, ``"none"``).
+        weigh: ``"shallow"`` (the paper, default) or ``"branch"`` (the structure-aware features;
+            xprospect < 0.2, and what a stored config without this key loads as).
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Returns:
         Called on ``[skip_frontal, skip_lateral, up]`` (``(B, D0, D1, D2, ch)`` each, canonical,
-        the same spatial shape): ``coarse`` ``(B, D0, D1, D2, filters)``; with
+        the same spatial shape): ``coarse`` ``(B, D0, D1, D2, ch)`` (``filters`` channels with
+        ``weigh="branch"``); with
         ``return_weights=True``, ``(coarse, weights)`` with ``weights`` ``(B, D0, D1, D2, 2)``
         (channel 0 the frontal view's, 1 the lateral's).
     """
@@ -281,6 +302,7 @@ class ViewAttentionAlignment(keras.layers.Layer):
         kernel_size: int = 3,
         attention_kernel_size: int = 7,
         norm: str = "instance",
+        weigh: str = "shallow",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -288,6 +310,7 @@ class ViewAttentionAlignment(keras.layers.Layer):
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
         self.attention_kernel_size = _odd_kernel("attention_kernel_size", attention_kernel_size)
         self.norm = check_norm(norm)
+        self.weigh = _check_weigh(weigh)
         self.branches = [
             ConvNormAct(filters, kernel_size, rank=3, norm=norm, dtype=self.dtype_policy, name=name)
             for name in ("frontal_branch", "lateral_branch")
@@ -310,11 +333,13 @@ class ViewAttentionAlignment(keras.layers.Layer):
         b_l = self.branches[1](ops.concatenate([skip_l, up], axis=-1), training=training)
         logits = self.attention(ops.concatenate([b_f, b_l], axis=-1))
         weights = ops.softmax(logits, axis=-1)
-        coarse = weights[..., 0:1] * b_f + weights[..., 1:2] * b_l
+        a_f, a_l = (skip_f, skip_l) if self.weigh == "shallow" else (b_f, b_l)
+        coarse = weights[..., 0:1] * a_f + weights[..., 1:2] * a_l
         return (coarse, weights) if return_weights else coarse
 
     def compute_output_shape(self, input_shape: Any) -> tuple[int | None, ...]:
-        return (*tuple(input_shape[0])[:-1], self.filters)
+        shape = tuple(input_shape[0])
+        return (*shape[:-1], shape[-1] if self.weigh == "shallow" else self.filters)
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
@@ -323,8 +348,13 @@ class ViewAttentionAlignment(keras.layers.Layer):
             kernel_size=self.kernel_size,
             attention_kernel_size=self.attention_kernel_size,
             norm=self.norm,
+            weigh=self.weigh,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ViewAttentionAlignment:
+        return cls(**{**LEGACY_DEFAULTS, **config})
 
 
 @keras.saving.register_keras_serializable(package="xprospect")
@@ -376,7 +406,8 @@ class CFVAA(keras.layers.Layer):
     """Coarse-Fine View Attention Alignment: one decoder level of the CVAA-GAN generator.
 
     ``up = ConvNormAct(filters, 3, stride 2, transposed)(deep)``;
-    ``coarse = VAA([skip_f, skip_l, up])``; ``fine = FD([coarse, up])``;
+    ``coarse = VAA([skip_f, skip_l, up])`` (``weigh`` as :class:`ViewAttentionAlignment`);
+    ``fine = FD([coarse, up])``;
     ``out = ConvNormAct(filters)(concat(skip_f + skip_l, coarse, fine, up))``: the additive fusion
     of the two views is kept next to the attention-weighted one.
 
@@ -386,6 +417,7 @@ class CFVAA(keras.layers.Layer):
         attention_kernel_size: Kernel of VAA's view-logit convolution (7).
         distill_kernel_size: Kernel of FD's gate convolution (3).
         norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        weigh: What VAA's weights combine: ``"shallow"`` (the paper) or ``"branch"``.
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Returns:
@@ -401,9 +433,11 @@ class CFVAA(keras.layers.Layer):
         attention_kernel_size: int = 7,
         distill_kernel_size: int = 3,
         norm: str = "instance",
+        weigh: str = "shallow",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.weigh = _check_weigh(weigh)
         self.filters = positive_int("filters", filters)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
         self.attention_kernel_size = _odd_kernel("attention_kernel_size", attention_kernel_size)
@@ -421,7 +455,7 @@ class CFVAA(keras.layers.Layer):
             name="up",
         )
         self.vaa = ViewAttentionAlignment(
-            filters, kernel_size, attention_kernel_size, norm, dtype=policy, name="vaa"
+            filters, kernel_size, attention_kernel_size, norm, weigh, dtype=policy, name="vaa"
         )
         self.fd = FineDistillation(distill_kernel_size, dtype=policy, name="fd")
         self.fuse = ConvNormAct(filters, kernel_size, rank=3, norm=norm, dtype=policy, name="fuse")
@@ -433,8 +467,11 @@ class CFVAA(keras.layers.Layer):
         self.up.build(deep_shape)
         up_shape = (*f_shape[:-1], self.filters)
         self.vaa.build([f_shape, l_shape, up_shape])
-        self.fd.build([up_shape, up_shape])
-        self.fuse.build((*f_shape[:-1], int(f_shape[-1]) + 3 * self.filters))
+        coarse_shape = self.vaa.compute_output_shape([f_shape, l_shape, up_shape])
+        self.fd.build([coarse_shape, up_shape])
+        self.fuse.build(
+            (*f_shape[:-1], int(f_shape[-1]) + 2 * int(coarse_shape[-1]) + self.filters)  # type: ignore[arg-type]
+        )
         self.built = True
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -456,8 +493,13 @@ class CFVAA(keras.layers.Layer):
             attention_kernel_size=self.attention_kernel_size,
             distill_kernel_size=self.distill_kernel_size,
             norm=self.norm,
+            weigh=self.weigh,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CFVAA:
+        return cls(**{**LEGACY_DEFAULTS, **config})
 
 
 # === Model ===
@@ -479,6 +521,10 @@ class CVAAGenerator(keras.Model):
         attention_kernel_size: Kernel of VAA's view-logit convolution (7 in the paper).
         distill_kernel_size: Kernel of FD's gate convolution (3 in the paper).
         norm: ``"instance"`` (the paper), ``"batch"`` or ``"none"``.
+        weigh: What VAA's softmax weights combine: ``"shallow"`` (the two views' lifted skip
+            features, the paper's "combine the two shallow features"; default) or ``"branch"``
+            (the structure-aware branch features; xprospect < 0.2, and what a stored config
+            without this key loads as).
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The output layer always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -500,10 +546,11 @@ class CVAAGenerator(keras.Model):
           ``ConvNormAct`` to ``c_l`` (conv after the alignment: both views share the frame
           the decoder works in).
         - Deepest level: the two aligned views added, then one 3x3x3 ``ConvNormAct``.
-        - VAA weights the views' *branch* features (skip ⊕ up-convolved deep, conv, IN, ReLU),
-          i.e. the structure-aware view features, not the raw skips; the branch convolutions
-          use instance norm like every other convolution; the kernel-7 logit convolution and
-          FD's kernel-3 gate convolution have biases and no norm.
+        - VAA: the weights come from the views' branch features (skip ⊕ up-convolved deep,
+          conv, IN, ReLU) and combine the shallow (skip) features, as the paper says; the
+          branch convolutions use instance norm like every other convolution (the paper's
+          "Conv3d+Relu" names none; instance norm is its generator-wide choice); the kernel-7
+          logit convolution and FD's kernel-3 gate convolution have biases and no norm.
         - CFVAA output: concat(addition-fused skips, coarse, fine, up-convolved deep) → one 3x3x3
           ``ConvNormAct(c_l)``; the up-convolution is a 3x3x3 stride-2 transposed
           ``ConvNormAct`` at the start of the next finer level.
@@ -524,9 +571,11 @@ class CVAAGenerator(keras.Model):
         attention_kernel_size: int = 7,
         distill_kernel_size: int = 3,
         norm: str = "instance",
+        weigh: str = "shallow",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
+        _check_weigh(weigh)
         levels = self._check(
             size,
             base_filters,
@@ -593,6 +642,7 @@ class CVAAGenerator(keras.Model):
                 attention_kernel_size=attention_kernel_size,
                 distill_kernel_size=distill_kernel_size,
                 norm=norm,
+                weigh=weigh,
                 dtype=policy,
                 name=f"cfvaa_{res[lvl]}",
             )([lifted["frontal"][lvl], lifted["lateral"][lvl], d])
@@ -612,6 +662,7 @@ class CVAAGenerator(keras.Model):
         self.attention_kernel_size = attention_kernel_size
         self.distill_kernel_size = distill_kernel_size
         self.norm = norm
+        self.weigh = weigh
         self._policy_name = policy.name
 
     @staticmethod
@@ -668,8 +719,10 @@ class CVAAGenerator(keras.Model):
             "attention_kernel_size": self.attention_kernel_size,
             "distill_kernel_size": self.distill_kernel_size,
             "norm": self.norm,
+            "weigh": self.weigh,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CVAAGenerator:
-        return cls(**config)
+        # A config saved before weigh existed had VAA weigh the branch features.
+        return cls(**{**LEGACY_DEFAULTS, **config})

@@ -11,30 +11,36 @@ losses (LSGAN or BCE on logits) live with the trainer, so there is no sigmoid he
 **Conditioning.** Each X-ray is repeated along its own beam axis by
 :class:`~xprospect.models.blocks.ExpandXrays` (frontal along axis 1, lateral along axis 2), so
 every voxel sees the pixels whose rays cross it; the views are concatenated to the volume as
-channels.
+channels. CVAA-GAN passes the expanded X-rays through "a basic 3D convolution layer (as the 2D
+=> 3D sub-module in the encoder pathway)" first (``condition_filters``).
 
 **Network**::
 
     x ─ for each (filters[i], strides[i]):
             ZeroPadding3D(padding) ─ Conv3D(kernel_size, strides[i], 'valid')
             ─ [instance norm, except on the first layer] ─ LeakyReLU(0.2)
-            ─ [AveragePooling3D(pool_size, pool_strides, 'valid') when pool="avg"]
+            ─ [ZeroPadding3D(pool_padding) ─ AveragePooling3D(pool_size, pool_strides, 'valid')
+               when pool="avg"]
       ─ ZeroPadding3D(padding) ─ Conv3D(1, kernel_size, 'valid'), float32
 
 Each convolution maps an edge ``n`` to ``(n + 2 * padding - kernel_size) // stride + 1`` and each
-pooling to ``(n - pool_size) // pool_strides + 1`` (:func:`patch_map_size`). The two papers'
-settings (:func:`x2ct_discriminator`, :func:`duolift_discriminator`):
+pooling to ``(n + 2 * pool_padding - pool_size) // pool_strides + 1`` (:func:`patch_map_size`).
+The two papers' settings (:func:`x2ct_discriminator`, :func:`duolift_discriminator`):
 
 - X2CT-GAN (the official ``basic3d``, pix2pix' 70x70 PatchGAN in 3D): kernel 4, strides
-  2-2-2-1 and a stride-1 final conv, padding 1, no pooling; maps 14^3 / 6^3 / 2^3 at
-  128 / 64 / 32 (``S / 8 - 2``).
-- DuoLift-GAN: four kernel-4 stride-1 convolutions with padding 2, each followed by 3/2 average
-  pooling, then the final conv (padding 2); maps 9^3 / 5^3 / 3^3 at 128 / 64 / 32
-  (``S / 16 + 1``).
+  2-2-2-1 and a stride-1 final conv, padding 2 (the official ``padw = ceil((4 - 1) / 2)``), no
+  pooling; maps 19^3 / 11^3 / 7^3 at 128 / 64 / 32 (``S / 8 + 3``). pix2pix' padding 1 (maps
+  ``S / 8 - 2``, what xprospect < 0.2 used) is ``padding=1``.
+- DuoLift-GAN ("four convolutional layers, each with a 4x4x4 kernel, a stride of one, and
+  padding of two, along with average pooling using a 3x3x3 kernel, a stride of two, and padding
+  of one"): four such convolutions, each followed by that pooling (zero padding counted in the
+  average, as PyTorch's default), then the final conv (padding 2); maps 10^3 / 6^3 / 4^3 at
+  128 / 64 / 32. Pooling without padding (xprospect < 0.2) is ``pool_padding=0``.
 
-DuoLift's text says the map is 5^3; with its layers that is the map at 64^3 (at 128^3 it is
-9^3: each conv adds one voxel, each valid 3/2 pooling halves, 128 → 64 → 32 → 16 → 8, and the
-padded final conv gives 9).
+DuoLift's text says the volumes are encoded "into a 5x5x5 vector"; that is what its four
+conv + pool pairs give on a 64^3 input (65 → 33 → 34 → 17 → 18 → 9 → 10 → 5) without a separate
+1-channel classifier. The paper does not say how the 5^3 map becomes a probability, so the
+PatchGAN's 1-channel final convolution is kept (the paper's data are 128^3: map 10^3).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ def patch_map_size(
     pool: str | None = None,
     pool_size: int = 3,
     pool_strides: int = 2,
+    pool_padding: int = 0,
 ) -> list[int]:
     """Edges of the feature maps of a :class:`PatchDiscriminator3D`, input first, output last.
 
@@ -84,6 +91,7 @@ def patch_map_size(
         pool: None or ``"avg"`` (valid average pooling after each hidden convolution).
         pool_size: Pooling window.
         pool_strides: Pooling stride.
+        pool_padding: Zero padding on each side before every pooling.
 
     Returns:
         ``[size, after layer 1, ..., after the final convolution]`` (a pooled layer counts once).
@@ -96,6 +104,7 @@ def patch_map_size(
     for i, stride in enumerate([*strides, 1]):
         n = (n + 2 * padding - kernel_size) // stride + 1
         if pool is not None and i < len(strides):
+            n += 2 * pool_padding
             n = (n - pool_size) // pool_strides + 1 if n >= pool_size else 0
         if n < 1:
             raise ConfigError(
@@ -124,6 +133,12 @@ class PatchDiscriminator3D(keras.Model):
             hidden convolution (DuoLift).
         pool_size: Pooling window.
         pool_strides: Pooling stride.
+        pool_padding: Zero padding on each side before every pooling (DuoLift: 1; the zeros
+            count in the average). 0, the default, is what a stored config without this key
+            (xprospect < 0.2) was built with.
+        condition_filters: Channels of a 3x3x3 convolution + ReLU applied to the expanded X-rays
+            before they are concatenated to the volume (CVAA-GAN); 0, the default: none (X2CT-GAN,
+            DuoLift, and what a stored config without this key was built with).
         norm: Normalisation of the hidden layers but the first: ``"instance"``
             (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
         leaky_alpha: Negative slope of the LeakyReLU (0.2).
@@ -156,6 +171,8 @@ class PatchDiscriminator3D(keras.Model):
         pool: str | None = None,
         pool_size: int = 3,
         pool_strides: int = 2,
+        pool_padding: int = 0,
+        condition_filters: int = 0,
         norm: str = "instance",
         leaky_alpha: float = 0.2,
         dtype: Any = None,
@@ -166,6 +183,16 @@ class PatchDiscriminator3D(keras.Model):
         strides = tuple(strides)
         policy = resolve_policy(dtype)
         self._check(views, filters, strides, kernel_size, padding, pool, pool_size, pool_strides)
+        if isinstance(pool_padding, bool) or not isinstance(pool_padding, int) or pool_padding < 0:
+            raise ConfigError(f"pool_padding must be a non-negative integer, got {pool_padding!r}")
+        if (
+            isinstance(condition_filters, bool)
+            or not isinstance(condition_filters, int)
+            or condition_filters < 0
+        ):
+            raise ConfigError(
+                f"condition_filters must be a non-negative integer, got {condition_filters!r}"
+            )
         check_norm(norm)
         sizes = patch_map_size(
             positive_int("size", size),
@@ -175,6 +202,7 @@ class PatchDiscriminator3D(keras.Model):
             pool,
             pool_size,
             pool_strides,
+            pool_padding,
         )
 
         # === Inputs ===
@@ -186,6 +214,16 @@ class PatchDiscriminator3D(keras.Model):
             xrays = ExpandXrays(views, dtype=policy, name="expand_xrays")(
                 {v: inputs[v] for v in views}
             )
+            if condition_filters:
+                xrays = ConvNormAct(
+                    condition_filters,
+                    3,
+                    rank=3,
+                    norm="none",
+                    activation="relu",
+                    dtype=policy,
+                    name="condition_conv",
+                )(xrays)
             x = keras.layers.Concatenate(dtype=policy, name="condition")([x, xrays])
 
         # === Layers ===
@@ -204,6 +242,10 @@ class PatchDiscriminator3D(keras.Model):
                 name=f"conv{i}",
             )(x)
             if pool is not None:
+                if pool_padding:
+                    x = keras.layers.ZeroPadding3D(pool_padding, dtype=policy, name=f"pool_pad{i}")(
+                        x
+                    )
                 x = keras.layers.AveragePooling3D(
                     pool_size, pool_strides, padding="valid", dtype=policy, name=f"pool{i}"
                 )(x)
@@ -224,6 +266,8 @@ class PatchDiscriminator3D(keras.Model):
         self.pool = pool
         self.pool_size = pool_size
         self.pool_strides = pool_strides
+        self.pool_padding = pool_padding
+        self.condition_filters = condition_filters
         self.norm = norm
         self.leaky_alpha = float(leaky_alpha)
         self.map_sizes = tuple(sizes)
@@ -273,6 +317,8 @@ class PatchDiscriminator3D(keras.Model):
             "pool": self.pool,
             "pool_size": self.pool_size,
             "pool_strides": self.pool_strides,
+            "pool_padding": self.pool_padding,
+            "condition_filters": self.condition_filters,
             "norm": self.norm,
             "leaky_alpha": self.leaky_alpha,
         }
@@ -288,15 +334,15 @@ X2CT_DISCRIMINATOR: dict[str, Any] = {
     "filters": (64, 128, 256, 512),
     "kernel_size": 4,
     "strides": (2, 2, 2, 1),
-    "padding": 1,
+    "padding": 2,
     "pool": None,
     "norm": "instance",
     "leaky_alpha": 0.2,
 }
 """X2CT-GAN's 3D PatchGAN (pix2pix' 70x70 discriminator in 3D; the official ``basic3d``).
 
-Padding 1 is pix2pix' (the paper's "PatchGAN"); the official X2CT code computes
-``ceil((4 - 1) / 2) = 2``, which gives 19^3 maps at 128^3: pass ``padding=2`` to match it."""
+Padding 2 is the official X2CT code's ``ceil((4 - 1) / 2)`` (19^3 maps at 128^3); pix2pix'
+padding 1 (14^3) is ``padding=1``. 11.06 M parameters with two views, as the official one."""
 
 DUOLIFT_DISCRIMINATOR: dict[str, Any] = {
     "filters": (64, 128, 256, 512),
@@ -306,16 +352,17 @@ DUOLIFT_DISCRIMINATOR: dict[str, Any] = {
     "pool": "avg",
     "pool_size": 3,
     "pool_strides": 2,
+    "pool_padding": 1,
     "norm": "instance",
     "leaky_alpha": 0.2,
 }
-"""DuoLift-GAN's: four k4/s1/p2 convolutions, each followed by 3/2 average pooling."""
+"""DuoLift-GAN's: four k4/s1/p2 convolutions, each followed by k3/s2/p1 average pooling."""
 
 
 def x2ct_discriminator(
     size: int, views: Sequence[str] = VIEWS, **overrides: Any
 ) -> PatchDiscriminator3D:
-    """X2CT-GAN's conditional discriminator at ``size`` (map 14^3 at 128, 6^3 at 64, 2^3 at 32).
+    """X2CT-GAN's conditional discriminator at ``size`` (map 19^3 at 128, 11^3 at 64, 7^3 at 32).
 
     Args:
         size: Edge of the volume.
@@ -331,7 +378,7 @@ def x2ct_discriminator(
 def duolift_discriminator(
     size: int, views: Sequence[str] = VIEWS, **overrides: Any
 ) -> PatchDiscriminator3D:
-    """DuoLift-GAN's conditional discriminator at ``size`` (map 9^3 at 128, 5^3 at 64, 3^3 at 32).
+    """DuoLift-GAN's conditional discriminator at ``size`` (map 10^3 at 128, 6^3 at 64, 4^3 at 32).
 
     Args:
         size: Edge of the volume.

@@ -21,16 +21,23 @@ preset         views      generator / discriminator    training (loss weights; o
 ============== ========== ============================ =====================================
 X2CT-CNN+B     1 or 2     X2CTGenerator / none         mse 10; Adam 2e-4 (0.5, 0.99), linear
                                                        decay from 50 %
+X2CT-CNN+S     1          X2CTGenerator / none         as X2CT-CNN+B, single view
 X2CT-GAN       1 or 2     X2CTGenerator / X2CT Patch   + projection 10, adversarial 0.1
-                                                       (LSGAN)
-CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate
-DuoLift-CNN    2          DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
+                                                       (LSGAN; D loss x 0.1)
+CVAA-GAN       2          CVAAGenerator / X2CT Patch   as X2CT-GAN, constant learning rate,
+                                                       D loss x 1
+DuoLift-CNN    2 or 1     DuoLiftGenerator / none      mse 1, mae 1; Adam 5e-4, / 10 at 70 %,
                                                        4 batches accumulated
-DuoLift-GAN    2          DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
-                                                       adversarial 0.01 (BCE); Adam 1e-4
+DuoLift-GAN    2 or 1     DuoLiftGenerator / DuoLift   + masked mse 1, masked mae 1,
+                                                       adversarial 0.01 (BCE; D loss x 0.01);
+                                                       Adam 1e-4
 S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, projection 10,
                                                        perceptual 1 (LSGAN); Adam 2e-4
 ============== ========== ============================ =====================================
+
+Each GAN-family preset follows its paper where the text is specific (X2CT: its official code);
+``docs/presets.md`` lists the paper values, the choices where a paper is silent and the deliberate
+deviations (each an argument whose default is the paper's).
 
 Each preset is size-free: :func:`build_model` builds it for ``size`` 64 or 128 (X-rays 64^2 /
 128^2, volumes 64^3 / 128^3), or any power of two for tests. Filter counts (``base_filters`` 16,
@@ -122,6 +129,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "description": "X2CT-CNN+B (Ying et al. 2019): the X2CT-GAN generator alone, MSE",
         "model": {},
     },
+    "X2CT-CNN+S": {
+        "family": "x2ct",
+        "views": (("frontal",),),
+        "discriminator": None,
+        # The official single-view model (singleview_network_denseUNet_transposed): one
+        # DenseNet encoder and its 3D decoder to full resolution, no fusion, and its head;
+        # trained with the reconstruction loss only: the single-view CNN baseline (+S).
+        "description": "X2CT-CNN+S (Ying et al. 2019): the single-view X2CT generator alone, MSE",
+        "model": {},
+    },
     "X2CT-GAN": {
         "family": "x2ct",
         "views": (("frontal", "lateral"), ("frontal",)),
@@ -132,20 +149,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     "CVAA-GAN": {
         "family": "cvaa",
         "views": (("frontal", "lateral"),),
-        "discriminator": {"kind": "x2ct", "args": {}},
+        # "X_1 and X_2 are first extended from 2D to 3D and then followed by a basic 3D
+        # convolution layer"; its width is not given: 8 channels (a choice).
+        "discriminator": {"kind": "x2ct", "args": {"condition_filters": 8}},
         "description": "CVAA-GAN (Qiao et al. 2024): coarse-fine view attention alignment",
         "model": {},
     },
     "DuoLift-CNN": {
         "family": "duolift",
-        "views": (("frontal", "lateral"),),
+        # "Reconstructing CT from Single-view and Biplanar X-Rays": Table 1 has both settings.
+        "views": (("frontal", "lateral"), ("frontal",)),
         "discriminator": None,
         "description": "DuoLift-CNN (Zhang and Ying 2024): two lifts, 3D UNet++ then 3D UNet",
         "model": {},
     },
     "DuoLift-GAN": {
         "family": "duolift",
-        "views": (("frontal", "lateral"),),
+        # "Reconstructing CT from Single-view and Biplanar X-Rays": Table 1 has both settings.
+        "views": (("frontal", "lateral"), ("frontal",)),
         "discriminator": {"kind": "duolift", "args": {}},
         "description": "DuoLift-GAN: DuoLift-CNN + lung-masked terms + BCE discriminator",
         "model": {},

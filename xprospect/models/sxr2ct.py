@@ -23,9 +23,10 @@ width ``a_l = min(base_filters_2d * 2**l, max_filters)`` and 3D width
     3D encoder (canonical frame):
         T = TemplateVolume (non-trainable (S, S, S, 1) weight: the mean training CT)
         e_0 = Conv3D-block(concat(T, V_0))
-        e_l = Conv3D-block(concat(stride-2 ConvNormAct(e_{l-1}), V_l))
+        e_l = Conv3D-block(concat(stride-2 ConvNormAct(e_{l-1}), V_l, AvgPool_{2**l}(T)))
     3D decoder:
         d = ConvNormAct(c_{L-1})(e_{L-1})  →  WindowAttention3D x attention_blocks
+                                              (shift 0, w/2, 0, ...: W-MSA / SW-MSA)
         l = L-2 .. 0:  d = Conv3D-block(concat(transposed-conv up(d), e_l))
     head: Conv3D(1, 1x1x1, sigmoid, float32)
 
@@ -56,18 +57,23 @@ from xprospect.models.args import (
 from xprospect.models.blocks import ConvNormAct, ExpandXrays
 
 __all__ = [
+    "LEGACY_DEFAULTS",
     "ConvNeXtBlock",
     "LikelihoodImage",
     "SXR2CTGenerator",
     "TemplateVolume",
     "WindowAttention3D",
     "relative_position_index",
+    "shifted_window_mask",
     "window_partition",
     "window_reverse",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _ACTIVATIONS = ("relu", "leaky_relu", "selu", "gelu")
+LEGACY_DEFAULTS: dict[str, Any] = {"template_every_level": False, "shifted_windows": False}
+"""What a stored :class:`SXR2CTGenerator` config without these keys (xprospect < 0.2) was built
+with; :meth:`SXR2CTGenerator.from_config` fills them in, so old ``.keras`` files load as before."""
 
 
 # === Helpers ===
@@ -81,6 +87,17 @@ def _positive_float(name: str, value: Any) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     return out
+
+
+def _roll(x: Any, shift: int, axis: int) -> Any:
+    """``numpy.roll`` along one static axis, from slices and a concatenation: exported graphs
+    then hold only ops that :data:`xprospect.trust.ALLOWED_OPS` already lists (no ``Roll``)."""
+    n = int(x.shape[axis])
+    s = shift % n
+    if s == 0:
+        return x
+    head = (slice(None),) * axis
+    return ops.concatenate([x[(*head, slice(n - s, None))], x[(*head, slice(0, n - s))]], axis)
 
 
 def window_partition(x: Any, window_size: int) -> Any:
@@ -118,6 +135,41 @@ def window_reverse(windows: Any, window_size: int, spatial: Sequence[int]) -> An
     x = ops.reshape(windows, (-1, d // w, h // w, w_ // w, w, w, w, c))
     x = ops.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
     return ops.reshape(x, (-1, d, h, w_, c))
+
+
+def shifted_window_mask(
+    spatial: Sequence[int], window_size: int, shift_size: int
+) -> npt.NDArray[np.float32]:
+    """Swin's attention mask for shifted windows of a volume rolled back by ``shift_size``.
+
+    After the cyclic shift (``roll`` by ``-shift_size`` along D, H, W) the windows at the far
+    edges hold voxels from opposite sides of the volume; the mask keeps attention inside each
+    window to voxels that were neighbours before the roll. Along each axis of length ``n`` the
+    rolled coordinate ``c`` is in region 0 (``c < n - w``), 1 (``c < n - shift``) or 2; two
+    voxels may attend to each other iff their regions match on all three axes.
+
+    Args:
+        spatial: ``(D, H, W)``, multiples of ``window_size``.
+        window_size: Window edge ``w``.
+        shift_size: The shift, ``0 < shift_size < w``.
+
+    Returns:
+        ``(nD * nH * nW, w**3, w**3)`` float32: 0 where attention is allowed, -100 elsewhere
+        (Swin's value: ``exp(-100)`` vanishes next to the other logits), windows ordered as
+        :func:`window_partition` orders them.
+    """
+    w, sh = int(window_size), int(shift_size)
+    labels = np.zeros(tuple(int(n) for n in spatial), np.int64)
+    for axis, n in enumerate(labels.shape):
+        region = np.where(np.arange(n) < n - w, 0, np.where(np.arange(n) < n - sh, 1, 2))
+        shape = [1, 1, 1]
+        shape[axis] = n
+        labels = labels * 3 + region.reshape(shape)
+    d, h, w_ = labels.shape
+    windows = labels.reshape(d // w, w, h // w, w, w_ // w, w).transpose(0, 2, 4, 1, 3, 5)
+    windows = windows.reshape(-1, w**3)
+    same = windows[:, :, None] == windows[:, None, :]
+    return np.where(same, 0.0, -100.0).astype(np.float32)
 
 
 def relative_position_index(window_size: int) -> npt.NDArray[np.int32]:
@@ -339,10 +391,12 @@ class WindowAttention3D(keras.layers.Layer):
     position bias (one ``((2w - 1)**3, num_heads)`` table, looked up by
     :func:`relative_position_index`; zero-initialised, off with ``relative_position_bias=False``),
     projects the heads back and reassembles the map (:func:`window_reverse`). The MLP is
-    ``Dense(mlp_ratio * filters, GELU) → Dense(filters)``. Windows are not shifted (Swin's
-    alternate blocks shift them, which needs attention masks at the wrap-around; a stack of
-    these blocks mixes windows only through the convolutions around it). The attention logits
-    and softmax are computed in float32.
+    ``Dense(mlp_ratio * filters, GELU) → Dense(filters)``. With ``shift_size > 0`` the block is
+    Swin's SW-MSA: the normalised map is rolled by ``-shift_size`` along D, H, W before the
+    windows are cut, attention is masked to voxels that were neighbours before the roll
+    (:func:`shifted_window_mask`), and the result is rolled back; alternating blocks with shift
+    0 and ``window_size // 2`` let information cross window borders (Swin, Swin UNETR). The
+    attention logits and softmax are computed in float32.
 
     Args:
         filters: Channels in and out; a multiple of ``num_heads``.
@@ -351,6 +405,8 @@ class WindowAttention3D(keras.layers.Layer):
         mlp_ratio: Hidden width of the MLP, in multiples of ``filters``.
         relative_position_bias: Add the learned relative position bias.
         epsilon: LayerNorm epsilon.
+        shift_size: Cyclic shift of the windows (0: W-MSA; Swin's SW-MSA: ``window_size // 2``);
+            ``0 <= shift_size < window_size``.
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Returns:
@@ -365,6 +421,7 @@ class WindowAttention3D(keras.layers.Layer):
         mlp_ratio: float = 4.0,
         relative_position_bias: bool = True,
         epsilon: float = 1e-5,
+        shift_size: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -373,6 +430,17 @@ class WindowAttention3D(keras.layers.Layer):
         if filters % num_heads:
             raise ConfigError(f"filters ({filters}) must be a multiple of num_heads ({num_heads})")
         self.window_size = positive_int("window_size", window_size)
+        if (
+            isinstance(shift_size, bool)
+            or not isinstance(shift_size, int)
+            or not 0 <= shift_size < window_size
+        ):
+            raise ConfigError(
+                f"shift_size must be an integer in [0, window_size = {window_size}), got "
+                f"{shift_size!r}"
+            )
+        self.shift_size = shift_size
+        self._mask: npt.NDArray[np.float32] | None = None
         self.mlp_ratio = _positive_float("mlp_ratio", mlp_ratio)
         self.relative_position_bias = bool(relative_position_bias)
         self.epsilon = _positive_float("epsilon", epsilon)
@@ -400,6 +468,9 @@ class WindowAttention3D(keras.layers.Layer):
                     f"{shape[1:4]}"
                 )
         tokens = (None, self.window_size**3, self.filters)
+        if self.shift_size:
+            spatial = tuple(int(v) for v in shape[1:4])  # type: ignore[arg-type]
+            self._mask = shifted_window_mask(spatial, self.window_size, self.shift_size)
         self.norm1.build(shape)
         self.qkv.build(tokens)
         self.proj.build(tokens)
@@ -425,6 +496,9 @@ class WindowAttention3D(keras.layers.Layer):
         """
         w, heads, hd = self.window_size, self.num_heads, self.head_dim
         tokens = w**3
+        if self.shift_size:
+            for axis in (1, 2, 3):
+                x = _roll(x, -self.shift_size, axis)
         windows = window_partition(x, w)  # (N, T, C)
         qkv = ops.reshape(self.qkv(windows), (-1, tokens, 3, heads, hd))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, N, heads, T, hd)
@@ -437,10 +511,19 @@ class WindowAttention3D(keras.layers.Layer):
             bias = ops.take(ops.cast(self.bias_table, "float32"), self._index, axis=0)
             bias = ops.transpose(ops.reshape(bias, (tokens, tokens, heads)), (2, 0, 1))
             logits = logits + ops.expand_dims(bias, 0)
+        if self._mask is not None:
+            n_windows = self._mask.shape[0]
+            logits = ops.reshape(logits, (-1, n_windows, heads, tokens, tokens))
+            logits = logits + ops.convert_to_tensor(self._mask[None, :, None], "float32")
+            logits = ops.reshape(logits, (-1, heads, tokens, tokens))
         weights = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
         out = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (N, T, heads, hd)
         out = self.proj(ops.reshape(out, (-1, tokens, self.filters)))
-        return window_reverse(out, w, x.shape[1:4])
+        out = window_reverse(out, w, x.shape[1:4])
+        if self.shift_size:
+            for axis in (1, 2, 3):
+                out = _roll(out, self.shift_size, axis)
+        return out
 
     def call(self, inputs: Any) -> Any:
         x = inputs + self.attention(self.norm1(inputs))
@@ -458,6 +541,7 @@ class WindowAttention3D(keras.layers.Layer):
             mlp_ratio=self.mlp_ratio,
             relative_position_bias=self.relative_position_bias,
             epsilon=self.epsilon,
+            shift_size=self.shift_size,
         )
         return config
 
@@ -488,11 +572,16 @@ class SXR2CTGenerator(keras.Model):
     - Lifting: repeat along the frontal beam (canonical axis 1) with
       :class:`~xprospect.models.blocks.ExpandXrays`, no learned depth weighting.
     - 3D encoder / decoder blocks: two 3x3x3 :class:`~xprospect.models.blocks.ConvNormAct` (instance
-      norm, ``activation``) per level; stride-2 conv down, stride-2 transposed conv up; the
-      template enters only at full resolution, the lifted X-ray features at every level.
+      norm, ``activation``) per level; stride-2 conv down, stride-2 transposed conv up. The paper:
+      "The 3D encoder takes a template CT image as a module parameter and the X-ray style
+      features as inputs, concatenating them at each layer": the template, average-pooled to
+      each level's resolution, and the lifted X-ray features are concatenated to every level's
+      input (``template_every_level``).
     - Attention: ``attention_blocks`` :class:`WindowAttention3D` blocks after the decoder's first
-      (coarsest) layer, window ``min(window_size, r_{L-1})``, not shifted, learned relative
-      position bias, MLP ratio 4.
+      (coarsest) layer ("self-attention following the Swin UNETR model after the first layer in
+      the decoder"), window ``min(window_size, r_{L-1})``, the odd blocks shifted by half a
+      window as Swin UNETR's (``shifted_windows``; no shift where the window covers the whole
+      map, as Swin), learned relative position bias, MLP ratio 4.
     - Template: a non-trainable weight initialised to ``template_value`` (0.0); set it to the
       mean training volume with :meth:`set_template` before training.
 
@@ -514,6 +603,12 @@ class SXR2CTGenerator(keras.Model):
         norm: Normalisation of the 3D blocks: ``"instance"``, ``"batch"`` or ``"none"``.
         likelihood_epsilon: Added to each X-ray's standard deviation in the likelihood image.
         template_value: Initial constant value of the template CT.
+        template_every_level: Concatenate the (pooled) template at every encoder level (the
+            paper, default); False: at full resolution only (xprospect < 0.2, and what a stored
+            config without this key loads as).
+        shifted_windows: Shift every second attention block's windows by ``window_size // 2``
+            (Swin UNETR, default); False: no shifts (xprospect < 0.2, and what a stored config
+            without this key loads as).
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The likelihood image and the output layer always compute in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -539,6 +634,8 @@ class SXR2CTGenerator(keras.Model):
         norm: str = "instance",
         likelihood_epsilon: float = 1e-3,
         template_value: float = 0.0,
+        template_every_level: bool = True,
+        shifted_windows: bool = True,
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -607,30 +704,39 @@ class SXR2CTGenerator(keras.Model):
             lifted.append(ExpandXrays(("frontal",), dtype=policy, name=f"lift{level}")([f]))
 
         # === 3D encoder: template CT + lifted X-ray features ===
-        x = TemplateVolume(size, template_value, dtype=policy, name="template")(xray)
+        template = TemplateVolume(size, template_value, dtype=policy, name="template")(xray)
+        x = template
         skips = []
         for level in range(levels):
+            parts = [lifted[level]]
             if level > 0:
                 x = ConvNormAct(
                     width3(level), 3, strides=2, **block3, dtype=policy, name=f"enc{level}_down"
                 )(x)
-            x = keras.layers.Concatenate(dtype=policy, name=f"enc{level}_concat")(
-                [x, lifted[level]]
-            )
+                if template_every_level:
+                    parts.append(
+                        keras.layers.AveragePooling3D(
+                            2**level, dtype=policy, name=f"template_pool{level}"
+                        )(template)
+                    )
+            x = keras.layers.Concatenate(dtype=policy, name=f"enc{level}_concat")([x, *parts])
             x = conv3(x, width3(level), f"enc{level}")
             skips.append(x)
 
         # === 3D decoder with window attention ===
         res = size // 2 ** (levels - 1)
+        window = min(window_size, res)
         d = ConvNormAct(coarsest, 3, **block3, dtype=policy, name=f"dec{levels - 1}_conv0")(
             skips[-1]
         )
         for i in range(attention_blocks):
+            shift = window // 2 if shifted_windows and i % 2 == 1 and window < res else 0
             d = WindowAttention3D(
                 coarsest,
                 num_heads,
-                min(window_size, res),
+                window,
                 mlp_ratio,
+                shift_size=shift,
                 dtype=policy,
                 name=f"dec_attention{i}",
             )(d)
@@ -667,6 +773,8 @@ class SXR2CTGenerator(keras.Model):
         self.norm = norm
         self.likelihood_epsilon = likelihood_epsilon
         self.template_value = template_value
+        self.template_every_level = bool(template_every_level)
+        self.shifted_windows = bool(shifted_windows)
         self._policy_name = policy.name
 
     @staticmethod
@@ -762,8 +870,11 @@ class SXR2CTGenerator(keras.Model):
             "norm": self.norm,
             "likelihood_epsilon": self.likelihood_epsilon,
             "template_value": self.template_value,
+            "template_every_level": self.template_every_level,
+            "shifted_windows": self.shifted_windows,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SXR2CTGenerator:
-        return cls(**config)
+        # A config saved before these keys existed describes the xprospect < 0.2 network.
+        return cls(**{**LEGACY_DEFAULTS, **config})

@@ -4,9 +4,10 @@
 :class:`~xprospect.models.dualunet.DualUNet`; ``get_config`` holds the constructor arguments.
 
 **Inputs and output.** ``{"frontal": (B, S, S, 1), "lateral": (B, S, S, 1)}`` X-rays in [0, 1] in
-display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 in [0, 1] in
-the canonical frame of :mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior →
-posterior, axis 2 patient's right → left).
+display layout (``"frontal"`` only in single-view mode) → ``(B, S, S, S, 1)`` float32 (>= 0 with
+the official ReLU head, in [0, 1] with the sigmoid option) in the canonical frame of
+:mod:`xprospect.models.blocks` (axis 0 head → feet, axis 1 anterior → posterior, axis 2 patient's
+right → left).
 
 **Network** (``g`` the grid edge, ``n = log2(S / g)`` encoder stages and decoder scales above the
 grid; scale ``r = S / 2**l`` is level ``l``, level 0 the full resolution)::
@@ -25,7 +26,7 @@ grid; scale ``r = S / 2**l`` is level ``l``, level 0 the full resolution)::
         scale g:   Connection C(h_v(g)) ─ ConvTranspose3x3/2
         scale r:   Connection C(h_v(r)) ─ concat with the upsampled fusion output ─ compress ─
                    fusion_convs[l] x ConvNormAct ─ ConvTranspose3x3/2 (to 2r, unless r = S)
-    head:      Conv3D(1, head_kernel_size) + sigmoid, float32
+    head:      Conv3D(1, head_kernel_size) + head_activation (the official ReLU), float32
 
 With one view there is no fusion network: the view's decoder runs to full resolution (its
 ``view_convs`` at every scale), is moved into the canonical frame and ends in the head.
@@ -52,7 +53,21 @@ from xprospect.models.args import (
 )
 from xprospect.models.blocks import ConnectionC, ConvNormAct, canonical_to_view, normalization
 
-__all__ = ["DenseBlock", "LiftToVolume", "PreActConv", "ToViewFrame", "X2CTGenerator"]
+__all__ = [
+    "HEAD_ACTIVATIONS",
+    "LEGACY_DEFAULTS",
+    "DenseBlock",
+    "LiftToVolume",
+    "PreActConv",
+    "ToViewFrame",
+    "X2CTGenerator",
+]
+
+HEAD_ACTIVATIONS = ("relu", "sigmoid")
+"""Activations of :class:`X2CTGenerator`'s output convolution."""
+LEGACY_DEFAULTS: dict[str, Any] = {"head_activation": "sigmoid"}
+"""What a stored :class:`X2CTGenerator` config without these keys (xprospect < 0.2) was built
+with; :meth:`X2CTGenerator.from_config` fills them in, so old ``.keras`` files compute as before."""
 
 
 # === Layers ===
@@ -351,16 +366,26 @@ class X2CTGenerator(keras.Model):
         norm: Normalisation of every block: ``"instance"`` (``GroupNormalization(groups=-1)``),
             ``"batch"`` or ``"none"``.
         head_kernel_size: Kernel of the output convolution (the official code: 7).
+        head_activation: Activation of the output convolution: ``"relu"`` (the official
+            configurations' ``activation_type: 'relu'``, default) or ``"sigmoid"`` (bounded to
+            [0, 1]; what releases before 0.2 built, and what a stored config without this key
+            loads as).
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The head always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
 
     Returns:
-        Called on the input dict: ``(B, size, size, size, 1)`` float32 in [0, 1], canonical.
+        Called on the input dict: ``(B, size, size, size, 1)`` float32, canonical: in [0, 1]
+        for the targets the data pipeline makes ([0, inf) with the ReLU head, [0, 1] with
+        sigmoid).
 
-    Size: with the default widths the biplanar network has 61.9 M parameters at 128^3 (57.4 M
-    at 64^3; single view 29.5 M / 28.2 M), 23.1 M of them in the two Connection A dense layers;
-    with X2CT-GAN's discriminator (11.06 M) that is 72.9 M, the official G + D's ~72.3 M.
+    Size: with the default widths the biplanar network has 61.88 M parameters at 128^3 (57.4 M
+    at 64^3; single view (X2CT-CNN+S) 29.47 M / 28.2 M), 23.1 M of them in the two Connection A
+    dense layers; the official biplanar generator has 61.74 M (the 0.14 M difference: affine
+    instance norms here, where the official ``InstanceNorm3d`` has none but its convolutions
+    keep their biases, and the per-view full-resolution convolutions left out, see
+    *Decoders*). X2CT-GAN's discriminator (:func:`~xprospect.models.discriminators.
+    x2ct_discriminator`) has 11.06 M, as the official one.
 
     Choices (where the paper leaves them open, mostly settled by the official code):
 
@@ -386,8 +411,8 @@ class X2CTGenerator(keras.Model):
       only fed the official per-view heads, not the fused output) are left out.
     - **Fusion.** Connection C (canonical frame, average) at every scale, the grid included;
       the official ``backToSub`` variant, default here, feeds the average back to each view.
-    - **Head.** ``Conv3D(1, 7)`` + sigmoid in float32 (the official code: the same kernel and a
-      configurable activation); no per-view heads.
+    - **Head.** ``Conv3D(1, 7)`` + ReLU in float32 (the official code: the same kernel and its
+      configurations' ``activation_type: 'relu'``); no per-view heads. Sigmoid is an option.
     """
 
     def __init__(
@@ -408,6 +433,7 @@ class X2CTGenerator(keras.Model):
         dropout: float = 0.5,
         norm: str = "instance",
         head_kernel_size: int = 7,
+        head_activation: str = "relu",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -419,6 +445,10 @@ class X2CTGenerator(keras.Model):
         positive_int("bottleneck", bottleneck)
         positive_int("grid_filters", grid_filters)
         positive_int("head_kernel_size", head_kernel_size)
+        if head_activation not in HEAD_ACTIVATIONS:
+            raise ConfigError(
+                f"head_activation must be one of {HEAD_ACTIVATIONS}, got {head_activation!r}"
+            )
         check_norm(norm)
         if not 0.0 < float(compression) <= 1.0:
             raise ConfigError(f"compression must be in (0, 1], got {compression!r}")
@@ -524,7 +554,7 @@ class X2CTGenerator(keras.Model):
             1,
             head_kernel_size,
             padding="same",
-            activation="sigmoid",
+            activation=head_activation,
             dtype="float32",
             name="volume",
         )(fused)
@@ -550,6 +580,7 @@ class X2CTGenerator(keras.Model):
         self.dropout = dropout
         self.norm = norm
         self.head_kernel_size = head_kernel_size
+        self.head_activation = head_activation
         self.num_stages = n
         self._policy_name = policy.name
 
@@ -592,8 +623,10 @@ class X2CTGenerator(keras.Model):
             "dropout": self.dropout,
             "norm": self.norm,
             "head_kernel_size": self.head_kernel_size,
+            "head_activation": self.head_activation,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> X2CTGenerator:
-        return cls(**config)
+        # A config saved before head_activation existed was built with a sigmoid head.
+        return cls(**{**LEGACY_DEFAULTS, **config})

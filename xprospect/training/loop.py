@@ -212,7 +212,9 @@ class TrainingRun:
         if cfg.training.steps_per_epoch:
             self.steps_per_epoch = int(cfg.training.steps_per_epoch)
         else:
-            self.steps_per_epoch = max(1, n_train // batch)
+            # One step reads grad_accum_steps batches: an epoch is one pass over the cases.
+            accum = int(cfg.training.grad_accum_steps or 1)
+            self.steps_per_epoch = max(1, n_train // (batch * accum))
         self.total = total_steps(cfg, self.steps_per_epoch)
         # Held until execute() ends: the chief alone writes into the run folder.
         self._held = contextlib.ExitStack()

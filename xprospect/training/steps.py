@@ -9,7 +9,9 @@ class covers both kinds of model, since a supervised model is a GAN without a di
   default), ``masked_mae`` / ``masked_mse`` inside the lung mask that
   :func:`xprospect.data.load_dataset` computes with ``with_lung_mask``, ``perceptual``
   (:class:`xprospect.perceptual.PerceptualLoss`, arguments from the config's ``perceptual``) and
-  ``adversarial`` (LSGAN or BCE, ``gan.adversarial``).
+  ``adversarial`` (LSGAN or BCE, ``gan.adversarial``). A generator with ``supervision_layers``
+  (DuoLift's deep-supervised UNet++ heads) also has the voxel terms of each head's prediction
+  added, averaged over its heads.
 - **Discriminator**: built by :func:`xprospect.models.build_discriminator` when the preset has
   one and ``adversarial`` has a positive weight. It sees the volume (real or generated) with the
   X-rays broadcast along their beams (:class:`xprospect.models.blocks.ExpandXrays`) and has its own
@@ -150,6 +152,18 @@ class StepLogic:
                 raise ConfigError(f"perceptual: {exc}") from None
         plain = run.trainer.loss_fn(cfg)
         self.plain_loss = per_example_loss(plain) if plain is not None else None
+        # Deep supervision (DuoLift's UNet++): a view of the generator that also returns its
+        # supervised heads' predictions; it shares the generator's variables.
+        heads = tuple(getattr(self.model, "supervision_layers", ()) or ())
+        self.supervised_model = None
+        if heads and self.plain_loss is not None:
+            import keras
+
+            self.supervised_model = keras.Model(
+                self.model.input,
+                [self.model.output, *[self.model.get_layer(n).output for n in heads]],
+                name="supervised",
+            )
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Objects saved in each checkpoint besides the step and the data position."""
@@ -229,8 +243,11 @@ class StepLogic:
 
         return clipped
 
-    def _generator_terms(self, x: Any, y: Any, pred: Any, mask: Any, fake: Any) -> Any:
-        """Per-example weighted generator loss ``(B,)`` and the unweighted adversarial term."""
+    def _generator_terms(
+        self, x: Any, y: Any, pred: Any, mask: Any, fake: Any, heads: Any = ()
+    ) -> Any:
+        """Per-example weighted generator loss ``(B,)`` and the unweighted adversarial term.
+        ``heads``: deep-supervision predictions, each scored by the voxel terms, averaged."""
         import tensorflow as tf
 
         from xprospect.losses import MASKED_TERMS, generator_adversarial_per_example
@@ -238,6 +255,8 @@ class StepLogic:
         total = tf.zeros([tf.shape(y)[0]], tf.float32)
         if self.plain_loss is not None:
             total += self.plain_loss(y, pred)
+            if heads:
+                total += tf.add_n([self.plain_loss(y, h) for h in heads]) / float(len(heads))
         for name, fn in MASKED_TERMS.items():
             if name in self.weights:
                 total += self.weights[name] * fn(y, pred, mask)
@@ -262,6 +281,7 @@ class StepLogic:
         clip_g = self._clipper(opt)
         clip_d = self._clipper(d_opt) if d is not None else None
         kind = self.adversarial_kind
+        d_weight = 0.5 if self.run.cfg.gan.d_loss_weight is None else self.run.cfg.gan.d_loss_weight
         names = self.log_names
 
         def dense(grads: list[Any], variables: list[Any]) -> list[Any]:
@@ -277,12 +297,16 @@ class StepLogic:
             x = dict(x)
             mask = x.pop("lung_mask", None)
             with tf.GradientTape(persistent=d is not None) as tape:
-                pred = g(x, training=True)
+                heads: list[Any] = []
+                if self.supervised_model is not None:
+                    pred, *heads = self.supervised_model(x, training=True)
+                else:
+                    pred = g(x, training=True)
                 fake = real = None
                 if d is not None:
                     fake = d({"volume": pred, **x}, training=True)
                     real = d({"volume": y, **x}, training=True)
-                per_example, adv = self._generator_terms(x, y, pred, mask, fake)
+                per_example, adv = self._generator_terms(x, y, pred, mask, fake, heads)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if g.losses:
                     reg = tf.add_n([tf.cast(v, tf.float32) for v in g.losses])
@@ -290,7 +314,7 @@ class StepLogic:
                 scaled = opt.scale_loss(loss)
                 if d is not None:
                     d_loss = tf.nn.compute_average_loss(
-                        discriminator_loss_per_example(real, fake, kind),
+                        discriminator_loss_per_example(real, fake, kind, d_weight),
                         global_batch_size=global_batch,
                     )
                     d_scaled = d_opt.scale_loss(d_loss)

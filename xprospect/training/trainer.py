@@ -152,6 +152,8 @@ def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> Experim
             )
         if cfg.gan.adversarial is None and training.get("adversarial"):
             cfg.gan.adversarial = training["adversarial"]
+        if cfg.gan.d_loss_weight is None and training.get("d_loss_weight") is not None:
+            cfg.gan.d_loss_weight = float(training["d_loss_weight"])
         if cfg.training.grad_accum_steps is None and training.get("grad_accum_steps"):
             cfg.training.grad_accum_steps = int(training["grad_accum_steps"])
     if cfg.optimizer.schedule is None:
