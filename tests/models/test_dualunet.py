@@ -36,6 +36,7 @@ SIZE = 32
 TINY = {"base_filters": 2, "max_filters": 8}
 DUAL = sorted(p for p, c in PRESETS.items() if c["family"] == "dualunet")
 GAN_FAMILY = {"X2CT-CNN+B", "X2CT-GAN", "CVAA-GAN", "DuoLift-CNN", "DuoLift-GAN", "S-XR2CT"}
+GAN_FAMILY |= {"XctDiff"}  # the diffusion family (issue 14)
 
 
 def _inputs(views: tuple[str, ...] = ("frontal", "lateral"), batch: int = 2) -> dict:
@@ -133,6 +134,7 @@ PAPER_TRAINING = {
         "adversarial": "lsgan",
         "schedule": {"name": "constant"},
     },
+    "XctDiff": {"loss_weights": {"diffusion": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
 }
 
 

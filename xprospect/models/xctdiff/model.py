@@ -785,6 +785,8 @@ class XctDiff(keras.Model):
         except TypeError as exc:
             raise ConfigError(f"XctDiff: {exc}") from None
         self.latent_size = s
+        # The three networks are functional (built); the pipeline has no weights of its own.
+        self.built = True
 
     def build(self, input_shape: Any = None) -> None:
         self.built = True

@@ -1,0 +1,187 @@
+"""XctDiff's three training stages in the package's trainer (xprospect.training.xctdiff).
+
+A dataset of eight 32^3 phantoms; networks with 2-8 channels, a 64-entry codebook of dimension
+4 and an 8^3 latent grid; two or three steps per stage, so each run takes seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from xprospect.config import config_from_dict
+from xprospect.data.prepare import PrepareConfig, prepare_dataset
+from xprospect.errors import ConfigError
+from xprospect.models.xctdiff import XctDiff, XctDiffAutoencoder, XctDiffPriorEncoder
+from xprospect.training import Trainer
+from xprospect.training.logs import read_metrics
+
+SIZE = 32
+TINY: dict[str, Any] = {
+    "code_dim": 4,
+    "num_codes": 64,
+    "timesteps": 50,
+    "sampling_steps": 2,
+    "autoencoder_args": {
+        "base_filters": 4,
+        "channel_mult": [1, 2, 4],
+        "num_res_blocks": 1,
+        "groups": 2,
+    },
+    "prior_encoder_args": {
+        "base_filters_2d": 4,
+        "base_filters": 4,
+        "mlp_hidden": 8,
+        "num_res_blocks": 1,
+        "groups": 2,
+    },
+    "unet_args": {
+        "base_filters": 8,
+        "channel_mult": [1, 2],
+        "num_res_blocks": 1,
+        "attention_levels": [1],
+        "num_heads": 2,
+        "context_dim": 8,
+        "groups": 2,
+    },
+}
+LOSS = {
+    "vqgan": {"mae": 1.0, "vq": 1.0, "adversarial": 0.1},
+    "encoder": {"latent": 1.0, "vq": 1.0},
+    "ldm": {"diffusion": 1.0},
+}
+
+
+def stage_config(data: Path, out: Path, stage: str, previous: Path | None = None, **over: Any):
+    cfg: dict[str, Any] = {
+        "data": {"dir": str(data), "batch_size": 2, "shuffle_buffer": 4, "views": ["frontal"]},
+        "model": {"preset": "XctDiff", "overrides": dict(TINY)},
+        "loss": dict(LOSS[stage]),
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "gan": {"adversarial": "bce", "discriminator": {"base_filters": 2, "num_layers": 2}},
+        "xctdiff": {
+            "stage": stage,
+            "previous_run": str(previous) if previous else None,
+            "gan_start_step": 1,
+            "gan_slices": 2,
+            "val_sampling_steps": 2,
+        },
+        "training": {
+            "steps": 2,
+            "validation_every": 2,
+            "checkpoint_every": 1,
+            "log_every": 1,
+            "output_dir": str(out),
+        },
+    }
+    for key, value in over.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return config_from_dict(cfg)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: Any) -> Path:
+    out = tmp_path_factory.mktemp("xctdiff") / "ds32"
+    cfg = PrepareConfig(
+        size=SIZE, geometry="parallel", shard_size=2, val_fraction=0.2, test_fraction=0.1
+    )
+    prepare_dataset([], out, cfg, phantoms=10, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(dataset: Path, tmp_path_factory: Any) -> dict[str, Path]:
+    """The three stages, trained one after the other."""
+    root = tmp_path_factory.mktemp("xctdiff_runs")
+    out: dict[str, Path] = {}
+    previous = None
+    for stage in ("vqgan", "encoder", "ldm"):
+        over = {"optimizer.use_ema": True} if stage == "ldm" else {}
+        cfg = stage_config(dataset, root / stage, stage, previous, **over)
+        result = Trainer(cfg, progress=False).fit()
+        assert result.status == "completed", result.message
+        out[stage] = previous = root / stage
+    return out
+
+
+def test_three_stages_train_and_export_their_models(runs: dict[str, Path]) -> None:
+    kinds = {"vqgan": XctDiffAutoencoder, "encoder": XctDiffPriorEncoder, "ldm": XctDiff}
+    for stage, run in runs.items():
+        import xprospect.models  # noqa: F401
+
+        model = keras.saving.load_model(run / "model.keras", compile=False)
+        assert isinstance(model, kinds[stage]), stage
+        rows = read_metrics(run / "metrics.csv")
+        assert len(rows) >= 2 and all(np.isfinite(float(r["loss"])) for r in rows)
+        assert (run / "val_panel.png").exists()
+    vq_rows = read_metrics(runs["vqgan"] / "metrics.csv")
+    usage = float(vq_rows[-1]["val_codebook_usage"])
+    assert 0 < usage <= 1 and float(vq_rows[-1]["val_perplexity"]) >= 1
+    assert float(vq_rows[-1]["d_loss"]) > 0  # the GAN term is on from step 1
+
+
+def test_stage_models_carry_the_earlier_stages_weights(runs: dict[str, Path]) -> None:
+    import xprospect.models  # noqa: F401
+
+    ae = keras.saving.load_model(runs["vqgan"] / "model.keras", compile=False)
+    pe = keras.saving.load_model(runs["encoder"] / "model.keras", compile=False)
+    pipe = keras.saving.load_model(runs["ldm"] / "model.keras", compile=False)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(pe.quantizer.codebook),
+        keras.ops.convert_to_numpy(ae.quantizer.codebook),
+    )
+    for a, b in zip(ae.get_weights(), pipe.autoencoder.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(pe.get_weights(), pipe.prior_encoder.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The pipeline predicts a volume from one radiograph, the same for the same seed.
+    x = {"frontal": np.random.default_rng(0).random((1, SIZE, SIZE, 1), dtype=np.float32)}
+    v1 = keras.ops.convert_to_numpy(pipe.generate(x, steps=2, seed=1))
+    v2 = keras.ops.convert_to_numpy(pipe.generate(x, steps=2, seed=1))
+    np.testing.assert_array_equal(v1, v2)
+    assert v1.shape == (1, SIZE, SIZE, SIZE, 1)
+
+
+def test_ldm_stage_resumes_exactly(dataset: Path, runs: dict[str, Path], tmp_path: Path) -> None:
+    """The fixture's 2-step ldm run, resumed to 3 steps, logs the losses of a 3-step run (the
+    time steps and noise are drawn from the step, restored with the optimizer)."""
+    over = {"optimizer.use_ema": True, "training.steps": 3}
+    whole = stage_config(dataset, tmp_path / "whole", "ldm", runs["encoder"], **over)
+    Trainer(whole, progress=False).fit()
+    resumed = stage_config(dataset, runs["ldm"], "ldm", runs["encoder"], **over)
+    result = Trainer(resumed, progress=False).fit()
+    assert result.start_step == 2 and result.steps == 3
+    a = [float(r["loss"]) for r in read_metrics(tmp_path / "whole" / "metrics.csv")]
+    b = [float(r["loss"]) for r in read_metrics(runs["ldm"] / "metrics.csv")]
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_missing_or_mismatched_previous_stage_is_a_one_line_config_error(
+    dataset: Path, runs: dict[str, Path], tmp_path: Path
+) -> None:
+    cases = [
+        ("encoder", None, {}, "needs the run folder of the 'vqgan' stage"),
+        ("encoder", tmp_path / "nowhere", {}, "is not a training run"),
+        ("encoder", runs["encoder"], {}, "is a 'encoder' run, stage 'encoder' needs a 'vqgan'"),
+        ("ldm", runs["vqgan"], {}, "is a 'vqgan' run"),
+        (
+            "encoder",
+            runs["vqgan"],
+            {"model.overrides": {**TINY, "code_dim": 8}},
+            "differs from this config's in code_dim",
+        ),
+        ("vqgan", None, {"loss": {"diffusion": 1.0}}, "not terms of the XctDiff 'vqgan' stage"),
+    ]
+    for i, (stage, previous, over, message) in enumerate(cases):
+        cfg = stage_config(dataset, tmp_path / f"run{i}", stage, previous, **over)
+        with pytest.raises(ConfigError, match=message) as info:
+            Trainer(cfg, progress=False).fit()
+        assert "\n" not in str(info.value)
