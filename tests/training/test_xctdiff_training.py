@@ -185,3 +185,52 @@ def test_missing_or_mismatched_previous_stage_is_a_one_line_config_error(
         with pytest.raises(ConfigError, match=message) as info:
             Trainer(cfg, progress=False).fit()
         assert "\n" not in str(info.value)
+
+
+def test_predict_runs_the_pipeline_with_sampling_steps_and_seed(
+    runs: dict[str, Path], tmp_path: Path, capsys: Any
+) -> None:
+    from xprospect.cli import main
+    from xprospect.inference import load_predictor
+    from xprospect.io import read_nifti, write_png
+
+    predictor = load_predictor(runs["ldm"])
+    assert predictor.views == ("frontal",) and predictor.size == SIZE
+    xray = np.random.default_rng(0).random((SIZE, SIZE), dtype=np.float32)
+    predictor.set_sampling(steps=2, seed=3)
+    a = predictor.reconstruct({"frontal": xray}).array
+    b = predictor.reconstruct({"frontal": xray}).array
+    np.testing.assert_array_equal(a, b)
+    predictor.set_sampling(seed=4)
+    assert np.abs(predictor.reconstruct({"frontal": xray}).array - a).max() > 0
+    with pytest.raises(ConfigError, match="sampling-steps must be at least 1"):
+        predictor.set_sampling(steps=0)
+    # The command line: a plausible 80 px radiograph, two runs with one seed give one volume.
+    png = tmp_path / "frontal.png"
+    write_png(np.random.default_rng(1).random((80, 80), dtype=np.float32), png)
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"ct{i}.nii.gz"
+        argv = ["predict", "--model", runs["ldm"], "--frontal", png, "--out", out]
+        code = main([str(a) for a in [*argv, "--sampling-steps", "2", "--seed", "7"]])
+        assert code == 0, capsys.readouterr().err
+        outs.append(read_nifti(out).array)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    # A model that does not sample refuses the options with one line.
+    code = main(
+        [
+            str(a)
+            for a in [
+                "predict",
+                "--model",
+                runs["vqgan"] / "model.keras",
+                "--frontal",
+                png,
+                "--out",
+                tmp_path / "x.nii.gz",
+                "--seed",
+                "1",
+            ]
+        ]
+    )
+    assert code != 0

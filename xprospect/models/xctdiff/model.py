@@ -791,6 +791,11 @@ class XctDiff(keras.Model):
     def build(self, input_shape: Any = None) -> None:
         self.built = True
 
+    @property
+    def xray_network(self) -> XctDiffPriorEncoder:
+        """The network that takes the radiograph (its symbolic inputs are the pipeline's)."""
+        return self.prior_encoder
+
     def denoiser(self, prior: Any) -> Any:
         """``eps_fn(x_t, t)`` of the UNet conditioned on ``prior``."""
         unet = self.unet
