@@ -234,3 +234,26 @@ def test_predict_runs_the_pipeline_with_sampling_steps_and_seed(
         ]
     )
     assert code != 0
+
+
+@pytest.mark.parametrize("every", [0, 1])
+def test_dead_code_restarts_reset_unused_entries_to_encoder_vectors(
+    dataset: Path, tmp_path: Path, every: int
+) -> None:
+    over = {
+        "training.steps": 1,
+        "xctdiff.dead_code_restart_every": every,
+        "loss": {"mae": 1.0, "vq": 1.0},
+    }
+    trainer = Trainer(stage_config(dataset, tmp_path / "vq", "vqgan", **over), progress=False)
+    assert trainer.fit().status == "completed"
+    book = keras.ops.convert_to_numpy(trainer.logic.model.quantizer.codebook)
+    # Entries start in [-1/64, 1/64] and one Adam step moves the used ones by ~1e-3; restarted
+    # ones are normalised encoder vectors (mean 0, standard deviation 1 over their 4 values).
+    restarted = book.std(axis=1) > 0.5
+    if every == 0:
+        assert not restarted.any()
+    else:
+        assert 0 < restarted.sum() < len(book)
+        np.testing.assert_allclose(book[restarted].mean(axis=1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(book[restarted].std(axis=1), 1.0, atol=1e-3)

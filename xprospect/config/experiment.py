@@ -272,6 +272,9 @@ class XctDiffConfig:
         slice_gan_weight: ``beta`` of Eq. 3 (2D slice discriminator).
         gan_slices: Axial slices per volume the slice discriminator sees (evenly spaced).
         val_sampling_steps: DDIM steps when the ``ldm`` stage validates.
+        dead_code_restart_every: Every N steps of the ``vqgan`` stage, codebook entries no
+            training batch used in those N steps are reset to encoder outputs of the last batch
+            (0: off, the paper's setting).
     """
 
     stage: Literal["vqgan", "encoder", "ldm"] | None = None
@@ -281,6 +284,7 @@ class XctDiffConfig:
     slice_gan_weight: float = 1.0
     gan_slices: int = 8
     val_sampling_steps: int = 10
+    dead_code_restart_every: int = 0
 
 
 @dataclass

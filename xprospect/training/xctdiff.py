@@ -15,7 +15,12 @@ replace the replica step.
   slice discriminator on ``xctdiff.gan_slices`` evenly spaced axial slices, and starts at
   ``xctdiff.gan_start_step`` (before, its weight is 0 and the discriminators get zero
   gradients). Validation adds codebook usage (share of entries used on the validation cases)
-  and perplexity. ``model.keras`` is the :class:`XctDiffAutoencoder`.
+  and perplexity. ``model.keras`` is the :class:`XctDiffAutoencoder`. Dead-code restarts
+  (``xctdiff.dead_code_restart_every`` = N > 0, an option; the paper has none): the step also
+  returns the batch's code histogram and its normalised encoder vectors; every N steps the
+  entries that no batch of those N steps used are set to encoder vectors of the last batch
+  drawn with ``(training.seed, step)`` (their Adam moments are kept). The histogram restarts
+  after each reset, so a resume is exact when ``training.checkpoint_every`` is a multiple of N.
 - **encoder** (:class:`PriorEncoderLogic`): loads the ``vqgan`` run's autoencoder (frozen),
   copies its codebook into :attr:`XctDiff.prior_encoder` (frozen) and trains the prior
   encoder's features towards the VQ-GAN encoder's normalised latent of the true CT:
@@ -255,6 +260,40 @@ class VQGANLogic(_StageLogic):
             out += [v for v in self.d2.weights if "float" in str(v.dtype)]
         return out
 
+    @property
+    def restart_every(self) -> int:
+        return int(getattr(self.x, "dead_code_restart_every", 0) or 0)
+
+    def make_train_step(self) -> Callable[[Any], Any]:
+        step_fn = super().make_train_step()
+        every = self.restart_every
+        if every <= 0:
+            return step_fn
+        quantizer = self.model.quantizer
+        n = int(quantizer.num_codes)
+        seed = int(self.run.cfg.training.seed)
+        counts = np.zeros(n, np.float64)
+
+        def train_step(iterator: Any) -> Any:
+            values = dict(step_fn(iterator))
+            hist = np.asarray(values.pop("code_counts"), np.float64)
+            vectors = np.asarray(values.pop("code_vectors"), np.float32)
+            counts[:] += hist
+            step = int(self.optimizer.iterations.numpy())
+            if step % every == 0:
+                dead = np.flatnonzero(counts == 0)
+                if dead.size:
+                    rng = np.random.default_rng([seed, step])
+                    pick = rng.integers(0, len(vectors), dead.size)
+                    book = np.array(quantizer.codebook.numpy())
+                    book[dead] = vectors[pick]
+                    quantizer.codebook.assign(book)
+                    log.info("step %d: %d dead codebook entries restarted", step, dead.size)
+                counts[:] = 0
+            return values
+
+        return train_step
+
     def _slices(self, volume: Any) -> Any:
         """``gan_slices`` evenly spaced axial slices of each volume: ``(B * k, S, S, 1)``."""
         import tensorflow as tf
@@ -277,6 +316,10 @@ class VQGANLogic(_StageLogic):
         kind = self.run.cfg.gan.adversarial or "bce"
         alpha, beta = float(self.x.volume_gan_weight), float(self.x.slice_gan_weight)
         start = int(self.x.gan_start_step)
+        restart = self.restart_every > 0
+        num_codes = int(ae.quantizer.num_codes)
+
+        from xprospect.models.xctdiff import zscore
 
         def per_volume(values: Any, k: int) -> Any:
             # The slice terms of one volume are averaged over its k slices.
@@ -317,6 +360,15 @@ class VQGANLogic(_StageLogic):
             grads = tape.gradient(scaled, g_vars)
             opt.apply(grads, g_vars)
             values = {"loss": loss, "l1": self._average(l1), "vq": self._average(vq)}
+            if restart:
+                # Summed over replicas by the step's reduce: the global batch's histogram, and
+                # the replicas' vectors summed (any one replica's would do; a sum of unit-free
+                # normalised vectors is renormalised by N when compared).
+                flat = tf.reshape(tf.cast(idx, tf.int32), [-1])
+                values["code_counts"] = tf.cast(
+                    tf.math.bincount(flat, minlength=num_codes, maxlength=num_codes), tf.float32
+                )
+                values["code_vectors"] = tf.reshape(zscore(z), [-1, z.shape[-1]])
             if self.gan:
                 d_grads = tape.gradient(d_scaled, d_vars)
                 d_grads = [
