@@ -348,7 +348,8 @@ class VQGANLogic(_StageLogic):
                     g_adv = alpha * g_adv_fn(fake3, kind) + beta * per_volume(
                         g_adv_fn(fake2, kind), k
                     )
-                    total += on * w["adversarial"] * g_adv
+                    g_adv = on * g_adv  # logged as the term the step uses
+                    total += w["adversarial"] * g_adv
                     d_loss = on * (
                         alpha * d_loss_fn(real3, fake3, kind)
                         + beta * per_volume(d_loss_fn(real2, fake2, kind), k)
