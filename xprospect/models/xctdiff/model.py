@@ -785,7 +785,12 @@ class XctDiff(keras.Model):
         except TypeError as exc:
             raise ConfigError(f"XctDiff: {exc}") from None
         self.latent_size = s
-        # The three networks are functional (built); the pipeline has no weights of its own.
+        # The three networks are functional (built) and the pipeline has no weights of its own,
+        # so it is built now (weights can be saved before any call); the input shapes that a
+        # first call would record (for build configs and SavedModel export) are set with it.
+        self._build_shapes_dict = {
+            "input_shape": {v: (None, self.size, self.size, 1) for v in self.views}
+        }
         self.built = True
 
     def build(self, input_shape: Any = None) -> None:
