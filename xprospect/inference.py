@@ -95,6 +95,30 @@ class Predictor:
             outs.append(np.asarray(out, dtype=np.float32))
         return np.concatenate(outs)[..., 0]
 
+    def set_sampling(self, steps: int | None = None, seed: int | None = None) -> None:
+        """Sets the number of sampling steps and the seed of a diffusion model (XctDiff) for the
+        next predictions (None keeps the model's).
+
+        Raises:
+            ConfigError: The model does not sample, or a value is not a positive / non-negative
+                integer.
+        """
+        if steps is None and seed is None:
+            return
+        if not hasattr(self.model, "sampling_steps"):
+            raise ConfigError(
+                "--sampling-steps/--seed: this model does not sample (only diffusion models such "
+                "as XctDiff do)"
+            )
+        if steps is not None:
+            if int(steps) < 1:
+                raise ConfigError(f"--sampling-steps must be at least 1, got {steps}")
+            self.model.sampling_steps = int(steps)
+        if seed is not None:
+            if int(seed) < 0:
+                raise ConfigError(f"--seed must be >= 0, got {seed}")
+            self.model.seed = int(seed)
+
     def reconstruct(
         self,
         xrays: Mapping[str, Radiograph | np.ndarray],
@@ -197,9 +221,12 @@ def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Pred
         )
     register_custom_objects()
     model = load_keras_model(model_path, trust=trust)
-    names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
+    # A pipeline without symbolic inputs of its own (XctDiff) names the network that takes the
+    # X-rays (its prior encoder) as ``xray_network``.
+    inputs = (getattr(model, "xray_network", None) or model).inputs
+    names = tuple(getattr(t, "name", "").split(":")[0] for t in inputs)
     views = tuple(v for v in VIEWS if v in names) or ("frontal",)
-    size = int(model.inputs[0].shape[1])
+    size = int(inputs[0].shape[1])
     return Predictor(
         model, views=views, size=size, hu_window=hu_window, source=str(p), metadata=meta
     )

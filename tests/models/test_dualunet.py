@@ -44,6 +44,7 @@ GAN_FAMILY = {
     "DuoLift-GAN",
     "S-XR2CT",
 }
+GAN_FAMILY |= {"XctDiff"}  # the diffusion family (issue 14)
 
 
 def _inputs(views: tuple[str, ...] = ("frontal", "lateral"), batch: int = 2) -> dict:
@@ -147,6 +148,7 @@ PAPER_TRAINING = {
         "d_loss_weight": 0.1,
         "schedule": {"name": "constant"},
     },
+    "XctDiff": {"loss_weights": {"diffusion": 1.0}, "optimizer": "adam", "learning_rate": 1e-4},
 }
 
 

@@ -49,6 +49,17 @@ def add_parser(sub: Subparsers) -> None:
         help="style run (xprospect style train) mapping that view's real X-ray to DRR style "
         "first (repeat for the other view); --trust-model covers it too",
     )
+    p.add_argument(
+        "--sampling-steps",
+        type=int,
+        help="diffusion models (XctDiff): DDIM sampling steps (default: the model's, 50)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="diffusion models (XctDiff): seed of the sampled noise (default: the model's, 0); "
+        "the same seed gives the same volume",
+    )
     p.set_defaults(handler=run_predict)
 
 
@@ -153,6 +164,7 @@ def run_predict_one(args: argparse.Namespace) -> int:
         styles.append(style)
     with model_errors(args.model):
         predictor = load_predictor(args.model, trust=args.trust_model)
+    predictor.set_sampling(getattr(args, "sampling_steps", None), getattr(args, "seed", None))
     missing = [v for v in predictor.views if v not in xrays]
     if missing:
         raise ConfigError(f"this model needs --{missing[0]} (it takes {list(predictor.views)})")

@@ -68,6 +68,7 @@ __all__ = [
     "OptimizerConfig",
     "ScheduleConfig",
     "TrainingConfig",
+    "XctDiffConfig",
     "apply_overrides",
     "config_from_dict",
     "load_config",
@@ -261,6 +262,37 @@ class TrainingConfig:
 
 
 @dataclass
+class XctDiffConfig:
+    """The stage of an XctDiff run (preset ``XctDiff``; :mod:`xprospect.training.xctdiff`).
+
+    Attributes:
+        stage: ``vqgan`` (stage 1, the VQ-GAN), ``encoder`` (stage 2, the progressive encoder)
+            or ``ldm`` (stage 3, the latent diffusion model; its ``model.keras`` is the whole
+            pipeline); None: not an XctDiff stage.
+        previous_run: The run folder of the previous stage (``encoder``: the ``vqgan`` run;
+            ``ldm``: the ``encoder`` run, whose config names the ``vqgan`` run).
+        gan_start_step: Step from which the VQ-GAN's adversarial term is on (the paper is
+            silent; the official configuration's 100,000 exceeds its 80,000 steps).
+        volume_gan_weight: ``alpha`` of Eq. 3 (3D volume discriminator).
+        slice_gan_weight: ``beta`` of Eq. 3 (2D slice discriminator).
+        gan_slices: Axial slices per volume the slice discriminator sees (evenly spaced).
+        val_sampling_steps: DDIM steps when the ``ldm`` stage validates.
+        dead_code_restart_every: Every N steps of the ``vqgan`` stage, codebook entries no
+            training batch used in those N steps are reset to encoder outputs of the last batch
+            (0: off, the paper's setting).
+    """
+
+    stage: Literal["vqgan", "encoder", "ldm"] | None = None
+    previous_run: str | None = None
+    gan_start_step: int = 40000
+    volume_gan_weight: float = 1.0
+    slice_gan_weight: float = 1.0
+    gan_slices: int = 8
+    val_sampling_steps: int = 10
+    dead_code_restart_every: int = 0
+
+
+@dataclass
 class ExperimentConfig:
     """One training experiment (see the module docstring for the file layout).
 
@@ -276,6 +308,7 @@ class ExperimentConfig:
         optimizer: Optimizer and schedule.
         gan: Discriminator and adversarial loss.
         training: Run length and outputs.
+        xctdiff: The stage of an XctDiff run.
     """
 
     name: str = ""
@@ -286,6 +319,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    xctdiff: XctDiffConfig = field(default_factory=XctDiffConfig)
 
 
 # === Validation of values that types cannot express ===

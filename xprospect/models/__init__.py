@@ -11,7 +11,9 @@ Quick start::
 - The GAN family, each from its paper: :class:`~xprospect.models.x2ct.X2CTGenerator` (X2CT-CNN+B,
   X2CT-GAN), :class:`~xprospect.models.cvaa.CVAAGenerator` (CVAA-GAN),
   :class:`~xprospect.models.duolift.DuoLiftGenerator` (DuoLift-CNN/GAN),
-  :class:`~xprospect.models.sxr2ct.SXR2CTGenerator` (S-XR2CT, single view) and the conditional
+  :class:`~xprospect.models.sxr2ct.SXR2CTGenerator` (S-XR2CT, single view),
+  :class:`~xprospect.models.xctdiff.XctDiff` (XctDiff: VQ-GAN, progressive encoder, latent
+  diffusion; single view) and the conditional
   :class:`~xprospect.models.discriminators.PatchDiscriminator3D`; the style-transfer CycleGAN in
   :mod:`xprospect.models.cyclegan`.
 - :data:`PRESETS`, :func:`build_model`, :func:`build_discriminator`, :func:`list_presets`,
@@ -32,7 +34,8 @@ Quick start::
   ``ExpandXrays``, Connection C, the view-frame moves).
 - One module (or package) per family with the layers only it uses: ``dualunet/`` (``model.py``
   and ``layers.py``: connections A, B, D and the back-projection), ``x2ct.py``, ``cvaa.py``,
-  ``duolift.py``, ``sxr2ct.py``, ``discriminators.py``, ``cyclegan.py``.
+  ``duolift.py``, ``sxr2ct.py``, ``xctdiff/`` (``layers.py``, ``diffusion.py``, ``model.py``),
+  ``discriminators.py``, ``cyclegan.py``.
 
 Everything is ``keras.ops`` / ``keras.layers`` only, so the models also run on the JAX backend.
 Importing this package imports every family, which registers every ``xprospect>...`` Keras class:
@@ -45,7 +48,15 @@ from __future__ import annotations
 from xprospect.constants import VIEWS
 
 # Every family is imported so that its classes are registered for deserialisation.
-from xprospect.models import cvaa, cyclegan, discriminators, duolift, sxr2ct, x2ct  # noqa: F401
+from xprospect.models import (  # noqa: F401
+    cvaa,
+    cyclegan,
+    discriminators,
+    duolift,
+    sxr2ct,
+    x2ct,
+    xctdiff,
+)
 from xprospect.models.dualunet import DualUNet
 from xprospect.models.presets import (
     FAMILIES,

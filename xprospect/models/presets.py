@@ -33,6 +33,9 @@ DuoLift-GAN    2 or 1     DuoLiftGenerator / DuoLift   + masked mse 1, masked ma
                                                        Adam 1e-4
 S-XR2CT        1          SXR2CTGenerator / X2CT Patch adversarial 0.1, mse 10, projection 10,
                                                        perceptual 1 (LSGAN); Adam 2e-4
+XctDiff        1          XctDiff (VQ-GAN, progressive three stages (xctdiff-vqgan, -encoder,
+                          encoder, latent UNet) / its  -ldm configs); see docs/xctdiff.md
+                          own 3D + 2D discriminators
 ============== ========== ============================ =====================================
 
 Each GAN-family preset follows its paper where the text is specific (X2CT: its official code);
@@ -74,6 +77,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "cvaa": ("xprospect.models.cvaa", "CVAAGenerator"),
     "duolift": ("xprospect.models.duolift", "DuoLiftGenerator"),
     "sxr2ct": ("xprospect.models.sxr2ct", "SXR2CTGenerator"),
+    "xctdiff": ("xprospect.models.xctdiff", "XctDiff"),
 }
 """Generator family → (module, class)."""
 DISCRIMINATORS: dict[str, str] = {
@@ -176,6 +180,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "views": (("frontal",),),
         "discriminator": {"kind": "x2ct", "args": {}},
         "description": "S-XR2CT (Hor, Yang and Kim 2025): single view, likelihood, CT template",
+        "model": {},
+    },
+    "XctDiff": {
+        "family": "xctdiff",
+        "views": (("frontal",),),
+        # The VQ-GAN's discriminators belong to stage 1 (xprospect.training.xctdiff).
+        "discriminator": None,
+        "description": "XctDiff (Bai et al. 2024): VQ-GAN, progressive encoder, latent diffusion",
         "model": {},
     },
 }

@@ -58,6 +58,7 @@ from xprospect.training.loop import StepHook, TrainingRun
 from xprospect.training.optimizers import build_optimizer
 from xprospect.training.results import TrainResult
 from xprospect.training.steps import LossFn, ModelFn
+from xprospect.training.xctdiff import XctDiffRun, stage_of
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -339,9 +340,15 @@ class Trainer:
         # The policy must be set before the model is built; restored so callers are unaffected.
         keras.config.set_dtype_policy("float32" if precision == "none" else precision)
         try:
-            return self.run_class(self, cfg).execute()
+            return self._run_class(cfg)(self, cfg).execute()
         finally:
             keras.config.set_dtype_policy(previous)
+
+    def _run_class(self, cfg: Any) -> type[TrainingRun]:
+        """The loop for ``cfg``: :attr:`run_class`, or an XctDiff stage's own."""
+        if stage_of(cfg) is not None:
+            return XctDiffRun
+        return self.run_class
 
     def _validate(self, config: Any) -> None:
         validate_config(config)
