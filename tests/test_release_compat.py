@@ -97,3 +97,26 @@ def test_run_folder_of_the_previous_release_resumes(tmp_path: Path) -> None:
     old = keras.saving.load_model(FIXTURE / "run" / "model.keras", safe_mode=True)
     new = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert new.count_params() == old.count_params()
+
+
+def test_a_previous_release_checkpoint_of_another_architecture_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Resuming a 0.1 run whose network the current presets build differently (the GAN family
+    since issue 13) is a one-line ConfigError naming the run's version and the fix."""
+    import tensorflow as tf
+
+    from xprospect.errors import ConfigError
+    from xprospect.training.checkpoints import CheckpointStore
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE / "run", run)
+    store = CheckpointStore(run, chief=True, keep=3)
+    latest = store.latest()
+    assert latest is not None
+    other = tf.train.Checkpoint(model=tf.Module())
+    other.model.w = tf.Variable(np.zeros((3, 3), np.float32))  # not the stored network
+    with pytest.raises(ConfigError) as info:
+        store.restore(other, latest)
+    msg = str(info.value)
+    assert "xprospect 0.1.0" in msg and "docs/presets.md" in msg and "\n" not in msg

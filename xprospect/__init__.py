@@ -6,7 +6,7 @@ nibabel, pydicom and h5py. TensorFlow and Keras are imported by the modules that
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from xprospect.errors import XprospectError
 from xprospect.image import Radiograph, View, Volume

@@ -157,6 +157,16 @@ class CheckpointStore:
             status.assert_existing_objects_matched()
         except AssertionError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            made_by = str((self.read_state() or {}).get("xprospect_version") or "")
+            if made_by.startswith("0.1."):
+                # 0.2 rebuilt the GAN-family presets as their papers have them (issue 13).
+                raise ConfigError(
+                    f"checkpoint of a run made by xprospect {made_by}, whose preset "
+                    "architecture differs from this version's; pin the old one with "
+                    "model.overrides as docs/presets.md ('Old runs and files') lists, or use a "
+                    f"new training.output_dir ({first[:120]})",
+                    path,
+                ) from None
             raise ConfigError(
                 "checkpoint does not match this model/optimizer (was the run folder used for "
                 f"another experiment? use a new training.output_dir): {first[:200]}",
