@@ -211,11 +211,14 @@ def test_a_batch_with_a_corrupt_file_writes_the_others_and_lists_it(tmp_path, ru
     assert len(list(out.glob("*.nii.gz"))) == 3
 
 
-def test_batch_flags_are_checked_before_the_model_loads(tmp_path, capsys):
+def test_batch_flags_are_usage_errors_before_the_model_loads(tmp_path, capsys):
     missing = str(tmp_path / "no_model")
-    code = main(["predict", "--model", missing, "--batch", "x.csv", "--out", "y.nii.gz"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 5 and len(err) == 1 and "--out-dir" in err[0]
-    code = main(["predict", "--model", missing, "--frontal", "f.png"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 5 and len(err) == 1 and "--out" in err[0]
+    for argv, named in (
+        (["--batch", "x.csv", "--out", "y.nii.gz"], "--out-dir"),
+        (["--frontal", "f.png"], "required: --out"),
+        (["--out-dir", "d"], "--batch"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["predict", "--model", missing, *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and named in err[0], err

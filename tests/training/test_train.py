@@ -249,6 +249,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_exits_nonzero(
 _TRAINING_LAYERS = (
     ("__init__",),
     ("trainer",),
+    ("xctdiff",),  # XctDiff's stages: a run class and step logics of their own
     ("loop",),
     ("steps",),
     ("results", "optimizers"),

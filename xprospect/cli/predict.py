@@ -60,20 +60,25 @@ def add_parser(sub: Subparsers) -> None:
         help="diffusion models (XctDiff): seed of the sampled noise (default: the model's, 0); "
         "the same seed gives the same volume",
     )
-    p.set_defaults(handler=run_predict)
+    # Which flags go together depends on --batch, which argparse cannot say: run_predict checks
+    # and reports a wrong combination as argparse would (one line, exit 2).
+    p.set_defaults(handler=run_predict, usage_error=p.error)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """Runs ``xprospect predict``: one case (``--frontal``, ``--out``) or a batch (``--batch``,
     ``--out-dir``; see :func:`run_predict_batch`)."""
-    from xprospect.errors import ConfigError
-
     if args.batch or args.out_dir:
         if not (args.batch and args.out_dir) or args.frontal or args.lateral or args.out:
-            raise ConfigError("--batch takes --out-dir, instead of --frontal/--lateral/--out")
+            args.usage_error("--batch goes with --out-dir, instead of --frontal/--lateral/--out")
         return run_predict_batch(args)
-    if not (args.frontal and args.out):
-        raise ConfigError("give --frontal and --out (or --batch and --out-dir)")
+    missing = [
+        flag for flag, value in (("--frontal", args.frontal), ("--out", args.out)) if not value
+    ]
+    if missing:
+        args.usage_error(
+            f"the following arguments are required: {', '.join(missing)} (or --batch and --out-dir)"
+        )
     return run_predict_one(args)
 
 
