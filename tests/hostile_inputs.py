@@ -27,6 +27,7 @@ __all__ = [
     "nifti_claiming",
     "nifti_volume",
     "png_claiming",
+    "save_dicom",
 ]
 
 
@@ -57,11 +58,14 @@ def nifti_volume(path: Path, array: np.ndarray, *, affine: np.ndarray | None = N
     return path
 
 
-def _save(ds: Dataset, path: Path, sop_class: str) -> Path:
+def save_dicom(
+    ds: Dataset, path: Path, sop_class: str, transfer_syntax: str = ExplicitVRLittleEndian
+) -> Path:
+    """Writes ``ds`` as a DICOM file of ``sop_class`` (file meta included), making its folder."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,7 @@ def ct_slice_dicom(
     ds.HighBit = 15
     ds.PixelRepresentation = 0
     ds.PixelData = stored.astype("<u2").tobytes()
-    return _save(ds, path, CTImageStorage)
+    return save_dicom(ds, path, CTImageStorage)
 
 
 def ct_series(folder: Path, n: int = 10, step: float = 2.5, **kwargs: object) -> Path:
@@ -148,7 +152,7 @@ def cr_dicom(
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.PixelData = stored.astype("<u2").tobytes()
-    return _save(ds, path, ComputedRadiographyImageStorage)
+    return save_dicom(ds, path, ComputedRadiographyImageStorage)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

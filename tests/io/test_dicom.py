@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from hostile_inputs import save_dicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
@@ -54,18 +55,6 @@ AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # --------------------------------------------------------------------------------------------
 # Hand-made datasets
 # --------------------------------------------------------------------------------------------
-
-
-def _save(ds: Dataset, path: Path, sop_class: str, transfer_syntax: str = ExplicitVRLittleEndian):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _ct_slice(
@@ -116,7 +105,7 @@ def _ct_slice(
     ds.PixelData = stored.astype("<u2").tobytes()
     if sop_class is None:
         sop_class = MRImageStorage if modality == "MR" else CTImageStorage
-    return _save(ds, path, sop_class)
+    return save_dicom(ds, path, sop_class)
 
 
 def _axial_series(
@@ -190,7 +179,7 @@ def _cr(
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ds.PixelData = stored.astype("<u2").tobytes()
-    return _save(ds, path, ComputedRadiographyImageStorage)
+    return save_dicom(ds, path, ComputedRadiographyImageStorage)
 
 
 def _read_quietly(folder: Path, **kwargs: Any) -> Volume:
@@ -451,7 +440,7 @@ def test_non_dicom_files_are_skipped_and_counted(tmp_path):
     no_pixels.SOPInstanceUID = generate_uid()
     no_pixels.Modality = "SR"
     no_pixels.SeriesInstanceUID = generate_uid()
-    _save(no_pixels, folder / "sub" / "report.dcm", "1.2.840.10008.5.1.4.1.1.88.11")
+    save_dicom(no_pixels, folder / "sub" / "report.dcm", "1.2.840.10008.5.1.4.1.1.88.11")
 
     vol = _read_quietly(folder)
     assert vol.metadata["skipped_files"] == 5
@@ -585,7 +574,7 @@ def test_compressed_without_decoder_suggests_extras(tmp_path):
     ds.PixelRepresentation = 0
     ds.PixelData = encapsulate([b"\xff\xd8 not really JPEG-LS \xff\xd9"])
     ds["PixelData"].VR = "OB"
-    path = _save(ds, tmp_path / "c.dcm", ComputedRadiographyImageStorage, JPEGLSLossless)
+    path = save_dicom(ds, tmp_path / "c.dcm", ComputedRadiographyImageStorage, JPEGLSLossless)
     with pytest.raises(DicomError, match=r"xprospect\[dicom\]"):
         read_dicom_radiograph(path)
 
