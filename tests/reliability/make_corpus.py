@@ -2688,6 +2688,62 @@ def _output_cases() -> None:
     )
 
 
+def _batch(source: str = "{case}/cases.csv") -> list[str]:
+    return ["predict", "--model", "{model}", "--batch", source, "--out-dir", "{out}/preds"]
+
+
+def _batch_cases() -> None:
+    """``predict --batch``: its case list (CSV or manifest folder) and its flags."""
+    _add(
+        "config/batch-csv-without-frontal-column",
+        _batch(),
+        _yaml("cases.csv", "front,lateral\na.png,b.png\n"),
+        "config",
+        "frontal",
+        "{case}/cases.csv",
+    )
+    _add(
+        "config/batch-csv-binary",
+        _batch(),
+        _yaml("cases.csv", lambda rng: b"\xff\xfe\x00" + rng.bytes(64)),
+        "config",
+        "CSV|column",
+        "{case}/cases.csv",
+    )
+    _add(
+        "config/batch-csv-row-without-lateral",
+        _batch(),
+        _yaml("cases.csv", "frontal,lateral\na.png,\n"),
+        "config",
+        "row 2.*lateral",
+        "{case}/cases.csv",
+    )
+    _add(
+        "input/batch-folder-without-manifest",
+        _batch("{case}"),
+        _yaml("notes.txt", "no manifest here\n"),
+        "input",
+        "manifest",
+        "{case}",
+    )
+    _add(
+        "input/batch-every-file-missing",
+        _batch(),
+        _yaml("cases.csv", "frontal,lateral\ngone_f.png,gone_l.png\n"),
+        "input",
+        "1 case.*failed",
+        "{out}/preds/failures.json",
+    )
+    _add(
+        "usage/batch-with-out",
+        [*_batch(), "--out", "o.nii.gz"],
+        None,
+        "usage",
+        "out-dir",
+        "--out-dir",
+    )
+
+
 def _usage_cases() -> None:
     usage = "usage"
     _add("usage/no-command", [], None, usage, "command", None)
@@ -2797,6 +2853,7 @@ def build_cases() -> list[Case]:
             _dataset_cases,
             _model_cases,
             _output_cases,
+            _batch_cases,
             _usage_cases,
         ):
             group()
