@@ -2,7 +2,9 @@
 
 ``tests/fixtures/release-0.1.0/`` was written by xprospect 0.1.0 (commit 907c87f, before the package
 was reorganised): one tiny ``.keras`` file per registered model class with an input and the output
-that release computed, and a two-step run folder of the ``512-Dense`` preset. The registered Keras
+that release computed, a two-step run folder of the ``512-Dense`` preset, and two-step run folders
+of four GAN-family presets whose networks 0.2 changed to follow their papers (``gan-runs/``, made
+by its ``make_runs.py``: checkpoints, config and state only). The registered Keras
 names (``xprospect>...``) are what a ``.keras`` file refers to, so moving a class to another module
 must not change them.
 """
@@ -120,3 +122,62 @@ def test_a_previous_release_checkpoint_of_another_architecture_says_what_to_do(
         store.restore(other, latest)
     msg = str(info.value)
     assert "xprospect 0.1.0" in msg and "docs/presets.md" in msg and "\n" not in msg
+
+
+GAN_RUNS = FIXTURE / "gan-runs"
+
+
+@pytest.fixture(scope="module")
+def dataset32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xprospect.data.prepare import PrepareConfig, prepare_dataset
+
+    data = tmp_path_factory.mktemp("release") / "ds32"
+    # The dataset the GAN runs were trained on (phantoms are seeded, so this rebuilds it).
+    layout = PrepareConfig(
+        size=32, geometry="parallel", shard_size=2, val_fraction=0.25, test_fraction=0.0
+    )
+    prepare_dataset([], data, layout, phantoms=4, progress=False)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["x2ct-gan", "cvaa-gan", "duolift-gan", "s-xr2ct"])
+def test_gan_run_folder_of_the_previous_release_resumes(
+    name: str, dataset32: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 0.1 run whose preset 0.2 builds differently resumes with 0.1's settings (issue 13)."""
+    from xprospect.config import apply_overrides, load_config
+    from xprospect.config.presets import previous_release_settings
+    from xprospect.training import Trainer
+
+    run = tmp_path / "run"
+    shutil.copytree(GAN_RUNS / name, run)
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    preset = stored["model"]["preset"]
+    old = previous_release_settings(preset, "0.1.0")
+    assert old is not None and old.model, preset
+    # Restoring checks every variable of G, D and both optimizers; one run also trains a step.
+    steps = 3 if name == "x2ct-gan" else 2
+    overrides = [f"data.dir={dataset32}", f"training.output_dir={run}", f"training.steps={steps}"]
+    if name == "s-xr2ct":
+        overrides.append("perceptual.weights=null")  # random VGG16: nothing to download
+    cfg = apply_overrides(load_config(run / "config.yaml"), overrides)
+    with caplog.at_level("WARNING", logger="xprospect.training.trainer"):
+        trainer = Trainer(cfg, progress=False)
+        result = trainer.fit()
+    assert result.ok, result.message
+    assert (result.start_step, result.steps) == (2, steps)
+    assert json.loads((run / "state.json").read_text())["step"] == steps
+    assert any("xprospect 0.1.0" in r.getMessage() for r in caplog.records)
+    resolved = trainer.resolved
+    assert resolved is not None
+    # The kept settings are 0.1's where the run did not set the key itself, and are written into
+    # the run's config, so the next resume (now stamped 0.2) builds the same network.
+    kept = {k: v for k, v in old.model.items() if k not in stored["model"]["overrides"]}
+    assert kept
+    for key, value in kept.items():
+        assert resolved.model.overrides[key] == value
+    assert resolved.gan.d_loss_weight == pytest.approx(0.5)
+    rewritten = yaml.safe_load((run / "config.yaml").read_text())
+    for key in kept:
+        assert key in rewritten["model"]["overrides"]

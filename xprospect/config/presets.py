@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ import yaml
 
 from xprospect.errors import ConfigError
 
-__all__ = ["PRESET_TRAINING_FILE", "PRESET_TRAINING_KEYS", "preset_training_defaults"]
+__all__ = [
+    "PRESET_TRAINING_FILE",
+    "PRESET_TRAINING_KEYS",
+    "ReleaseSettings",
+    "preset_training_defaults",
+    "previous_release_settings",
+]
 
 PRESET_TRAINING_FILE = (
     Path(__file__).resolve().parent.parent / "configs" / "presets" / "training.yaml"
@@ -81,3 +88,60 @@ def preset_training_defaults(preset: str) -> dict[str, Any]:
     from xprospect.models.presets import canonical_preset
 
     return copy.deepcopy(_read_defaults().get(canonical_preset(preset), {}))
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """What an older release built and trained a preset with, where this release differs.
+
+    Attributes:
+        version: The release (e.g. ``"0.1.0"``).
+        model: Generator overrides (``model.overrides`` keys).
+        discriminator: Discriminator overrides (``gan.discriminator`` keys).
+        d_loss_weight: The discriminator loss factor of that release (None: unchanged).
+    """
+
+    version: str
+    model: dict[str, Any] = field(default_factory=dict)
+    discriminator: dict[str, Any] = field(default_factory=dict)
+    d_loss_weight: float | None = None
+
+
+_D_LOSS_WEIGHT_0_1 = 0.5
+"""0.1 halved the discriminator's real + fake loss for every GAN preset (pix2pix' choice); 0.2
+takes each paper's factor from ``training.yaml``."""
+
+
+def previous_release_settings(preset: str, version: str) -> ReleaseSettings | None:
+    """The settings a run folder made by ``version`` needs to resume as it was built.
+
+    0.2 rebuilt the GAN-family presets as their papers have them (issue 13); a run folder made
+    by 0.1 stores its resolved config without the new keys, so rebuilding it through today's
+    preset gives another network than its checkpoint holds. The trainer applies these settings
+    where the run's config does not set the key itself.
+
+    Args:
+        preset: A preset name (matched case-insensitively); an unknown name gives None.
+        version: ``xprospect_version`` from the run's ``state.json``.
+
+    Returns:
+        None when ``version`` is this release's line or the preset did not change.
+    """
+    from xprospect.models.presets import RELEASE_0_1_ARCHITECTURE, canonical_preset
+
+    if not str(version).startswith("0.1."):
+        return None
+    try:
+        key = canonical_preset(preset)
+    except ConfigError:
+        return None
+    arch = RELEASE_0_1_ARCHITECTURE.get(key)
+    if arch is None:
+        return None
+    has_d = "d_loss_weight" in preset_training_defaults(key)
+    return ReleaseSettings(
+        version=str(version),
+        model=copy.deepcopy(arch["model"]),
+        discriminator=copy.deepcopy(arch["discriminator"]),
+        d_loss_weight=_D_LOSS_WEIGHT_0_1 if has_d else None,
+    )

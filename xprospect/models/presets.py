@@ -62,6 +62,7 @@ __all__ = [
     "FAMILIES",
     "MODEL_KEYS",
     "PRESETS",
+    "RELEASE_0_1_ARCHITECTURE",
     "PresetInfo",
     "build_discriminator",
     "build_model",
@@ -194,6 +195,43 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Preset name → ``{"family", "views" (the view sets it supports), "discriminator" (None or
 ``{"kind", "args"}``), "description", "model": generator arguments}``. Training defaults are not
 here: see :func:`xprospect.config.presets.preset_training_defaults`."""
+
+_X2CT_D_0_1: dict[str, Any] = {"padding": 1}
+RELEASE_0_1_ARCHITECTURE: dict[str, dict[str, dict[str, Any]]] = {
+    "X2CT-CNN+B": {"model": {"head_activation": "sigmoid"}, "discriminator": {}},
+    "X2CT-GAN": {"model": {"head_activation": "sigmoid"}, "discriminator": _X2CT_D_0_1},
+    "CVAA-GAN": {
+        "model": {"weigh": "branch"},
+        "discriminator": {**_X2CT_D_0_1, "condition_filters": 0},
+    },
+    "DuoLift-CNN": {
+        "model": {
+            "encoder_blocks": (3, 4),
+            "encoder_strides": "halve",
+            "lift_filters": None,
+            "deep_supervision": False,
+        },
+        "discriminator": {},
+    },
+    "DuoLift-GAN": {
+        "model": {
+            "encoder_blocks": (3, 4),
+            "encoder_strides": "halve",
+            "lift_filters": None,
+            "deep_supervision": False,
+        },
+        "discriminator": {"pool_padding": 0},
+    },
+    "S-XR2CT": {
+        "model": {"template_every_level": False, "shifted_windows": False},
+        "discriminator": _X2CT_D_0_1,
+    },
+}
+"""What xprospect 0.1 built for each preset whose architecture 0.2 changed to follow its paper
+(issue 13): generator overrides (``model``) and discriminator overrides (``discriminator``).
+Resuming a run folder that 0.1 made applies them where the run's config does not set the key
+itself (:func:`xprospect.config.presets.previous_release_settings`), so its checkpoint matches
+the network again. The DualUNet presets did not change."""
 
 MODEL_KEYS: tuple[str, ...] = (
     "base_filters",

@@ -34,6 +34,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from xprospect import __version__
 from xprospect.errors import ConfigError, OutputError, XprospectError
 from xprospect.utils import (
     atomic_path,
@@ -46,6 +47,9 @@ from xprospect.utils import (
 __all__ = ["CheckpointStore", "atomic_keras_file", "read_json", "write_json"]
 
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+_RELEASE_LINE = ".".join(__version__.split(".")[:2]) + "."
+"""Run folders stamped with another release line (``0.1.`` for this 0.2) may have been built
+differently: a mismatch there names the release."""
 _DATA_RE = re.compile(r"^data/(replica_\d+)/")
 
 
@@ -152,19 +156,19 @@ class CheckpointStore:
             ConfigError: The checkpoint belongs to another model or optimizer (the run folder
                 was used for a different experiment).
         """
-        status = checkpoint.restore(path)
         try:
+            # A variable of another shape fails in restore() itself (ValueError), a missing one
+            # in the assertion.
+            status = checkpoint.restore(path)
             status.assert_existing_objects_matched()
-        except AssertionError as exc:
+        except (AssertionError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             made_by = str((self.read_state() or {}).get("xprospect_version") or "")
-            if made_by.startswith("0.1."):
-                # 0.2 rebuilt the GAN-family presets as their papers have them (issue 13).
+            if made_by and not made_by.startswith(_RELEASE_LINE):
                 raise ConfigError(
-                    f"checkpoint of a run made by xprospect {made_by}, whose preset "
-                    "architecture differs from this version's; pin the old one with "
-                    "model.overrides as docs/presets.md ('Old runs and files') lists, or use a "
-                    f"new training.output_dir ({first[:120]})",
+                    f"checkpoint of a run made by xprospect {made_by} does not match the network "
+                    "this config builds; docs/presets.md ('Old runs and files') lists what that "
+                    f"release built, or use a new training.output_dir ({first[:120]})",
                     path,
                 ) from None
             raise ConfigError(

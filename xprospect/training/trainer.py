@@ -69,6 +69,7 @@ __all__ = [
     "default_discriminator",
     "default_loss",
     "default_model",
+    "keep_previous_release",
     "resolve_config",
     "train",
 ]
@@ -97,6 +98,44 @@ def _preset_training(preset: str) -> tuple[str, dict[str, Any]]:
     except ConfigError as exc:
         raise ConfigError(f"model.preset: {exc.message}") from None
     return key, preset_training_defaults(key)
+
+
+def keep_previous_release(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with the settings an older release built its run folder with.
+
+    A run folder whose ``state.json`` names a release whose preset differs from today's
+    (:func:`xprospect.config.presets.previous_release_settings`, e.g. a 0.1 X2CT-GAN run) resumes
+    with that release's architecture and discriminator loss factor, so its checkpoint matches;
+    a key the config sets itself wins. Configs of new runs are returned unchanged.
+    """
+    from pathlib import Path
+
+    from xprospect.config.presets import previous_release_settings
+    from xprospect.training.checkpoints import read_json
+
+    state = read_json(Path(config.training.output_dir) / "state.json") or {}
+    made_by = str(state.get("xprospect_version") or "")
+    old = previous_release_settings(config.model.preset, made_by) if made_by else None
+    if old is None:
+        return config
+    cfg = copy.deepcopy(config)
+    kept = {k: v for k, v in old.model.items() if k not in cfg.model.overrides}
+    cfg.model.overrides = {**kept, **cfg.model.overrides}
+    kept_d = {k: v for k, v in old.discriminator.items() if k not in cfg.gan.discriminator}
+    cfg.gan.discriminator = {**kept_d, **cfg.gan.discriminator}
+    if old.d_loss_weight is not None and cfg.gan.d_loss_weight is None:
+        cfg.gan.d_loss_weight = old.d_loss_weight
+        kept_d["d_loss_weight"] = old.d_loss_weight
+    if kept or kept_d:
+        settings = ", ".join(f"{k}={v}" for k, v in {**kept, **kept_d}.items())
+        log.warning(
+            "resuming a run made by xprospect %s with that release's %s settings (%s); "
+            "docs/presets.md lists what changed",
+            made_by,
+            cfg.model.preset,
+            settings,
+        )
+    return cfg
 
 
 def resolve_config(config: ExperimentConfig, *, presets: bool = True) -> ExperimentConfig:
@@ -354,8 +393,10 @@ class Trainer:
         validate_config(config)
 
     def _resolve(self) -> Any:
-        """The config with what the dataset and preset fill in."""
-        return resolve_config(self.config, presets=not self._custom_model)
+        """The config with what the dataset and preset fill in (and, resuming a run folder of
+        an older release, that release's preset settings: :func:`keep_previous_release`)."""
+        config = self.config if self._custom_model else keep_previous_release(self.config)
+        return resolve_config(config, presets=not self._custom_model)
 
 
 # === Entry points ===
