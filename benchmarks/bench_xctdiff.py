@@ -21,9 +21,6 @@ does after minutes of CPU, not what XctDiff reaches.
 
 Run: ``.venv/bin/python benchmarks/bench_xctdiff.py [--steps 40] [--phantoms 16] [--full]``.
 Prints a table and writes ``benchmarks/results/bench_xctdiff.json`` and ``bench_xctdiff.md``.
-``--peers-only NAME ...`` adds peer rows to the committed report without retraining XctDiff: the
-same seeded phantoms are rebuilt from the report's settings, each peer trains for the report's
-XctDiff seconds, and the row says which command added it.
 """
 
 from __future__ import annotations
@@ -198,12 +195,38 @@ def _with_codebook(args: argparse.Namespace, normalize: bool) -> dict[str, Any]:
     return {**over, "normalize_codes": normalize}
 
 
+def real_ct(size: int) -> tuple[dict[str, Any], Any, tuple[float, ...], tuple[float, float]]:
+    """The real LIDC chest CT at ``size``^3, its frontal X2CT DRR as the input (and its line
+    integrals for the back-projection baseline), the truth in [0, 1], spacing and HU window
+    (``bench_models.real_ct_case``: the same case as that benchmark's real-CT columns)."""
+    from bench_models import real_ct_case
+
+    from xprospect.preprocessing import resolve_hu_window
+
+    window = resolve_hu_window("xprospect")
+    case, truth, spacing = real_ct_case(size, window)
+    frontal = {k: v for k, v in case.items() if k.startswith("frontal")}
+    return frontal, truth, spacing, window
+
+
+def _real_scores(method: Any, real: tuple[Any, ...]) -> dict[str, float]:
+    from xprospect.metrics import evaluate_case
+
+    case, truth, spacing, window = real
+    pred = method(case)
+    scores = evaluate_case(truth, pred, hu_window=window, spacing_mm=spacing)
+    return {m: float(scores[m]) for m in ("psnr_3d", "ssim_3d")}
+
+
 def pipeline(args: argparse.Namespace, vq_seconds: float) -> dict[str, Any]:
-    """(b): encoder and ldm stages on the homogeneous VQ-GAN, then the test split."""
-    from xprospect.evaluation import evaluate_dataset
+    """(b): encoder and ldm stages on the homogeneous VQ-GAN, then the test split and the real
+    CT, for XctDiff, both baselines and the peers."""
+    from xprospect.evaluation import BackProjectionBaseline, MeanVolumeBaseline, evaluate_dataset
     from xprospect.inference import load_predictor
     from xprospect.models import PRESETS
 
+    real = real_ct(args.size)
+    window = real[3]
     vq = args.work / "vqgan_homogeneous"
     enc, ldm = args.work / "encoder", args.work / "ldm"
     seconds = vq_seconds + _train(_config(args, "encoder", enc, previous=vq))
@@ -212,27 +235,36 @@ def pipeline(args: argparse.Namespace, vq_seconds: float) -> dict[str, Any]:
     predictor.set_sampling(steps=args.eval_sampling_steps, seed=0)
     res = evaluate_dataset(predictor, args.data, args.work / "eval_xctdiff", panels=1)
     out: dict[str, Any] = {"train_s": {"XctDiff": round(seconds, 1)}, "methods": {}}
-    for method, label in (
-        ("model", "XctDiff"),
-        ("mean_volume", "mean volume"),
-        ("back_projection", "back-projection"),
-    ):
+    methods = {
+        "model": ("XctDiff", lambda case: predictor.predict({"frontal": case["frontal"]})[0]),
+        "mean_volume": ("mean volume", MeanVolumeBaseline.fit(args.data, window)),
+        "back_projection": (
+            "back-projection",
+            BackProjectionBaseline.fit(args.data, ("frontal",), window),
+        ),
+    }
+    for method, (label, fn) in methods.items():
         out["methods"][label] = {
             m: res.mean(method, m) for m in ("psnr_3d", "ssim_3d") if m in res.summary[method]
         }
+        out["methods"][label]["real_ct"] = _real_scores(fn, real)
     for peer in PEERS:
         if peer not in PRESETS:
             out["methods"][peer] = {"note": f"preset {peer} not in this build (hook: PEERS)"}
             continue
         out["train_s"][peer] = round(_train_peer(args, peer, seconds), 1)
+        peer_predictor = load_predictor(args.work / peer)
         pres = evaluate_dataset(
-            load_predictor(args.work / peer),
+            peer_predictor,
             args.data,
             args.work / f"eval_{peer}",
             baselines=False,
             panels=0,
         )
         out["methods"][peer] = {m: pres.mean("model", m) for m in ("psnr_3d", "ssim_3d")}
+        out["methods"][peer]["real_ct"] = _real_scores(
+            lambda case, p=peer_predictor: p.predict({"frontal": case["frontal"]})[0], real
+        )
     print(f"(b) {out}", flush=True)
     return out
 
@@ -274,49 +306,6 @@ def _train_peer(args: argparse.Namespace, peer: str, budget_s: float) -> float:
     overhead = max(0.0, total - 4 * step_s)
     steps = max(2, int((budget_s - overhead) / max(step_s, 1e-3)))
     return _train(cfg(steps, args.work / peer))
-
-
-def add_peers(args: argparse.Namespace) -> int:
-    """``--peers-only``: peer rows added to the committed report, on the same data and budget."""
-    from xprospect.data.prepare import PrepareConfig, prepare_dataset
-    from xprospect.evaluation import evaluate_dataset
-    from xprospect.inference import load_predictor
-
-    path = RESULTS / "bench_xctdiff.json"
-    report = json.loads(path.read_text())
-    args.size, args.phantoms, args.full = report["size"], report["phantoms"], report["full"]
-    if args.work.exists():
-        shutil.rmtree(args.work)
-    args.data = args.work / "data"
-    cfg = PrepareConfig(size=args.size, shard_size=4, val_fraction=0.15, test_fraction=0.25)
-    prepare_dataset([], args.data, cfg, phantoms=args.phantoms, progress=False)
-    budget = float(report["pipeline"]["train_s"]["XctDiff"])
-    command = " ".join(["python", *sys.argv])
-    for peer in args.peers_only:
-        seconds = _train_peer(args, peer, budget)
-        res = evaluate_dataset(
-            load_predictor(args.work / peer),
-            args.data,
-            args.work / f"eval_{peer}",
-            panels=0,
-        )
-        report["pipeline"]["train_s"][peer] = round(seconds, 1)
-        row = {m: res.mean("model", m) for m in ("psnr_3d", "ssim_3d")}
-        # The baselines are deterministic: equal to the report's, they show the data is the same.
-        row["baselines_here"] = {
-            b: {m: res.mean(b, m) for m in ("psnr_3d", "ssim_3d")}
-            for b in ("mean_volume", "back_projection")
-        }
-        row["added_by"] = command
-        report["pipeline"]["methods"][peer] = row
-        print(f"(b) {peer}: {row}", flush=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    md = _markdown(report)
-    (RESULTS / "bench_xctdiff.md").write_text(md)
-    print(md)
-    if not args.keep:
-        shutil.rmtree(args.work, ignore_errors=True)
-    return 0
 
 
 def sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -362,28 +351,25 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "Paper (LIDC, 80,000 iterations): usage 1.8 % (plain) → 97.4 % (z-score), 4,096 x 3.",
         "",
-        "## (b) Test split: XctDiff vs baselines and single-view peers",
+        "## (b) XctDiff vs baselines and single-view peers",
         "",
-        "| method | PSNR-3D (dB) | SSIM-3D | train s |",
-        "|---|---|---|---|",
+        "Test split of the phantoms, and the real LIDC chest CT (never trained on) from its own",
+        "frontal DRR.",
+        "",
+        "| method | PSNR-3D (dB) | SSIM-3D | real CT PSNR-3D | real CT SSIM-3D | train s |",
+        "|---|---|---|---|---|---|",
     ]
     b = report["pipeline"]
     for name, r in b["methods"].items():
         if "note" in r:
-            lines.append(f"| {name} | {r['note']} | | |")
+            lines.append(f"| {name} | {r['note']} | | | | |")
             continue
-        mark = " *" if "added_by" in r else ""
+        real = r.get("real_ct", {})
         lines.append(
-            f"| {name}{mark} | {r['psnr_3d']:.2f} | {r['ssim_3d']:.3f} | "
+            f"| {name} | {r['psnr_3d']:.2f} | {r['ssim_3d']:.3f} | "
+            f"{real.get('psnr_3d', float('nan')):.2f} | {real.get('ssim_3d', float('nan')):.3f} | "
             f"{b['train_s'].get(name, '')} |"
         )
-    for r in b["methods"].values():
-        if "added_by" in r:
-            here = ", ".join(
-                f"{k.replace('_', ' ')} {v['psnr_3d']:.2f} dB / {v['ssim_3d']:.3f}"
-                for k, v in r["baselines_here"].items()
-            )
-            lines += ["", f"\\* added later by `{r['added_by']}` (same seeded data; {here})."]
     c = report["sampling"]
     lines += [
         "",
@@ -409,18 +395,9 @@ def main() -> int:
     p.add_argument("--full", action="store_true", help="the paper's network sizes")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_xctdiff"))
     p.add_argument("--keep", action="store_true", help="keep --work")
-    p.add_argument(
-        "--peers-only",
-        nargs="+",
-        metavar="PRESET",
-        help="only train and score these peers, added to the committed report",
-    )
     args = p.parse_args()
 
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
-
-    if args.peers_only:
-        return add_peers(args)
 
     if args.work.exists():
         shutil.rmtree(args.work)
