@@ -224,3 +224,12 @@ def test_sxr2ct_structure_and_losses_are_the_papers() -> None:
         "adversarial": 0.1,
     }
     assert t["adversarial"] == "lsgan" and t["d_loss_weight"] == 0.1
+
+
+def test_model_keys_list_each_argument_once() -> None:
+    from xprospect.models.presets import PRESETS, model_keys
+
+    for preset in PRESETS:
+        keys = model_keys(preset)
+        assert len(keys) == len(set(keys)), preset
+        assert "name" in keys and "dtype" in keys, preset

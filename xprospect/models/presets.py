@@ -314,7 +314,8 @@ def model_keys(preset: str) -> tuple[str, ...]:
         return MODEL_KEYS
     params = _init_params(_family_class(family))
     keys = [k for k in params if k not in ("self", "kwargs", *_BUILD_ARGS)]
-    return (*keys, "dtype", "name") if "dtype" in keys else (*keys, "name")
+    # "name" goes through **kwargs to keras.Model; "dtype" is listed where the class takes it.
+    return (*keys, "name")
 
 
 def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
