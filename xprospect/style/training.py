@@ -330,20 +330,9 @@ class CycleGANStepLogic:
 
     def make_train_step(self) -> Callable[[Any], Any]:
         """``train_step(iterator) -> {name: scalar}`` (:attr:`log_names`, global means)."""
-        import tensorflow as tf
+        from xprospect.training.distribute import distributed_step
 
-        strategy = self.run.strategy
-        replica_step = self._replica_step()
-
-        @tf.function
-        def train_step(iterator: Any) -> Any:
-            values = strategy.run(replica_step, args=(next(iterator),))
-            return {
-                k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in values.items()
-            }
-
-        return train_step
+        return distributed_step(self.run.strategy, self._replica_step())
 
     def _replica_step(self) -> Callable[[Any], dict[str, Any]]:
         import tensorflow as tf

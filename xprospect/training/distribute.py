@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -26,6 +27,7 @@ from xprospect.errors import ConfigError
 
 __all__ = [
     "DataTracking",
+    "distributed_step",
     "input_options",
     "is_chief",
     "make_strategy",
@@ -35,6 +37,36 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def distributed_step(
+    strategy: tf.distribute.Strategy,
+    replica_step: Callable[[Any], Mapping[str, Any]],
+    *,
+    batches: int | None = None,
+) -> Callable[[Any], dict[str, Any]]:
+    """The one ``tf.function`` step of every trainer: reads its input from the distributed
+    iterator, runs ``replica_step`` on every replica and sums each value over the replicas.
+
+    Args:
+        strategy: The run's strategy.
+        replica_step: ``replica_step(batch) -> {name: scalar}``; each scalar already divided by
+            the global batch (``tf.nn.compute_average_loss``), so the sum is the global mean.
+        batches: None: one batch per step; N: a list of N batches (gradient accumulation).
+
+    Returns:
+        ``step(iterator) -> {name: scalar}``.
+    """
+
+    @tf.function
+    def step(iterator: Any) -> dict[str, Any]:
+        batch = next(iterator) if batches is None else [next(iterator) for _ in range(batches)]
+        values = strategy.run(replica_step, args=(batch,))
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in values.items()
+        }
+
+    return step
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -198,23 +198,10 @@ class StepLogic:
             ``train_step(iterator) -> {name: scalar}`` with :attr:`log_names`, reduced over
             replicas (global-batch means).
         """
-        import tensorflow as tf
+        from xprospect.training.distribute import distributed_step
 
-        run = self.run
-        strategy = run.strategy
-        accum = int(run.cfg.training.grad_accum_steps or 1)
-        replica_step = self._replica_step(accum)
-
-        @tf.function
-        def train_step(iterator: Any) -> Any:
-            batches = [next(iterator) for _ in range(accum)]
-            values = strategy.run(replica_step, args=(batches,))
-            return {
-                k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in values.items()
-            }
-
-        return train_step
+        accum = int(self.run.cfg.training.grad_accum_steps or 1)
+        return distributed_step(self.run.strategy, self._replica_step(accum), batches=accum)
 
     def _clipper(self, optimizer: Any) -> Callable[[list[Any]], list[Any]]:
         import tensorflow as tf

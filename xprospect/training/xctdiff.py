@@ -171,20 +171,9 @@ class _StageLogic(StepLogic):
         return self.pipeline
 
     def make_train_step(self) -> Callable[[Any], Any]:
-        import tensorflow as tf
+        from xprospect.training.distribute import distributed_step
 
-        strategy = self.run.strategy
-        replica_step = self._replica_step(1)
-
-        @tf.function
-        def train_step(iterator: Any) -> Any:
-            values = strategy.run(replica_step, args=(next(iterator),))
-            return {
-                k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in values.items()
-            }
-
-        return train_step
+        return distributed_step(self.run.strategy, self._replica_step(1))
 
     def _average(self, per_example: Any) -> Any:
         import tensorflow as tf
