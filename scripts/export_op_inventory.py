@@ -49,6 +49,34 @@ TINY: dict[str, dict[str, Any]] = {
         "num_heads": 2,
         "attention_blocks": 1,
     },
+    "xctdiff": {
+        "code_dim": 4,
+        "num_codes": 64,
+        "timesteps": 50,
+        "sampling_steps": 2,
+        "autoencoder_args": {
+            "base_filters": 4,
+            "channel_mult": [1, 2, 4],
+            "num_res_blocks": 1,
+            "groups": 2,
+        },
+        "prior_encoder_args": {
+            "base_filters_2d": 4,
+            "base_filters": 4,
+            "mlp_hidden": 8,
+            "num_res_blocks": 1,
+            "groups": 2,
+        },
+        "unet_args": {
+            "base_filters": 8,
+            "channel_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attention_levels": [1],
+            "num_heads": 2,
+            "context_dim": 8,
+            "groups": 2,
+        },
+    },
 }
 SIZE = 32
 

@@ -324,11 +324,14 @@ def _load_source(source: Any) -> tuple[Any, dict[str, Any], Path | None]:
 
 
 def _model_views_size(model: Any) -> tuple[tuple[str, ...], int]:
-    names = tuple(getattr(t, "name", "").split(":")[0] for t in model.inputs)
+    from xprospect.inference import xray_inputs
+
+    inputs = xray_inputs(model)
+    names = tuple(getattr(t, "name", "").split(":")[0] for t in inputs)
     views = tuple(v for v in VIEWS if v in names)
     if not views or len(views) != len(names):
         raise ConfigError(f"model inputs must be named frontal[/lateral], got {list(names)}")
-    shape = tuple(model.inputs[0].shape)
+    shape = tuple(inputs[0].shape)
     if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None:
         raise ConfigError(f"model input must be (batch, S, S, 1), got {shape}")
     return views, int(shape[1])

@@ -32,6 +32,7 @@ __all__ = [
     "prepare_xray",
     "register_custom_objects",
     "volume_from_output",
+    "xray_inputs",
 ]
 
 
@@ -173,6 +174,15 @@ def volume_from_output(
     return Volume.from_spacing(hu, fov_mm / cube.shape[0], source="xprospect prediction")
 
 
+def xray_inputs(model: Any) -> list[Any]:
+    """The symbolic X-ray inputs of a reconstruction model (one per view, named by it).
+
+    A pipeline without symbolic inputs of its own (XctDiff) names the network that takes the
+    X-rays (its prior encoder) as ``xray_network``; its inputs are the pipeline's.
+    """
+    return list((getattr(model, "xray_network", None) or model).inputs)
+
+
 def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Predictor:
     """Loads a trained model from a run folder, a ``.keras`` file or a SavedModel folder.
 
@@ -221,9 +231,7 @@ def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Pred
         )
     register_custom_objects()
     model = load_keras_model(model_path, trust=trust)
-    # A pipeline without symbolic inputs of its own (XctDiff) names the network that takes the
-    # X-rays (its prior encoder) as ``xray_network``.
-    inputs = (getattr(model, "xray_network", None) or model).inputs
+    inputs = xray_inputs(model)
     names = tuple(getattr(t, "name", "").split(":")[0] for t in inputs)
     views = tuple(v for v in VIEWS if v in names) or ("frontal",)
     size = int(inputs[0].shape[1])

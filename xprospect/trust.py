@@ -153,6 +153,18 @@ ALLOWED_OPS: frozenset[str] = frozenset(
         "TopKV2",
         "Transpose",
         "ZerosLike",
+        # XctDiff's pipeline: the quantiser's nearest code, the straight-through estimator's
+        # custom gradient, the sinusoidal time embedding and the sampler's seeded (stateless)
+        # noise as Keras draws it (measured by scripts/export_op_inventory.py).
+        "ArgMin",
+        "Bitcast",
+        "BitwiseAnd",
+        "Cos",
+        "FloorMod",
+        "IdentityN",
+        "Sin",
+        "StatelessRandomGetKeyCounter",
+        "StatelessRandomNormalV2",
         # Pure ops of the saver's save function (reading variables, choosing a path).
         "DisableCopyOnRead",
         "Select",
@@ -241,7 +253,18 @@ _USER_OBJECTS = frozenset(
         "trackable_tuple_wrapper",
     }
 )
-_OBJECT_KINDS = frozenset({"user_object", "variable", "function", "bare_concrete_function"})
+_OBJECT_KINDS = frozenset(
+    {
+        "user_object",
+        "variable",
+        "function",
+        "bare_concrete_function",
+        # A tensor one traced function hands another (XctDiff's sampler calls its networks
+        # inside its own trace); the loader gets it by calling that function, whose ops are
+        # checked like every other function's.
+        "captured_tensor",
+    }
+)
 _FUNCTION_CALL_OPS = ("StatefulPartitionedCall", "PartitionedCall")
 
 

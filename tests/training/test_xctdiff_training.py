@@ -238,6 +238,26 @@ def test_predict_runs_the_pipeline_with_sampling_steps_and_seed(
     assert code != 0
 
 
+def test_export_serves_the_pipeline_as_keras_samples_it(
+    runs: dict[str, Path], tmp_path: Path, capsys: Any
+) -> None:
+    """``xprospect export`` of an ldm run: a SavedModel the trust check accepts, whose
+    serving_default samples the model's own steps and seed, as the Keras pipeline does."""
+    from xprospect.cli import main
+    from xprospect.inference import load_predictor
+
+    argv = ["export", str(runs["ldm"]), "--name", "xctdiff", "--output-dir", str(tmp_path)]
+    assert main(argv) == 0, capsys.readouterr().err
+    folder = tmp_path / "xctdiff" / "1"
+    served = load_predictor(folder)  # verified: refused if it held anything off the allow-list
+    keras_pipeline = load_predictor(runs["ldm"])
+    assert served.views == keras_pipeline.views == ("frontal",) and served.size == SIZE
+    xray = np.random.default_rng(2).random((1, SIZE, SIZE, 1), dtype=np.float32)
+    a = served.predict({"frontal": xray})
+    np.testing.assert_array_equal(a, served.predict({"frontal": xray}))
+    np.testing.assert_allclose(a, keras_pipeline.predict({"frontal": xray}), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("every", [0, 1])
 def test_dead_code_restarts_reset_unused_entries_to_encoder_vectors(
     dataset: Path, tmp_path: Path, every: int
