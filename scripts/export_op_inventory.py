@@ -49,34 +49,6 @@ TINY: dict[str, dict[str, Any]] = {
         "num_heads": 2,
         "attention_blocks": 1,
     },
-    "xctdiff": {
-        "code_dim": 4,
-        "num_codes": 64,
-        "timesteps": 50,
-        "sampling_steps": 2,
-        "autoencoder_args": {
-            "base_filters": 4,
-            "channel_mult": [1, 2, 4],
-            "num_res_blocks": 1,
-            "groups": 2,
-        },
-        "prior_encoder_args": {
-            "base_filters_2d": 4,
-            "base_filters": 4,
-            "mlp_hidden": 8,
-            "num_res_blocks": 1,
-            "groups": 2,
-        },
-        "unet_args": {
-            "base_filters": 8,
-            "channel_mult": [1, 2],
-            "num_res_blocks": 1,
-            "attention_levels": [1],
-            "num_heads": 2,
-            "context_dim": 8,
-            "groups": 2,
-        },
-    },
 }
 SIZE = 32
 
@@ -85,6 +57,12 @@ def preset_exports(out: Path) -> list[tuple[str, Path]]:
     """A tiny export of every preset, view set and dtype policy under ``out``."""
     from xprospect.export import export_model
     from xprospect.models import PRESETS, build_model
+
+    # XctDiff's tiny pipeline is the one its training tests use (one copy of its arguments).
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "training"))
+    from test_xctdiff_training import TINY as XCTDIFF_TINY
+
+    TINY["xctdiff"] = XCTDIFF_TINY
 
     done = []
     for preset, info in PRESETS.items():

@@ -181,3 +181,25 @@ def test_gan_run_folder_of_the_previous_release_resumes(
     rewritten = yaml.safe_load((run / "config.yaml").read_text())
     for key in kept:
         assert key in rewritten["model"]["overrides"]
+
+
+def test_a_checkpoint_whose_variables_have_other_shapes_is_a_config_error(tmp_path: Path) -> None:
+    """A variable of another shape fails inside ``restore`` itself (a ValueError from TensorFlow,
+    not the missing-variable assertion): still one line naming the checkpoint."""
+    import tensorflow as tf
+
+    from xprospect.errors import ConfigError
+    from xprospect.training.checkpoints import CheckpointStore
+
+    store = CheckpointStore(tmp_path, chief=True, keep=1)
+    written = tf.train.Checkpoint(model=tf.Module())
+    written.model.w = tf.Variable(np.zeros((3, 3), np.float32))
+    store.attach(written)
+    path = store.save(1, {"step": 1})
+    assert path is not None
+    other = tf.train.Checkpoint(model=tf.Module())
+    other.model.w = tf.Variable(np.zeros((3, 4), np.float32))
+    with pytest.raises(ConfigError) as info:
+        store.restore(other, path)
+    msg = str(info.value)
+    assert "does not match" in msg and "\n" not in msg and path in msg

@@ -196,37 +196,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 ``{"kind", "args"}``), "description", "model": generator arguments}``. Training defaults are not
 here: see :func:`xprospect.config.presets.preset_training_defaults`."""
 
-_X2CT_D_0_1: dict[str, Any] = {"padding": 1}
-RELEASE_0_1_ARCHITECTURE: dict[str, dict[str, dict[str, Any]]] = {
-    "X2CT-CNN+B": {"model": {"head_activation": "sigmoid"}, "discriminator": {}},
-    "X2CT-GAN": {"model": {"head_activation": "sigmoid"}, "discriminator": _X2CT_D_0_1},
-    "CVAA-GAN": {
-        "model": {"weigh": "branch"},
-        "discriminator": {**_X2CT_D_0_1, "condition_filters": 0},
-    },
-    "DuoLift-CNN": {
-        "model": {
-            "encoder_blocks": (3, 4),
-            "encoder_strides": "halve",
-            "lift_filters": None,
-            "deep_supervision": False,
+
+def _release_0_1() -> dict[str, dict[str, dict[str, Any]]]:
+    # The generators' own LEGACY_DEFAULTS are what their from_config fills in for 0.1 files;
+    # 0.1's DuoLift also had two encoder stages. The discriminators' 0.1 values are here only.
+    from xprospect.models import cvaa, duolift, sxr2ct, x2ct
+
+    x2ct_d = {"padding": 1}
+    lift = {**duolift.LEGACY_DEFAULTS, "encoder_blocks": (3, 4)}
+    return {
+        "X2CT-CNN+B": {"model": dict(x2ct.LEGACY_DEFAULTS), "discriminator": {}},
+        "X2CT-GAN": {"model": dict(x2ct.LEGACY_DEFAULTS), "discriminator": x2ct_d},
+        "CVAA-GAN": {
+            "model": dict(cvaa.LEGACY_DEFAULTS),
+            "discriminator": {**x2ct_d, "condition_filters": 0},
         },
-        "discriminator": {},
-    },
-    "DuoLift-GAN": {
-        "model": {
-            "encoder_blocks": (3, 4),
-            "encoder_strides": "halve",
-            "lift_filters": None,
-            "deep_supervision": False,
-        },
-        "discriminator": {"pool_padding": 0},
-    },
-    "S-XR2CT": {
-        "model": {"template_every_level": False, "shifted_windows": False},
-        "discriminator": _X2CT_D_0_1,
-    },
-}
+        "DuoLift-CNN": {"model": lift, "discriminator": {}},
+        "DuoLift-GAN": {"model": lift, "discriminator": {"pool_padding": 0}},
+        "S-XR2CT": {"model": dict(sxr2ct.LEGACY_DEFAULTS), "discriminator": x2ct_d},
+    }
+
+
+RELEASE_0_1_ARCHITECTURE: dict[str, dict[str, dict[str, Any]]] = _release_0_1()
 """What xprospect 0.1 built for each preset whose architecture 0.2 changed to follow its paper
 (issue 13): generator overrides (``model``) and discriminator overrides (``discriminator``).
 Resuming a run folder that 0.1 made applies them where the run's config does not set the key
