@@ -95,13 +95,11 @@ class ReleaseSettings:
     """What an older release built and trained a preset with, where this release differs.
 
     Attributes:
-        version: The release (e.g. ``"0.1.0"``).
         model: Generator overrides (``model.overrides`` keys).
         discriminator: Discriminator overrides (``gan.discriminator`` keys).
         d_loss_weight: The discriminator loss factor of that release (None: unchanged).
     """
 
-    version: str
     model: dict[str, Any] = field(default_factory=dict)
     discriminator: dict[str, Any] = field(default_factory=dict)
     d_loss_weight: float | None = None
@@ -140,7 +138,6 @@ def previous_release_settings(preset: str, version: str) -> ReleaseSettings | No
         return None
     has_d = "d_loss_weight" in preset_training_defaults(key)
     return ReleaseSettings(
-        version=str(version),
         model=copy.deepcopy(arch["model"]),
         discriminator=copy.deepcopy(arch["discriminator"]),
         d_loss_weight=_D_LOSS_WEIGHT_0_1 if has_d else None,
