@@ -233,3 +233,18 @@ def test_manifest_reads_and_counts_splits_without_tensorflow(dataset, tmp_path):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_float16_bits_decode_exactly_like_numpy() -> None:
+    """Every half-precision pattern (zeros, subnormals, normals, infinities, NaN) decodes to
+    NumPy's float16 -> float32 value, signs of zeros included."""
+    import numpy as np
+    import tensorflow as tf
+
+    from xprospect.data.pipeline import float16_bits_to_float32
+
+    bits = np.arange(2**16, dtype=np.uint16)
+    got = float16_bits_to_float32(tf.constant(bits)).numpy()
+    want = bits.view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

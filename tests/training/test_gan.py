@@ -432,3 +432,26 @@ print("OK")
 def test_interrupted_gan_run_resumes_to_the_same_weights(dataset: Path, tmp_path: Path) -> None:
     proc = run_script(_RESUME_SCRIPT, TESTS, str(dataset), str(tmp_path))
     assert proc.stdout.strip().endswith("OK"), proc.stdout
+
+
+@pytest.mark.slow
+def test_gan_training_run_prints_no_tensorflow_errors(dataset: Path, tmp_path: Path) -> None:
+    """``xprospect train`` of a padded-discriminator GAN as users run it (a process of its own):
+    no Grappler "remapper failed" line (Pad fused into the convolution breaks the gradient's
+    graph) nor any other TensorFlow log line on stderr."""
+    import os
+    import subprocess
+
+    from xprospect.config import dump_config
+
+    config = dump_config(
+        gan_config(dataset, tmp_path / "run", "X2CT-GAN", **{"training.steps": 1}),
+        tmp_path / "x2ct-gan.yaml",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    argv = [sys.executable, "-m", "xprospect", "train", "--config", str(config)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "remapper" not in proc.stderr, proc.stderr
+    absl = [line for line in proc.stderr.splitlines() if line[:1] in "IWEF" and "] " in line]
+    assert not absl, absl

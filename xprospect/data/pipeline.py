@@ -132,9 +132,35 @@ def parse_case(
         "spacing_mm": ex["spacing_mm"],
     }
     for view in VIEWS:
-        raw = tf.io.decode_raw(ex[view], tf.float16, little_endian=True)
-        out[view] = tf.cast(tf.reshape(raw, dshape), tf.float32)
+        raw = tf.io.decode_raw(ex[view], tf.uint16, little_endian=True)
+        out[view] = tf.reshape(float16_bits_to_float32(raw), dshape)
     return out
+
+
+def float16_bits_to_float32(bits: tf.Tensor) -> tf.Tensor:
+    """IEEE half-precision values (given as their ``uint16`` bit patterns) as ``float32``.
+
+    Integer arithmetic instead of a ``float16`` tensor and a cast: any op on a ``float16``
+    tensor makes TensorFlow's oneDNN build log an error line ("oneDNN supports DT_HALF only on
+    platforms with AVX-512") on CPUs without AVX-512 FP16, once per process, in the middle of a
+    training run's output. Exact for every pattern (zeros, subnormals, infinities, NaN).
+    """
+    h = tf.cast(bits, tf.int32)
+    sign = tf.bitwise.left_shift(tf.bitwise.bitwise_and(h, 0x8000), 16)
+    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(h, 10), 0x1F)
+    mantissa = tf.bitwise.left_shift(tf.bitwise.bitwise_and(h, 0x3FF), 13)
+    # Rebias the exponent (15 -> 127); all ones (infinity, NaN) stays all ones.
+    exponent32 = tf.where(exponent == 0x1F, 0xFF, exponent + 112)
+    normal = tf.bitcast(
+        tf.bitwise.bitwise_or(
+            sign, tf.bitwise.bitwise_or(tf.bitwise.left_shift(exponent32, 23), mantissa)
+        ),
+        tf.float32,
+    )
+    # Zeros and subnormals: mantissa * 2^-24, with the sign.
+    tiny = tf.cast(tf.bitwise.bitwise_and(h, 0x3FF), tf.float32) * 2.0**-24
+    tiny = tf.where(sign != 0, -tiny, tiny)
+    return tf.where(exponent == 0, tiny, normal)
 
 
 # === Augmentation ===

@@ -15,10 +15,11 @@ What ``tf.train.Checkpoint`` can save of the input position (TensorFlow 2.21, ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -28,6 +29,7 @@ from xprospect.errors import ConfigError
 __all__ = [
     "DataTracking",
     "distributed_step",
+    "graph_rewrites",
     "input_options",
     "is_chief",
     "make_strategy",
@@ -67,6 +69,37 @@ def distributed_step(
         }
 
     return step
+
+
+@contextlib.contextmanager
+def graph_rewrites(networks: Iterable[Any]) -> Iterator[None]:
+    """Grappler's settings while these networks train (the previous ones restored after).
+
+    Grappler's remapper fuses a ``Pad`` into the convolution after it, deleting the ``Pad`` node
+    although the convolution's gradient still reads its shape (TensorFlow 2.21); the pass then
+    fails as a whole on the train step's graph, so it fuses nothing there and prints "remapper
+    failed" (an error line) at the first step. The discriminators (X2CT's, CycleGAN's) pad
+    explicitly to match PyTorch's symmetric padding, so a run that trains a network with a
+    ``ZeroPadding`` layer runs without the remapper: the same graph, without the failure.
+    """
+    import keras
+
+    pads = (keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
+
+    def padded(net: Any) -> bool:
+        layers = net.layers if isinstance(net, keras.Model) else []
+        return any(isinstance(layer, pads) or padded(layer) for layer in layers)
+
+    if not any(padded(net) for net in networks):
+        yield
+        return
+    previous = tf.config.optimizer.get_experimental_options().get("remapping")
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        # None is "TensorFlow's default" for an option never set.
+        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

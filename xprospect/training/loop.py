@@ -513,9 +513,15 @@ class TrainingRun:
             return self._execute()
 
     def _execute(self) -> TrainResult:
-        from xprospect.training.checkpoints import read_json
+        from xprospect.training.distribute import graph_rewrites
 
         self._build()
+        with graph_rewrites(self.logic.checkpoint_objects().values()):
+            return self._train()
+
+    def _train(self) -> TrainResult:
+        from xprospect.training.checkpoints import read_json
+
         cfg = self.cfg
         if self.chief:
             self._write_config()
