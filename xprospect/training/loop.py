@@ -232,6 +232,8 @@ class TrainingRun:
             self._held.close()
             raise
         self.saved_step = self.start_step
+        self.startup_s: dict[str, float] = {}
+        """Seconds before the first step: ``build``, ``trace``, ``first_step``, ``total``."""
         self.step_var = tf.Variable(self.start_step, dtype=tf.int64, trainable=False, name="step")
         self.last_val: dict[str, float] = {}
         self.sample: tuple[np.ndarray, np.ndarray, str] | None = None
@@ -515,7 +517,9 @@ class TrainingRun:
     def _execute(self) -> TrainResult:
         from xprospect.training.distribute import graph_rewrites
 
+        t = time.perf_counter()
         self._build()
+        self.startup_s["build"] = time.perf_counter() - t
         with graph_rewrites(self.logic.checkpoint_objects().values()):
             return self._train()
 
@@ -546,6 +550,11 @@ class TrainingRun:
         )
         tb = TensorBoardLog(self.out / "tensorboard") if self.chief else None
         train_step = self.logic.make_train_step()
+        t = time.perf_counter()
+        trace = getattr(train_step, "get_concrete_function", None)
+        if trace is not None and step < self.total:
+            trace(self.iterator)  # traced here (it would be at the first call) to time it alone
+        self.startup_s["trace"] = time.perf_counter() - t
         show = self.trainer.progress and self.chief
         bar = _EpochBar(self.steps_per_epoch, self.total, step, enabled=show)
         window: list[dict[str, float]] = []
@@ -556,7 +565,10 @@ class TrainingRun:
                 if stop_requested():
                     self._interrupt(step, elapsed0)
                 lr = self._lr()  # the rate this step uses (schedules read the iteration count)
+                t = time.perf_counter()
                 values = {k: float(v) for k, v in train_step(self.iterator).items()}
+                if "first_step" not in self.startup_s:
+                    self._started(time.perf_counter() - t)
                 step += 1
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
@@ -617,6 +629,16 @@ class TrainingRun:
         if self.chief:
             self._figures()
         return self._result(status, step, model_path=model_path, message=message)
+
+    def _started(self, first_step_s: float) -> None:
+        """Logs where the time before the first step went (:attr:`startup_s`)."""
+        self.startup_s["first_step"] = first_step_s
+        self.startup_s["total"] = time.perf_counter() - self.t0
+        log.info(
+            "start-up: build %.1f s (networks, optimizers, input, checkpoint), trace %.1f s, "
+            "first step %.1f s (graph optimisation and run); %.1f s in all",
+            *(self.startup_s[k] for k in ("build", "trace", "first_step", "total")),
+        )
 
     def _save(self, step: int, elapsed0: float) -> str | None:
         self.step_var.assign(step)
