@@ -345,6 +345,8 @@ def setup_peer_env(venv: Path, base_python: str) -> Path:
         probe = _run([str(python), "-c", "import torch, yaml, easydict, scipy, numpy"])
         if probe.returncode == 0:
             return python
+    if venv.exists() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").exists():
+        raise PeerUnavailable(f"--peer-venv {venv} is a folder but not a virtual environment")
     print(f"creating the peer's environment in {venv} (once)", flush=True)
     made = _run([base_python, "-m", "venv", "--clear", str(venv)])
     if made.returncode != 0:

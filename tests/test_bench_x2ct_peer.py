@@ -154,3 +154,18 @@ def test_a_skip_keeps_real_results(bench, tmp_path, capsys):
     bench.main(["--output-dir", str(out), "--peer-venv", str(tmp_path / "venv")])
     assert "no --peer given" in capsys.readouterr().out
     assert json.loads((out / "bench_x2ct_peer.json").read_text()) == real
+
+
+def test_a_folder_that_is_no_venv_is_left_alone(bench, tmp_path, capsys):
+    peer = tmp_path / "X2CT" / "3DGAN"
+    (peer / bench.PEER_YML).parent.mkdir(parents=True)
+    (peer / "train.py").write_text("")
+    (peer / bench.PEER_YML).write_text("")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    out = tmp_path / "results"
+    bench.main(["--peer", str(peer.parent), "--peer-venv", str(folder), "--output-dir", str(out)])
+    assert "not a virtual environment" in capsys.readouterr().out
+    assert (folder / "notes.txt").read_text() == "keep"
+    assert json.loads((out / "bench_x2ct_peer.json").read_text())["skipped"] is True
