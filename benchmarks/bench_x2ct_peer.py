@@ -653,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "size": size,
                             "round": rnd,
                             "result": res,
+                            "load_after": _load(),  # 1/5/15-min load: was the machine quiet?
                         }
                     )
                     _print_run(runs[-1])
@@ -679,7 +680,8 @@ def _print_run(run: Mapping[str, Any]) -> None:
     print(
         f"{head}  step {statistics.median(res['step_s']):7.2f} s  first step done "
         f"{res['first_step_s']:6.1f} s after start  peak RSS {res['peak_rss_gib']:5.2f} GiB  "
-        f"G {res['params_g'] / 1e6:.2f} M D {res['params_d'] / 1e6:.2f} M",
+        f"G {res['params_g'] / 1e6:.2f} M D {res['params_d'] / 1e6:.2f} M  "
+        f"load {run.get('load_after', '?')}",
         flush=True,
     )
 
