@@ -15,8 +15,14 @@ FLOPs at an assumed sustained ``--gpu-tflops`` (default 30: about a fifth of an 
 what batch-1 3D convolutions reach); the measured CPU step times of this machine are in
 ``docs/reproducing.md``.
 
+Cost per FLOP: at the size ``bench_models.py`` trains at (64), the table adds each preset's
+measured CPU step time from ``benchmarks/results/bench_models.json`` divided by the step's FLOPs
+(cases per step x TFLOP per case), so presets of very different sizes compare by how well this
+machine runs their work (issue 16: DuoLift's step should cost no more per GFLOP than X2CT-CNN+B's).
+
 Run: ``.venv/bin/python benchmarks/bench_compute.py [--size 128] [--presets ...]``. Prints a table
-and writes ``benchmarks/results/bench_compute.json`` and ``bench_compute.md``.
+and writes ``benchmarks/results/bench_compute.json`` and ``bench_compute.md`` (at another size than
+128: ``bench_compute_<size>.{json,md}``).
 """
 
 from __future__ import annotations
@@ -160,6 +166,41 @@ def markdown(rows: list[dict], size: int, gpu_tflops: float, command: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def per_tflop(rows: list[dict], size: int, models_json: Path) -> str:
+    """Measured step time per TFLOP of the step, from ``bench_models.json`` at ``size``."""
+    if not models_json.exists():
+        return ""
+    models = json.loads(models_json.read_text())
+    measured = models.get("rows", {})
+    if f"--size {size} " not in models.get("command", "") + " ":
+        return ""
+    lines = [
+        "",
+        f"## Cost per TFLOP on this CPU at {size}^3 (step times: `bench_models.json`, "
+        f"`{models.get('command', '')}`)",
+        "",
+        "| preset | cases per step | TFLOP per step | step s | s per TFLOP | vs X2CT-CNN+B |",
+        "|---|---|---|---|---|---|",
+    ]
+    cost: dict[str, float] = {}
+    for r in rows:
+        m = measured.get(r["preset"], {})
+        if "error" in r or "step_s" not in m:
+            continue
+        cost[r["preset"]] = m["step_s"] / r["train_tflop_per_step"]
+    ref = cost.get("X2CT-CNN+B")
+    for r in rows:
+        if r["preset"] not in cost:
+            continue
+        c = cost[r["preset"]]
+        rel = f"{c / ref:.2f}x" if ref else "n/a"
+        lines.append(
+            f"| {r['preset']} | {r['grad_accum_steps']} | {r['train_tflop_per_step']:.3f} | "
+            f"{measured[r['preset']]['step_s']:.2f} | {c:.1f} | {rel} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
@@ -176,11 +217,13 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)
     machine = {"cpu_count": os.cpu_count(), "python": platform.python_version()}
-    (RESULTS / "bench_compute.json").write_text(
+    name = "bench_compute" if args.size == 128 else f"bench_compute_{args.size}"
+    (RESULTS / f"{name}.json").write_text(
         json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2) + "\n"
     )
     table = markdown(rows, args.size, args.gpu_tflops, command)
-    (RESULTS / "bench_compute.md").write_text(table)
+    table += per_tflop(rows, args.size, RESULTS / "bench_models.json")
+    (RESULTS / f"{name}.md").write_text(table)
     print(table)
     return 0
 

@@ -9,9 +9,10 @@ Every measurement is a fresh process (``ru_maxrss`` of that process, from ``os.w
 - **train**: a worker builds the run as ``xprospect train`` does (:class:`Trainer` of the
   shipped config with ``--set`` overrides) on a small phantom dataset at the size measured, and
   stops after the first step. It reports the time from process start to ``import tensorflow``
-  done, to the package imported, and to the first step done; the trainer's own ``start-up`` log
-  line splits the rest into build (networks, optimizers, input, checkpoint), trace, and the
-  first call (Grappler's graph optimisation and the step itself).
+  done, to the package imported, and to the first step done, and splits the run's start into
+  build (networks, optimizers, input, checkpoint: ``TrainingRun._build``), trace of the step
+  function, and its first call (Grappler's graph optimisation and the step itself), by wrapping
+  those two (the same wrapping works on older checkouts).
 - **predict**: ``python -m xprospect predict`` on one real pair of ``../shared/data/real_xrays``
   (its frontal and lateral of the first ``pair_id``), wall time from spawn to exit.
 - **batch**: ``predict --batch`` on a CSV of the first 1 and of N pairs; the cost per case once
@@ -31,7 +32,6 @@ import csv
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -49,37 +49,50 @@ TRAIN_TARGET_S = 30.0
 PREDICT_TARGET_S, PREDICT_TARGET_MB, BATCH_TARGET_S = 6.0, 800.0, 1.0
 
 _WORKER = r"""
-import logging, sys, time, json
+import sys, time, json
 T0 = float(sys.argv[1])
 marks = {}
+def mark(name):
+    marks[name] = time.time() - T0
 import tensorflow as tf
-marks["import_tensorflow"] = time.time() - T0
+mark("import_tensorflow")
 from xprospect.config import apply_overrides, load_config
 from xprospect.training import Trainer
-marks["import_xprospect"] = time.time() - T0
-lines = []
-class Grab(logging.Handler):
-    def emit(self, record):
-        lines.append(record.getMessage())
-logging.getLogger("xprospect").addHandler(Grab())
-logging.getLogger("xprospect").setLevel(logging.INFO)
+from xprospect.training import loop
+mark("import_xprospect")
+build = loop.TrainingRun._build
+def timed_build(self):
+    t = time.time()
+    build(self)
+    marks["build"] = time.time() - t
+    make = self.logic.make_train_step
+    def timed_make():
+        fn = make()
+        def step(iterator):
+            if "trace" not in marks:
+                t = time.time()
+                fn.get_concrete_function(iterator)
+                marks["trace"] = time.time() - t
+                t = time.time()
+                out = fn(iterator)
+                marks["first_step"] = time.time() - t
+                return out
+            return fn(iterator)
+        return step
+    self.logic.make_train_step = timed_make
+loop.TrainingRun._build = timed_build
 class Stop(Exception):
     pass
 def hook(step, logs):
-    marks["first_step_done"] = time.time() - T0
+    mark("first_step_done")
     raise Stop
 cfg = apply_overrides(load_config(sys.argv[2]), sys.argv[3:])
 try:
     Trainer(cfg, step_hook=hook, progress=False).fit()
 except Stop:
     pass
-marks["log"] = [l for l in lines if l.startswith("start-up")]
 print("RESULT " + json.dumps(marks))
 """
-
-_STARTUP = re.compile(
-    r"build ([\d.]+) s .*trace ([\d.]+) s, first step ([\d.]+) s .*; ([\d.]+) s in all"
-)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, int]:
@@ -154,16 +167,6 @@ def bench_train(size: int, rounds: int, pythonpath: str | None, work: Path) -> d
                 runs.append({"error": f"exit {code}"})
                 continue
             marks = json.loads(line[7:])
-            parts = _STARTUP.search(marks["log"][0]) if marks.get("log") else None
-            if parts:
-                marks.update(
-                    zip(
-                        ("build", "trace", "first_step", "run_total"),
-                        map(float, parts.groups()),
-                        strict=True,
-                    )
-                )
-            marks.pop("log", None)
             runs.append({**marks, "peak_rss_mb": rss, "wall_s": wall})
             print(f"train {preset} {size}^3 round {r}: {runs[-1]}", flush=True)
         ok = [x for x in runs if "error" not in x]
