@@ -7,12 +7,6 @@ test.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -200,68 +194,6 @@ def test_compiled_model_reports_the_reference_loss(pair) -> None:
 def test_keras_contract(loss, init_kwargs, pair, tmp_path: Path) -> None:
     t, p = pair
     check_loss(loss, init_kwargs, t, p, tmp_path)
-
-
-_JAX_SCRIPT = textwrap.dedent(
-    """
-    import json
-    import numpy as np
-    import keras
-    assert keras.backend.backend() == "jax"
-    from xprospect.losses import build_loss
-    from xprospect.metrics import PSNR3D, SSIM3D
-    rng = np.random.default_rng(0)
-    t = rng.random((2, 12, 12, 12, 1)).astype("float32")
-    p = np.clip(t + 0.1 * rng.standard_normal(t.shape), 0, 1).astype("float32")
-    loss = build_loss({"mae": 1.0, "mse": 1.0, "projection": 1.0}, reduction="none")
-    print(json.dumps([float(v) for v in np.asarray(loss(t, p))]))
-    m, s = PSNR3D(), SSIM3D()
-    m.update_state(t, p)
-    s.update_state(t, p)
-    print(float(m.result()), float(s.result()))
-    """
-)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_losses_and_metrics_run_on_jax_backend(pair) -> None:
-    from skimage.metrics import structural_similarity
-
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-c", _JAX_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.strip().splitlines()
-    rng = np.random.default_rng(0)
-    t = rng.random((2, 12, 12, 12, 1)).astype("float32")
-    p = np.clip(t + 0.1 * rng.standard_normal(t.shape), 0, 1).astype("float32")
-    got = np.array(json.loads(lines[-2]), dtype=np.float64)
-    np.testing.assert_allclose(got, ref_mae(t, p) + ref_mse(t, p) + ref_projection(t, p), 1e-5)
-    psnr, ssim = (float(v) for v in lines[-1].split())
-    mse = ref_mse(t, p)
-    np.testing.assert_allclose(psnr, np.mean(10 * np.log10(1.0 / mse)), rtol=1e-5)
-    ssim_ref = np.mean(
-        [
-            structural_similarity(
-                t[i, ..., 0].astype(np.float64),
-                p[i, ..., 0].astype(np.float64),
-                gaussian_weights=True,
-                sigma=1.5,
-                use_sample_covariance=False,
-                data_range=1.0,
-            )
-            for i in range(2)
-        ]
-    )
-    np.testing.assert_allclose(ssim, ssim_ref, rtol=1e-4)
 
 
 def _reference_per_example(loss, y_true, y_pred):

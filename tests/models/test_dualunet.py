@@ -6,10 +6,6 @@ cores.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -308,26 +304,6 @@ def test_model_contract(preset: str, views: tuple[str, ...], tmp_path: Path) -> 
     }
     check_registration(model, init)
     check_model(model, _inputs(views), tmp_path)
-
-
-# === Backends ===
-
-
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_forward_pass_on_jax() -> None:
-    code = (
-        "import numpy as np\n"
-        "from xprospect.models import build_model\n"
-        "m = build_model('512-ProjInj', size=32, base_filters=2, max_filters=8)\n"
-        "x = {v: np.random.rand(1, 32, 32, 1).astype('float32') for v in ('frontal', 'lateral')}\n"
-        "y = np.asarray(m(x))\n"
-        "assert y.shape == (1, 32, 32, 32, 1) and 0 <= y.min() <= y.max() <= 1\n"
-    )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_registered_names_are_unique_across_the_package() -> None:
