@@ -1,4 +1,6 @@
-"""The optimizers of a run: Keras Adam or Nadam with the config's learning-rate schedule.
+"""The optimizers of a run: Adam (Keras' Adam with a fused update,
+:class:`~xprospect.training.fused_adam.FusedAdam`) or Keras Nadam, with the config's learning-rate
+schedule.
 
 :func:`build_optimizer` makes the optimizer of an experiment (the generator's, or with
 ``learning_rate`` the discriminator's); :func:`learning_rate_schedule` the rate or schedule it
@@ -89,8 +91,10 @@ def build_optimizer(
     """
     import keras
 
+    from xprospect.training.fused_adam import FusedAdam
+
     o = config.optimizer
-    classes = {"adam": keras.optimizers.Adam, "nadam": keras.optimizers.Nadam}
+    classes = {"adam": FusedAdam, "nadam": keras.optimizers.Nadam}
     if o.name not in classes:
         raise ConfigError(f"optimizer.name: expected adam or nadam, got {o.name!r}")
     betas = {k: v for k, v in (("beta_1", o.beta_1), ("beta_2", o.beta_2)) if v is not None}
