@@ -98,7 +98,11 @@ print("RESULT " + json.dumps(marks))
 def _spawn(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, int]:
     """Runs ``argv``; returns (wall s, peak RSS MB, stdout, exit code)."""
     t0 = time.time()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # Not from the repository root: ``-c`` and ``-m`` put the working folder first on the path,
+    # which would import this checkout's package whatever ``--pythonpath`` names.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir()
+    )
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -144,6 +148,7 @@ def bench_train(size: int, rounds: int, pythonpath: str | None, work: Path) -> d
             ],
             check=True,
             env=_env(pythonpath),
+            cwd=work,
             capture_output=True,
         )
     out: dict[str, Any] = {}
