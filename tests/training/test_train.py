@@ -253,7 +253,7 @@ _TRAINING_LAYERS = (
     ("loop",),
     ("steps",),
     ("results", "optimizers"),
-    ("schedules", "checkpoints", "logs", "distribute"),
+    ("schedules", "checkpoints", "logs", "distribute", "fused_adam"),
 )
 
 
