@@ -1,0 +1,97 @@
+"""benchmarks/bench_growth.py without a training step: the exponents against NumPy, the cell
+order, the resume state, the watchdog and the table."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_growth.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_growth", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slope_is_the_log_log_least_squares_fit(bench):
+    xs = [32.0, 64.0, 128.0]
+    ys = [0.4, 2.9, 26.0]
+    expected = np.polyfit(np.log(xs), np.log(ys), 1)[0]
+    np.testing.assert_allclose(bench.slope(xs, ys), expected, rtol=1e-12)
+    # A cost proportional to the voxels grows as size^3.
+    np.testing.assert_allclose(bench.slope(xs, [5e-6 * x**3 for x in xs]), 3.0, rtol=1e-12)
+    assert bench.slope([64.0], [1.0]) is None
+    assert bench.slope([64.0, 64.0], [1.0, 2.0]) is None
+
+
+def test_cells_run_cheapest_first(bench):
+    order = bench.cell_order(["A", "B"], [32, 64, 128], [1, 2, 4])
+    assert len(order) == len(set(order)) == 2 * 3 * 3
+    assert order[:4] == [("A", 32, 1), ("B", 32, 1), ("A", 64, 1), ("B", 64, 1)]
+    assert all(size == 128 for _, size, _ in order[-6:])
+    assert order[-6:] == sorted(order[-6:], key=lambda c: c[2])
+
+
+def test_a_cell_is_not_started_after_a_smaller_one_ran_out(bench):
+    done = {("A", 64, 2): {"error": "over memory: passed 16 GiB"}, ("B", 64, 1): {"step_s": [1]}}
+    assert bench.blocked_by(("A", 64, 4), done) == "over memory at 64^3 batch 2"
+    assert bench.blocked_by(("A", 128, 2), done) == "over memory at 64^3 batch 2"
+    assert bench.blocked_by(("A", 128, 1), done) is None  # a smaller batch may still fit
+    assert bench.blocked_by(("B", 128, 4), done) is None
+    # Other errors (a bug, a crash) do not say the bigger cell would not fit.
+    assert bench.blocked_by(("C", 64, 2), {("C", 32, 2): {"error": "Traceback"}}) is None
+
+
+def test_state_resumes_and_ignores_a_torn_line(bench, tmp_path):
+    state = tmp_path / "state.jsonl"
+    bench.append_state(state, ("A", 32, 1), {"step_s": [0.5], "peak_rss_gib": 1.0})
+    bench.append_state(state, ("A", 32, 2), {"error": "over time: still running after 9 s"})
+    with open(state, "a", encoding="utf-8") as fh:
+        fh.write('{"preset": "A", "size": 64, "ba')  # killed mid-write
+    done = bench.read_state(state)
+    assert set(done) == {("A", 32, 1), ("A", 32, 2)}
+    assert done[("A", 32, 1)]["step_s"] == [0.5]
+
+
+def test_summary_and_markdown(bench):
+    done = {
+        ("A", 32, 1): {"step_s": [1.0, 3.0, 2.0], "peak_rss_gib": 1.0, "params": 10},
+        ("A", 64, 1): {"step_s": [8.0], "peak_rss_gib": 2.0, "params": 10},
+        ("A", 64, 2): {"step_s": [16.0, 15.0, 17.0], "peak_rss_gib": 3.0, "params": 10},
+        ("A", 32, 2): {"error": "over memory: passed 1 GiB"},
+    }
+    table = bench.summarise(done, ["A"], [32, 64], [1, 2])
+    cells = table["A"]["cells"]
+    assert cells["32x1"]["step_s"] == 2.0  # the median
+    assert cells["32x2"]["missing"].startswith("over memory")
+    size_k = table["A"]["size_exponent"]["1"]
+    np.testing.assert_allclose(size_k["step_s"], np.log2(8.0 / 2.0))
+    np.testing.assert_allclose(size_k["peak_rss_gib"], 1.0)
+    assert table["A"]["batch_exponent"]["32"]["step_s"] is None  # one point only
+    np.testing.assert_allclose(table["A"]["batch_exponent"]["64"]["step_s"], 1.0)
+    machine = {"cpu": "cpu", "cpu_count": 2, "memory": "1 GiB"}
+    text = bench.markdown(table, [32, 64], [1, 2], machine, "cmd")
+    step_row = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
+    assert step_row == "| A | 2.00 | over memory | 8.00 | 16.00 | 2.00 | 1.00 (64^3) |"
+
+
+@pytest.mark.parametrize(
+    ("limits", "verdict"),
+    [
+        ({"max_rss_gib": 1e-6, "timeout_s": 60.0}, "over memory"),
+        ({"max_rss_gib": 64.0, "timeout_s": 0.05}, "over time"),
+    ],
+)
+def test_watchdog_stops_a_worker(bench, tmp_path, limits, verdict):
+    # The prepare worker imports the package: long enough for either limit to stop it.
+    res = bench.run_cell(
+        ["prepare", "--data", str(tmp_path / "d"), "--size", "16"], poll_s=0.02, **limits
+    )
+    assert res["error"].startswith(verdict), res
