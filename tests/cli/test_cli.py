@@ -180,6 +180,22 @@ def test_parser_builds_without_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
+def test_tensorflow_imports_without_scikit_learn_outside_tune():
+    # Keras imports scikit-learn with TensorFlow where installed (1 s, 60 MB); only `tune` uses it.
+    code = (
+        "import sys\n"
+        "from xprospect.cli.main import OPTIONAL_AT_TENSORFLOW_IMPORT, _QuietTensorFlowImport\n"
+        "_QuietTensorFlowImport.install_unless_imported(hidden=OPTIONAL_AT_TENSORFLOW_IMPORT)\n"
+        "import tensorflow\n"
+        "print('sklearn' in sys.modules)\n"
+        "import sklearn\n"  # later imports work as usual
+        "print(sklearn.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "sklearn"]
+
+
 def test_every_command_group_adds_its_commands_and_only_the_cli_uses_argparse():
     import xprospect
     from xprospect.cli.main import COMMAND_GROUPS, build_parser

@@ -47,11 +47,16 @@ from xprospect.utils import in_result
 
 __all__ = [
     "COMMAND_GROUPS",
+    "OPTIONAL_AT_TENSORFLOW_IMPORT",
     "build_parser",
     "main",
     "quiet_tensorflow_start_up",
     "without_tensorflow_noise",
 ]
+
+OPTIONAL_AT_TENSORFLOW_IMPORT = ("sklearn",)
+"""Modules Keras imports with TensorFlow only where installed, that no command but ``tune``
+uses: hidden during that import (:func:`main`)."""
 
 COMMAND_GROUPS = (data, models, evaluate, predict, style, export, train, tune, demo)
 """The command modules in the order ``xprospect --help`` lists their commands."""
@@ -100,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error("give a command (listed above)")
         return EXIT_USAGE
     _configure_logging(debug=args.debug, verbose=args.verbose)
-    quiet = None if args.verbose else _QuietTensorFlowImport.install_unless_imported()
+    # scikit-learn is for KerasTuner's Bayesian search only; Keras imports it with TensorFlow when
+    # it is installed (its scikit-learn wrappers): about 1 s and 60 MB of every other command.
+    hidden = () if handler.__module__ == tune.__name__ else OPTIONAL_AT_TENSORFLOW_IMPORT
+    quiet = _QuietTensorFlowImport.install_unless_imported(quiet=not args.verbose, hidden=hidden)
     try:
         return handler(args)
     except (Exception, KeyboardInterrupt) as exc:
@@ -252,20 +260,48 @@ def _filtered_fd2() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-class _QuietLoader(importlib.abc.Loader):
-    """TensorFlow's own loader, run with its start-up lines filtered out of stderr; once loaded,
-    the GPU platform is probed inside the filter too (that prints the cuInit lines)."""
+@contextlib.contextmanager
+def _hidden_modules(names: Sequence[str]) -> Iterator[None]:
+    """While the block runs, ``import NAME`` raises ImportError for each of ``names`` not yet
+    imported (as if it were not installed); afterwards they import as usual."""
+    hide = [n for n in names if n not in sys.modules]
+    for name in hide:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in hide:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
-    def __init__(self, loader: importlib.abc.Loader, spec: importlib.machinery.ModuleSpec) -> None:
+
+class _QuietLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run with its start-up lines filtered out of stderr (unless not
+    ``quiet``) and the ``hidden`` modules hidden; once loaded, the GPU platform is probed inside
+    the filter too (that prints the cuInit lines)."""
+
+    def __init__(
+        self,
+        loader: importlib.abc.Loader,
+        spec: importlib.machinery.ModuleSpec,
+        *,
+        quiet: bool = True,
+        hidden: Sequence[str] = (),
+    ) -> None:
         self.loader = loader
         self.spec = spec
+        self.quiet = quiet
+        self.hidden = tuple(hidden)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
         try:
-            with _filtered_fd2():
+            with (
+                _filtered_fd2() if self.quiet else contextlib.nullcontext(),
+                _hidden_modules(self.hidden),
+            ):
                 self.loader.exec_module(module)
                 with contextlib.suppress(Exception):
                     module.config.list_physical_devices("GPU")
@@ -277,6 +313,10 @@ class _QuietLoader(importlib.abc.Loader):
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Finds ``tensorflow`` as the other finders do, with :class:`_QuietLoader` as its loader."""
+
+    def __init__(self, *, quiet: bool = True, hidden: Sequence[str] = ()) -> None:
+        self.quiet = quiet
+        self.hidden = tuple(hidden)
 
     def find_spec(
         self,
@@ -290,15 +330,18 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _QuietLoader(spec.loader, spec)
+        spec.loader = _QuietLoader(spec.loader, spec, quiet=self.quiet, hidden=self.hidden)
         return spec
 
     @classmethod
-    def install_unless_imported(cls) -> _QuietTensorFlowImport | None:
-        """Puts a new finder first on ``sys.meta_path``; None when TensorFlow is imported."""
-        if "tensorflow" in sys.modules:
+    def install_unless_imported(
+        cls, *, quiet: bool = True, hidden: Sequence[str] = ()
+    ) -> _QuietTensorFlowImport | None:
+        """Puts a new finder first on ``sys.meta_path``; None when TensorFlow is imported or
+        there is nothing to do."""
+        if "tensorflow" in sys.modules or not (quiet or hidden):
             return None
-        finder = cls()
+        finder = cls(quiet=quiet, hidden=hidden)
         sys.meta_path.insert(0, finder)
         return finder
 
