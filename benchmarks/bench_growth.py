@@ -102,6 +102,8 @@ def step_worker(data: Path, preset: str, size: int, batch: int, steps: int) -> d
             {
                 "data": {"dir": str(data), "batch_size": batch, "views": views},
                 "model": {"preset": preset, "size": size},
+                # ImageNet weights cannot be downloaded here: a random VGG16 costs the same.
+                "perceptual": {"weights": None},
                 "training": {
                     # One more than is run, so the last timed step is not the run's end.
                     "steps": steps + 2,
