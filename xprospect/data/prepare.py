@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from xprospect import __version__
+from xprospect.constants import STORED_HU_RANGE
 from xprospect.data.manifest import MANIFEST_NAME
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
 from xprospect.utils import LOCK_FILE, atomic_path, folder_lock, progress_bar, read_json_file
@@ -63,9 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-STORED_HU_RANGE = (-1024.0, 3071.0)
-"""Stored volumes are clamped to the 12-bit CT range: scanners pad outside the reconstruction
-circle with values like -2048 or -3024, which are not tissue and would skew windows and losses."""
 _NIFTI = (".nii", ".nii.gz")
 
 
