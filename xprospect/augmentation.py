@@ -41,6 +41,7 @@ __all__ = [
     "RandomAffine",
     "RandomElasticDeformation",
     "RandomHUPerturbation",
+    "augment_volume",
     "augmentation_seed",
     "real_ct_augmentation",
 ]
@@ -64,11 +65,13 @@ def _check_seed(seed: Any) -> int:
 
 def _check_range(value: Sequence[float], name: str, low_limit: float) -> tuple[float, float]:
     pair = tuple(float(v) for v in value)
-    if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or not (
-        low_limit < pair[0] <= pair[1]
+    if (
+        len(pair) != 2
+        or not all(math.isfinite(v) for v in pair)
+        or not (low_limit < pair[0] <= pair[1])
     ):
-        raise ConfigError(f"{name} must be (low, high) with {low_limit} < low <= high, got {value!r}")
-    return pair  # type: ignore[return-value]
+        raise ConfigError(f"{name} must be (low, high), {low_limit} < low <= high: {value!r}")
+    return pair[0], pair[1]
 
 
 def _check_nonneg(value: float, name: str) -> float:
@@ -331,17 +334,46 @@ class RandomHUPerturbation(Transform):
         return vol.replace(array=out) if vol is not None else out
 
 
+def _variant_transforms(
+    seed: int,
+) -> tuple[RandomAffine, RandomElasticDeformation, RandomHUPerturbation]:
+    seeds = np.random.SeedSequence(_check_seed(seed)).generate_state(3, dtype=np.uint64) >> 1
+    return (
+        RandomAffine(seed=int(seeds[0])),
+        RandomElasticDeformation(seed=int(seeds[1])),
+        RandomHUPerturbation(seed=int(seeds[2])),
+    )
+
+
 def real_ct_augmentation(seed: int) -> Compose:
     """The augmentation of ``prepare --real-augment``: affine, then deformation, then HU.
 
-    The three transforms get seeds spawned from ``seed`` (``numpy.random.SeedSequence``), so one
-    number reproduces the variant.
+    The three transforms (default ranges) get seeds spawned from ``seed``
+    (``numpy.random.SeedSequence``), so one number reproduces the variant.
     """
-    seeds = np.random.SeedSequence(_check_seed(seed)).generate_state(3, dtype=np.uint64) >> 1
-    return Compose(
-        (
-            RandomAffine(seed=int(seeds[0])),
-            RandomElasticDeformation(seed=int(seeds[1])),
-            RandomHUPerturbation(seed=int(seeds[2])),
-        )
-    )
+    return Compose(_variant_transforms(seed))
+
+
+def augment_volume(
+    volume: Volume, seed: int, *labels: Any
+) -> tuple[Volume, tuple[Any, ...], dict[str, Any]]:
+    """One variant of a CT (and its label masks) by :func:`real_ct_augmentation`.
+
+    Args:
+        volume: The CT in HU.
+        seed: The variant's seed.
+        *labels: Label masks on the volume's grid (Volumes or arrays); they follow the geometry
+            (nearest, fill 0) and ignore the HU changes.
+
+    Returns:
+        The augmented volume (float32 HU within ``STORED_HU_RANGE``), the labels, and a record
+        ``{"seed", "transforms": [{"name", **drawn parameters}, ...]}`` for a manifest.
+    """
+    transforms = _variant_transforms(seed)
+    record = {
+        "seed": int(seed),
+        "transforms": [{"name": type(t).__name__, **t.draw(volume)} for t in transforms],
+    }
+    pipeline = Compose(transforms)
+    out, *rest = pipeline(volume, *labels) if labels else (pipeline(volume),)
+    return out, tuple(rest), record
