@@ -105,6 +105,10 @@ def _warp(array: np.ndarray, coords: np.ndarray, order: int, fill: float) -> np.
     bone), and an augmentation must not invent HU values the CT did not have.
     """
     src = array.astype(np.float32, copy=False)
+    # A coordinate a rounding error outside the grid (the locked border of a deformation) would
+    # sample the fill: snap those to the voxel they mean.
+    nearest = np.rint(coords)
+    coords = np.where(np.abs(coords - nearest) < 1e-6, nearest, coords)
     out = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=fill)
     if order > 1:
         out = np.clip(out, min(float(src.min()), fill), max(float(src.max()), fill))
