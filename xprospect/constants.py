@@ -8,7 +8,7 @@ several modules must agree on lives here, at the bottom of the import layers
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_FOV_MM", "VIEWS", "VIEW_SETS"]
+__all__ = ["DEFAULT_FOV_MM", "STORED_HU_RANGE", "VIEWS", "VIEW_SETS"]
 
 VIEWS: tuple[str, ...] = ("frontal", "lateral")
 """The radiograph views, in input (and channel) order: frontal (PA/AP) and lateral."""
@@ -20,3 +20,8 @@ DEFAULT_FOV_MM = 320.0
 """Edge of the cubic field of view (mm) that preprocessing crops CTs to and datasets, phantoms,
 back-projection and exported models assume unless told otherwise (XprospeCT and X2CT both use a
 320 mm cube)."""
+
+STORED_HU_RANGE = (-1024.0, 3071.0)
+"""Stored volumes are clamped to the 12-bit CT range: scanners pad outside the reconstruction
+circle with values like -2048 or -3024, which are not tissue and would skew windows and losses.
+Dataset building and CT augmentation both keep volumes inside it."""

@@ -61,6 +61,18 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--splits", help="JSON or CSV (id,split) assigning cases or patients")
     p.add_argument("--shard-size", type=int, default=16, help="cases per TFRecord shard")
     p.add_argument(
+        "--real-augment",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N augmented variants of each real CT (ids <case>_aug1..N, in the source's "
+        "split): a small random rotation/scale/shift, a smooth deformation of a few mm and a "
+        "HU scale/offset/noise that keeps air; drawn parameters and seeds go in the manifest",
+    )
+    p.add_argument(
+        "--augment-seed", type=int, default=0, help="seed of the --real-augment variants"
+    )
+    p.add_argument(
         "--force", action="store_true", help="accept implausible CTs (few slices, constant)"
     )
     p.set_defaults(handler=run_prepare)
@@ -155,6 +167,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         split_seed=args.seed,
         shard_size=args.shard_size,
+        real_augment=args.real_augment,
+        augment_seed=args.augment_seed,
     )
     result = prepare_dataset(
         args.inputs,

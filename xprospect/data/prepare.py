@@ -14,6 +14,11 @@ Output folder::
     DIR/{split}-{k:05d}.tfrecord
     DIR/.xprospect.lock     held while a run writes (see xprospect.utils.folder_lock)
 
+With ``real_augment`` N, each real CT also gives N variants ``<case>_aug<k>`` (a seeded random
+affine, smooth deformation and HU change of its prepared cube, :mod:`xprospect.augmentation`;
+the seed and drawn parameters are in the manifest entry's ``augmentation``), whose DRRs are
+rendered from the changed volume and which stay in their source's split.
+
 Splits are patient-level (all series of one patient land in one split), drawn with a seed or taken
 from a JSON/CSV list. Work is resumable from the first moment: the journal is written before any
 case is read, shards are written atomically and recorded in the journal only when complete, so
@@ -39,13 +44,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xprospect import __version__
+from xprospect.constants import STORED_HU_RANGE
 from xprospect.data.manifest import MANIFEST_NAME
 from xprospect.errors import ConfigError, MissingDataError, OutputExistsError, XprospectError
 from xprospect.utils import LOCK_FILE, atomic_path, folder_lock, progress_bar, read_json_file
@@ -56,6 +62,7 @@ __all__ = [
     "PrepareConfig",
     "PrepareResult",
     "assign_splits",
+    "augmented_cases",
     "discover_cases",
     "prepare_dataset",
 ]
@@ -63,9 +70,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-STORED_HU_RANGE = (-1024.0, 3071.0)
-"""Stored volumes are clamped to the 12-bit CT range: scanners pad outside the reconstruction
-circle with values like -2048 or -3024, which are not tissue and would skew windows and losses."""
 _NIFTI = (".nii", ".nii.gz")
 
 
@@ -80,6 +84,9 @@ class CaseSpec:
         patient_id: Splits keep each patient's cases together.
         series_uid: DICOM series to read, if several share a folder.
         seed: Phantom seed.
+        augment_of: For an augmented variant (``prepare --real-augment``), the case id of its
+            source; it is read like the source and kept in the source's split.
+        augment_seed: The variant's seed (:func:`xprospect.augmentation.augment_volume`).
     """
 
     case_id: str
@@ -88,6 +95,8 @@ class CaseSpec:
     patient_id: str
     series_uid: str | None = None
     seed: int | None = None
+    augment_of: str | None = None
+    augment_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,9 @@ class PrepareConfig:
     test_fraction: float = 0.1
     split_seed: int = 0
     shard_size: int = 16
+    real_augment: int = 0
+    """Augmented variants of each real (not phantom) CT (see :func:`augmented_cases`)."""
+    augment_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -110,6 +122,8 @@ class PrepareConfig:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.real_augment < 0 or self.augment_seed < 0:
+            raise ConfigError("real_augment and augment_seed must be >= 0")
 
     @property
     def spacing_mm(self) -> float:
@@ -119,6 +133,8 @@ class PrepareConfig:
         d = asdict(self)
         d["drr_size"] = self.drr_size or self.size
         d["spacing_mm"] = [self.spacing_mm] * 3
+        if not self.real_augment:  # datasets made before augmentation keep their identity
+            del d["real_augment"], d["augment_seed"]
         return d
 
 
@@ -252,7 +268,7 @@ def assign_splits(
             if split not in SPLITS:
                 raise ConfigError(f"unknown split {split!r} for {c.case_id}", split_file)
             out[c.case_id] = split
-        return out
+        return _follow_sources(cases, out)
     patients = sorted({c.patient_id for c in cases})
     order = np.random.default_rng(seed).permutation(len(patients))
     n_test = round(test_fraction * len(patients))
@@ -262,7 +278,42 @@ def assign_splits(
         split_of[patients[idx]] = (
             "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
         )
-    return {c.case_id: split_of[c.patient_id] for c in cases}
+    return _follow_sources(cases, {c.case_id: split_of[c.patient_id] for c in cases})
+
+
+def _follow_sources(cases: Sequence[CaseSpec], splits: dict[str, str]) -> dict[str, str]:
+    """Augmented variants take their source's split, whatever a split file says of them: a
+    variant in train and its original in test would leak the test patient into training."""
+    for c in cases:
+        if c.augment_of is not None and c.augment_of in splits:
+            splits[c.case_id] = splits[c.augment_of]
+    return splits
+
+
+def augmented_cases(cases: Sequence[CaseSpec], count: int, seed: int = 0) -> list[CaseSpec]:
+    """The cases plus ``count`` augmented variants of each real CT (phantoms are not augmented).
+
+    Variant ``k`` (1..count) of case ``c`` is ``c_aug<k>``: the same source and patient, its
+    seed :func:`xprospect.augmentation.augmentation_seed` of ``(seed, c, k)``.
+
+    Raises:
+        ConfigError: A variant's id is already a case's id.
+    """
+    from xprospect.augmentation import augmentation_seed
+
+    out = list(cases)
+    for c in cases:
+        if c.kind == "phantom" or c.augment_of is not None:
+            continue
+        for k in range(1, count + 1):
+            vid = f"{c.case_id}_aug{k}"
+            vseed = augmentation_seed(seed, c.case_id, k)
+            out.append(replace(c, case_id=vid, augment_of=c.case_id, augment_seed=vseed))
+    ids = [c.case_id for c in out]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"augmented case ids {dupes[:5]} clash with input case ids")
+    return sorted(out, key=lambda c: c.case_id)
 
 
 def _read_split_file(path: Path) -> dict[str, str]:
@@ -328,9 +379,13 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
     A CT that is not plausible (:func:`xprospect.io.check_ct`: few slices, constant values)
     is refused unless ``force``.
 
+    An augmented variant (``spec.augment_seed`` set) is the source's cube changed by
+    :func:`xprospect.augmentation.augment_volume`.
+
     Returns:
         ``volume`` (int16), ``spacing_mm``, ``source_sha256``, ``original_shape`` and
-        ``original_spacing_mm``.
+        ``original_spacing_mm``; for a variant also ``augmentation`` (its seed and the
+        parameters each transform drew).
     """
     from xprospect.preprocessing import ct_preprocessing
 
@@ -346,7 +401,14 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
         volume = check_ct(read_volume(spec.source, **kwargs), force=force)
         digest = sha256_paths(_source_files(spec))
     prepared = ct_preprocessing(size=size, fov_mm=fov_mm)(volume)
+    extra: dict[str, Any] = {}
+    if spec.augment_seed is not None:
+        from xprospect.augmentation import augment_volume
+
+        # The prepared cube is augmented (label volumes a case carries go along as *labels).
+        prepared, _, extra["augmentation"] = augment_volume(prepared, spec.augment_seed)
     return {
+        **extra,
         "volume": np.clip(np.rint(prepared.array), *STORED_HU_RANGE).astype(np.int16),
         "spacing_mm": list(prepared.spacing_mm),
         "source_sha256": digest,
@@ -472,7 +534,7 @@ def prepare_dataset(
     cfg = config or PrepareConfig()
     out = Path(output)
     t0 = time.perf_counter()
-    cases = discover_cases(inputs, phantoms)
+    cases = augmented_cases(discover_cases(inputs, phantoms), cfg.real_augment, cfg.augment_seed)
     if not cases:
         raise MissingDataError("nothing to prepare: give inputs or --phantoms N")
     splits = assign_splits(
@@ -809,6 +871,9 @@ def _write_shard(
                 "split": splits[spec.case_id],
                 "shard": f"{shard_name}.tfrecord",
             }
+            if spec.augment_of is not None:
+                entries[spec.case_id]["augment_of"] = spec.augment_of
+                entries[spec.case_id]["augmentation"] = res["augmentation"]
     path = out / f"{shard_name}.tfrecord"
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for rec in records:
