@@ -250,8 +250,9 @@ class StepLogic:
         total = tf.zeros([tf.shape(y)[0]], tf.float32)
         if self.plain_loss is not None:
             voxel_terms = self.plain_loss
-            masked_terms = self.plain_loss_in
-            if valid is not None and masked_terms is not None:
+            # Read only with masks: a logic assembled without __init__ (tests) lacks it.
+            masked_terms = self.plain_loss_in if valid is not None else None
+            if masked_terms is not None:
 
                 def voxel_terms(t: Any, p: Any) -> Any:
                     return masked_terms(t, p, valid)
