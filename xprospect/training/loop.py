@@ -252,10 +252,10 @@ class TrainingRun:
         fully scanned dataset trains exactly as without masks, with no mask in its pipeline)."""
         from xprospect.data.manifest import scan_fraction
 
+        # Runs of other kinds (the CycleGAN's) have their own data config, without the option.
+        wanted = bool(getattr(self.cfg.data, "validity_mask", False))
         manifest = getattr(self, "manifest", None)
-        return bool(self.cfg.data.validity_mask) and (
-            isinstance(manifest, dict) and scan_fraction(manifest) < 1.0
-        )
+        return wanted and isinstance(manifest, dict) and scan_fraction(manifest) < 1.0
 
     def _make_logic(self) -> Any:
         return StepLogic(self)
