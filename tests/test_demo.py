@@ -24,3 +24,10 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
     # Three methods, three different reconstructions of the same CT.
     assert len(set(rows["psnr_3d"])) == 3
     assert (tmp_path / "demo" / "real_ct_panel.png").stat().st_size > 0
+    # The real CT is scored inside its scanned region: the reconstruction circle of the LIDC
+    # scan leaves its corners out (-2048 HU there), so the share is below 100 %.
+    share = re.search(r"Scored inside the scanned region, ([\d.]+)% of the cube", section)
+    assert share is not None, section
+    assert 80.0 < float(share[1]) < 100.0
+    # The phantom test split is fully scanned: scored over the whole cube, and said so.
+    assert "Scored over the whole cube" in text.split("### The real LIDC chest CT", 1)[0]

@@ -198,3 +198,56 @@ def test_protocol_with_lpips_scores_with_the_given_backbone(dataset, run_dir, tm
     t, p = (rewindow(v, window, (-1024.0, 1476.0)) for v in (truth, pred))
     model = LPIPS(net="alex", backbone_weights=str(weights))
     np.testing.assert_allclose(row["lpips_alex"], volume_lpips(model, t, p), rtol=1e-5)
+
+
+def test_a_partly_scanned_split_is_scored_inside_its_scan(dataset, tmp_path):
+    """Test cases scanned only in their lower half: every method scored inside that half."""
+    import shutil
+
+    import tensorflow as tf
+
+    from xprospect.data import encode_case, parse_case
+
+    data = tmp_path / "ds"
+    shutil.copytree(dataset, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for shard in sorted(data.glob("test-*.tfrecord")):
+        cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
+        with tf.io.TFRecordWriter(str(shard)) as writer:
+            for c in cases:
+                mask = np.zeros(c["volume"].shape, np.uint8)
+                mask[16:] = 1
+                cid = c["case_id"].numpy().decode()
+                manifest["cases"][cid]["scan_fraction"] = 0.5
+                writer.write(
+                    encode_case(
+                        cid,
+                        c["volume"].numpy(),
+                        c["spacing_mm"].numpy(),
+                        c["frontal"].numpy(),
+                        c["lateral"].numpy(),
+                        scan_mask=mask,
+                    )
+                )
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    result = evaluate_dataset(None, data, tmp_path / "ev", split="test", panels=0)
+    assert result.scored_fraction == 0.5
+    base = MeanVolumeBaseline.fit(data)
+    targets = [y.numpy()[0, ..., 0] for _, y in load_dataset(data, "test", shuffle=False)]
+    rows = [r for r in result.rows if r["method"] == "mean_volume"]
+    pred = np.clip(base.mean, 0.0, 1.0)
+    for row, truth in zip(rows, targets, strict=True):
+        err = np.abs(pred - truth)[16:]
+        np.testing.assert_allclose(row["mae"], err.mean(), rtol=1e-5)
+        np.testing.assert_allclose(row["psnr_3d"], -10 * np.log10(np.mean(err**2)), rtol=1e-5)
+    text = (tmp_path / "ev" / "summary.md").read_text()
+    assert "Scored inside the scanned region, 50.0% of the cube." in text
+    report = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert report["scored_region"] == {"validity_mask": True, "fraction_of_cube": 0.5}
+    whole = evaluate_dataset(
+        None, data, tmp_path / "ev-whole", split="test", panels=0, validity_mask=False
+    )
+    assert whole.scored_fraction is None
+    assert "whole cube" in (tmp_path / "ev-whole" / "summary.md").read_text()
+    whole_rows = [r for r in whole.rows if r["method"] == "mean_volume"]
+    np.testing.assert_allclose(whole_rows[0]["mae"], np.abs(pred - targets[0]).mean(), rtol=1e-5)

@@ -23,7 +23,9 @@ from xprospect.losses import (
     ProjectionLoss,
     WeightedLoss,
     build_loss,
+    mae_per_example,
     per_example_loss,
+    within_scan_mask,
 )
 
 SHAPE = (3, 6, 7, 8, 1)
@@ -229,3 +231,42 @@ def test_per_example_loss_matches_the_tf_wrapper_and_keeps_the_loss(pair):
     assert cases[0][0].reduction == "sum_over_batch_size"  # the wrapped object is not changed
     with pytest.raises(ConfigError, match="one value per example"):
         per_example_loss(lambda t, p: keras.ops.mean(p))(y_true, y_pred)
+
+
+# --- inside the scanned region (validity mask) ----------------------------------------------
+def _scan_masks() -> np.ndarray:
+    """Per-example masks: a short scan's slab, a full scan, and one slice."""
+    m = np.zeros(SHAPE, np.float32)
+    m[0, 2:5] = 1.0
+    m[1] = 1.0
+    m[2, 3] = 1.0
+    return m
+
+
+def test_loss_within_scan_mask_is_the_mean_inside_the_mask_with_its_gradient(pair) -> None:
+    t, p = pair
+    m = _scan_masks()
+    d = p.astype(np.float64) - t.astype(np.float64)
+    sel = m.reshape(len(m), -1) > 0
+    err_abs, err_sq = np.abs(d).reshape(len(d), -1), np.square(d).reshape(len(d), -1)
+    ref_mae_in = np.array([e[s].mean() for e, s in zip(err_abs, sel, strict=True)])
+    ref_mse_in = np.array([e[s].mean() for e, s in zip(err_sq, sel, strict=True)])
+    loss = within_scan_mask(per_example_loss(build_loss({"mae": 1.0, "mse": 2.0})))
+    var = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        per_example = loss(t, var, m)
+        total = tf.reduce_sum(per_example) / SHAPE[0]
+    np.testing.assert_allclose(_np(per_example), ref_mae_in + 2.0 * ref_mse_in, rtol=1e-5)
+    # d/dp of sum(m |d|) / sum(m) + 2 sum(m d^2) / sum(m), then the batch mean.
+    count = m.reshape(len(m), -1).sum(axis=1).reshape(-1, 1, 1, 1, 1)
+    expected = m * (np.sign(d) + 2.0 * 2.0 * d) / (count * SHAPE[0])
+    np.testing.assert_allclose(tape.gradient(total, var).numpy(), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_loss_within_an_all_ones_mask_is_the_unmasked_loss(pair) -> None:
+    t, p = pair
+    plain = per_example_loss(build_loss({"mae": 1.0, "projection": 0.5}))
+    masked = within_scan_mask(plain)
+    np.testing.assert_array_equal(_np(masked(t, p, np.ones(SHAPE))), _np(plain(t, p)))
+    # An empty mask scores nothing (0, not NaN).
+    np.testing.assert_array_equal(_np(within_scan_mask(mae_per_example)(t, p, 0 * t)), 0.0)

@@ -398,3 +398,73 @@ def test_ssim3d_metric_matches_skimage(batch) -> None:
 def test_keras_contract(metric, init_kwargs, batch, tmp_path: Path) -> None:
     t, p = batch
     check_metric(metric, init_kwargs, t, p, tmp_path)
+
+
+# --- inside a validity mask (the scanned region) ----------------------------------------------
+@pytest.fixture(scope="module")
+def scanned() -> np.ndarray:
+    """A mask like a short scan's: a slab of axial slices, minus a corner of padding."""
+    m = np.zeros((14, 16, 18), dtype=bool)
+    m[3:11] = True
+    m[:, :4, :5] = False
+    return m
+
+
+def test_masked_voxel_metrics_match_numpy_on_the_selected_voxels(pair, scanned) -> None:
+    t, p = pair
+    ts, ps = t[scanned], p[scanned]
+    np.testing.assert_allclose(mae(t, p, mask=scanned), np.mean(np.abs(ps - ts)), rtol=1e-12)
+    np.testing.assert_allclose(mse(t, p, mask=scanned), np.mean((ps - ts) ** 2), rtol=1e-12)
+    ref_psnr = 10 * np.log10(1.0 / np.mean((ps - ts) ** 2))
+    np.testing.assert_allclose(psnr_3d(t, p, mask=scanned), ref_psnr, rtol=1e-12)
+    np.testing.assert_allclose(
+        cosine_similarity(t, p, mask=scanned), 1.0 - cosine_distance(ts, ps), rtol=1e-12
+    )
+    # An all-ones mask is no mask; an empty one scores nothing.
+    ones = np.ones(t.shape, dtype=np.uint8)
+    assert mae(t, p, mask=ones) == pytest.approx(mae(t, p), rel=1e-12)
+    assert psnr_3d(t, p, mask=ones) == pytest.approx(psnr_3d(t, p), rel=1e-12)
+    assert math.isnan(mae(t, p, mask=np.zeros(t.shape)))
+    with pytest.raises(GeometryError):
+        mae(t, p, mask=ones[:-1])
+
+
+def test_masked_psnr_2d_scores_only_slices_with_scanned_pixels(pair, scanned) -> None:
+    t, p = pair
+    ref = []
+    for k in range(t.shape[0]):
+        sel = scanned[k]
+        if sel.any():
+            ref.append(10 * np.log10(1.0 / np.mean((p[k][sel] - t[k][sel]) ** 2)))
+    assert len(ref) == 8
+    np.testing.assert_allclose(psnr_2d(t, p, 0, mask=scanned), np.mean(ref), rtol=1e-12)
+
+
+def test_masked_ssim_is_the_skimage_map_averaged_inside_the_mask(pair, scanned) -> None:
+    t, p = pair
+    _, smap = structural_similarity(t, p, data_range=1.0, full=True, **GAUSS)
+    # Averaged over the mask within the region the unmasked mean uses (5 voxels from each face).
+    inner = np.zeros(t.shape, dtype=bool)
+    inner[5:-5, 5:-5, 5:-5] = True
+    np.testing.assert_allclose(
+        ssim_3d(t, p, mask=scanned), np.mean(smap[scanned & inner]), rtol=1e-10
+    )
+    np.testing.assert_allclose(ssim_3d(t, p, mask=np.ones(t.shape)), ssim_3d(t, p), rtol=1e-12)
+    # Slice-wise: each axial slice's 2D map averaged inside its masked pixels, then over slices.
+    ref = []
+    for k in range(t.shape[0]):
+        _, m2 = structural_similarity(t[k], p[k], data_range=1.0, full=True, **GAUSS)
+        sel = scanned[k, 5:-5, 5:-5]
+        if sel.any():
+            ref.append(np.mean(m2[5:-5, 5:-5][sel]))
+    np.testing.assert_allclose(ssim_2d(t, p, 0, mask=scanned), np.mean(ref), rtol=1e-10)
+
+
+def test_evaluate_case_inside_a_mask_scores_only_the_scanned_voxels(pair, scanned) -> None:
+    t, p = pair
+    out = evaluate_case(t, p, mask=scanned)
+    np.testing.assert_allclose(out["mae"], np.mean(np.abs(p - t)[scanned]), rtol=1e-12)
+    np.testing.assert_allclose(out["ssim_3d"], ssim_3d(t, p, mask=scanned), rtol=1e-12)
+    assert out["psnr_3d"] != pytest.approx(evaluate_case(t, p)["psnr_3d"])
+    full = evaluate_case(t, p, mask=np.ones(t.shape, dtype=np.uint8))
+    assert full == evaluate_case(t, p)

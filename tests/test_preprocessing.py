@@ -47,6 +47,7 @@ from xprospect.preprocessing import (
     resize_array,
     resize_image,
     resolve_hu_window,
+    scan_mask,
     unwindow_hu,
     window_hu,
 )
@@ -571,3 +572,71 @@ def test_resize_images_matches_tensorflow(shape, size, method) -> None:
     np.testing.assert_allclose(resize_images(x, size), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(GeometryError):
         resize_images(x[0], 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scan's validity mask through the CT pipeline
+# ---------------------------------------------------------------------------------------------
+def _short_scan() -> tuple[Volume, dict[str, float]]:
+    """A non-canonical scan, short in z, narrow front-back, wide left-right (every voxel tissue).
+
+    Array axis 0 runs towards patient right (2 mm, 100 voxels = 200 mm), axis 1 towards
+    superior (3 mm, 13 slices = 39 mm), axis 2 towards posterior (4 mm, 20 voxels = 80 mm).
+    """
+    rng = np.random.default_rng(0)
+    array = rng.uniform(0.0, 200.0, size=(100, 13, 20)).astype(np.float32)
+    affine = np.zeros((4, 4))
+    affine[0, 0] = -2.0  # axis 0 -> -x (R)
+    affine[2, 1] = 3.0  # axis 1 -> +z (S)
+    affine[1, 2] = -4.0  # axis 2 -> -y (P)
+    affine[:3, 3] = (11.0, -7.0, 30.0)
+    affine[3, 3] = 1.0
+    return Volume(array, affine), {"I": 39.0, "P": 80.0, "L": 200.0}
+
+
+def _expected_range(extent_mm: float, size: int, voxel_mm: float) -> tuple[int, int]:
+    """Cube voxels whose centres lie strictly inside a scan extent centred in the cube.
+
+    The body fills the scan, so the crop is centred on the scan's centre: cube voxel ``k`` sits
+    ``(k - (size - 1) / 2) * voxel_mm`` from it.
+    """
+    k = np.arange(size)
+    inside = np.flatnonzero(np.abs((k - (size - 1) / 2.0) * voxel_mm) < extent_mm / 2.0)
+    return (int(inside[0]), int(inside[-1]))
+
+
+def test_scan_mask_follows_the_scan_extent_through_the_pipeline() -> None:
+    volume, extent = _short_scan()
+    assert volume.orientation != CANONICAL_AXCODES
+    size, fov_mm = 32, 160.0
+    ct, valid = ct_preprocessing(size=size, fov_mm=fov_mm)(volume, scan_mask(volume))
+    assert valid.shape == ct.shape == (size, size, size)
+    assert valid.array.dtype == np.uint8
+    np.testing.assert_allclose(valid.affine, ct.affine)
+    voxel_mm = fov_mm / size
+    for ax, code in enumerate(CANONICAL_AXCODES):
+        hit = np.flatnonzero(valid.array.any(axis=tuple(a for a in range(3) if a != ax)))
+        lo, hi = _expected_range(extent[code], size, voxel_mm)
+        assert (int(hit[0]), int(hit[-1])) == (lo, hi), code
+    # z (axis 0): 39 mm at 5 mm voxels -> 8 slices, 12..19; P: 80 mm -> 8..23; L: all of it.
+    assert _expected_range(39.0, size, voxel_mm) == (12, 19)
+    # The mask is the box of those ranges, and the image holds air exactly outside it.
+    box = np.zeros((size,) * 3, dtype=bool)
+    box[12:20, 8:24, :] = True
+    np.testing.assert_array_equal(valid.array.astype(bool), box)
+    assert np.all(ct.array[~box] == -1024.0)
+    assert np.all(ct.array[box] > -1024.0)
+
+
+def test_scan_mask_marks_scanner_padding() -> None:
+    hu = np.zeros((16, 16, 16), dtype=np.int16)
+    hu[:, :3, :3] = -2048  # a corner outside the reconstruction circle
+    hu[0, 8, 8] = -1024  # air at the bottom of the CT range is scanned
+    mask = scan_mask(hu)
+    np.testing.assert_array_equal(mask, (hu > -2000).astype(np.uint8))
+    np.testing.assert_array_equal(scan_mask(hu, padding_below_hu=None), np.ones_like(mask))
+    vol = scan_mask(Volume(hu, np.diag([2.0, 2.0, 2.0, 1.0])))
+    assert isinstance(vol, Volume)
+    np.testing.assert_allclose(vol.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.raises(GeometryError):
+        scan_mask(np.zeros((4, 4)))

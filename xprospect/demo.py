@@ -4,7 +4,7 @@
 2. Train the ``512-Dense`` preset in bfloat16 for a fixed budget (the shipped ``demo.yaml``).
 3. Evaluate it on the test split against the two baselines (mean training volume, calibrated
    unfiltered back-projection).
-4. Reconstruct the real LIDC chest CT from its own DRRs and score it.
+4. Reconstruct the real LIDC chest CT from its own DRRs and score it inside its scanned region.
 5. Write ``report.md`` with the metric tables and the PNG figures.
 
 Every step is resumable: re-running continues the dataset and the training where they stopped.
@@ -50,7 +50,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     """Runs the demo and returns the path of ``report.md``."""
     from xprospect.config import load_config
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
-    from xprospect.evaluation import evaluate_dataset, summary_markdown
+    from xprospect.evaluation import evaluate_dataset, scope_note, summary_markdown
     from xprospect.inference import load_predictor
     from xprospect.training import train
 
@@ -89,7 +89,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     predictor = load_predictor(out / "run")
     ev = evaluate_dataset(predictor, out / "data", out / "eval", split="test")
     _log(f"4/5 the real LIDC CT from its own DRRs ({time.perf_counter() - t0:.0f} s so far)")
-    real = _real_ct(predictor, out)
+    real, real_fraction = _real_ct(predictor, out)
     _log("5/5 report")
     report = out / "report.md"
     lines = [
@@ -103,7 +103,9 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         "this machine (see `run/metrics.csv`, `run/curves.png`, TensorBoard in `run/tensorboard`)",
         f"- total time: {time.perf_counter() - t0:.0f} s",
         "",
-        summary_markdown(ev.summary, title="Test split: model against the baselines"),
+        summary_markdown(
+            ev.summary, title="Test split: model against the baselines", note=ev.scope_note
+        ),
         _verdict(ev.summary),
         "",
         "### The real LIDC chest CT, reconstructed from its own DRRs",
@@ -119,8 +121,11 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         "",
         "The model never saw real CT: it was trained on phantoms only, so these rows measure how",
         "far the phantom training transfers, not the method's ceiling. The baselines are fitted",
-        "on the same phantom training split; the whole 320 mm cube is scored, including the air",
-        "the scan's limited z extent leaves above and below the body.",
+        "on the same phantom training split. " + scope_note(real_fraction) + " Every method is",
+        "scored inside the CT's validity mask (`xprospect.preprocessing.scan_mask`): outside it",
+        "lie the voxels the scanner did not reconstruct (the corners outside its reconstruction",
+        "circle, stored as -2048 HU, and any part of the cube beyond the scan's extent), which the",
+        "preprocessing fills with air although the X-rays may see a body there.",
         "",
         "## Figures",
         "",
@@ -154,9 +159,10 @@ def _verdict(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def _real_ct(predictor: Any, out: Path) -> dict[str, dict[str, float]]:
+def _real_ct(predictor: Any, out: Path) -> tuple[dict[str, dict[str, float]], float]:
     """The model and both baselines (fitted on the demo's phantom training split) on the real
-    LIDC CT's own DRRs: metrics by method."""
+    LIDC CT's own DRRs: metrics by method, all taken inside the CT's scanned region, and the
+    share of the cube that region covers."""
     from xprospect.data.samples import sample_ct
     from xprospect.evaluation import (
         BackProjectionBaseline,
@@ -165,10 +171,12 @@ def _real_ct(predictor: Any, out: Path) -> dict[str, dict[str, float]]:
     )
     from xprospect.io import read_nifti
     from xprospect.metrics import evaluate_case
-    from xprospect.preprocessing import ct_preprocessing, window_hu
+    from xprospect.preprocessing import ct_preprocessing, scan_mask, window_hu
     from xprospect.projection import display_unit, render_drr_batch
 
-    ct = ct_preprocessing(size=predictor.size)(read_nifti(sample_ct().ct_path))
+    raw = read_nifti(sample_ct().ct_path)
+    ct, valid = ct_preprocessing(size=predictor.size)(raw, scan_mask(raw))
+    mask = np.asarray(valid.array) > 0
     hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
     drrs = render_drr_batch(hu[None], ct.spacing_mm, "x2ct", VIEWS, predictor.size).numpy()[0]
     inputs = {v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(VIEWS)}
@@ -185,7 +193,12 @@ def _real_ct(predictor: Any, out: Path) -> dict[str, dict[str, float]]:
             case
         ),
     }
-    return {
-        name: dict(evaluate_case(truth, p, hu_window=predictor.hu_window, spacing_mm=ct.spacing_mm))
+    scores = {
+        name: dict(
+            evaluate_case(
+                truth, p, hu_window=predictor.hu_window, spacing_mm=ct.spacing_mm, mask=mask
+            )
+        )
         for name, p in preds.items()
     }
+    return scores, float(np.mean(mask))

@@ -17,6 +17,14 @@ Metric definitions: by default (``protocol=None``) the two modes of
 Outputs in the output folder: ``per_case.csv`` (one row per case and method), ``summary.json`` and
 ``summary.md`` (mean ± standard deviation of every metric per method) and ``panels/*.png``
 (truth | prediction | error, three planes) for the first few cases.
+
+Scanned region: a real CT shorter (or narrower) than the cube was padded with air that no scanner
+saw, so a model (and the baselines) are scored only inside each case's validity mask
+(:func:`xprospect.preprocessing.scan_mask`, stored by ``prepare``) when the split holds a partly
+scanned case: every voxel metric of :func:`xprospect.metrics.evaluate_case` is then taken inside
+it. The tables say so (``scored inside the scanned region, N% of the cube``; ``summary.json``:
+``scored_region``). Fully scanned splits (phantoms, datasets made before masks) are scored on the
+whole cube, as are the papers' protocols (their own definitions).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from xprospect.constants import VIEWS
-from xprospect.data import load_dataset, read_manifest
+from xprospect.data import load_dataset, read_manifest, scan_fraction
 from xprospect.errors import MissingDataError
 from xprospect.inference import Predictor
 from xprospect.metrics import EvaluationMode
@@ -47,6 +55,8 @@ __all__ = [
     "evaluate_dataset",
     "lpips_scorers",
     "save_comparison_panel",
+    "scope_note",
+    "summary_markdown",
 ]
 
 Reconstructor = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -137,15 +147,27 @@ class BackProjectionBaseline:
 
 
 def dataset_cases(
-    data_dir: str | os.PathLike[str], split: str, hu_window: Any
+    data_dir: str | os.PathLike[str], split: str, hu_window: Any, *, with_scan_mask: bool = False
 ) -> Iterable[tuple[dict[str, np.ndarray], np.ndarray]]:
     """The cases of one split in order, for scoring: what a model and the baselines need.
+
+    Args:
+        data_dir: A dataset made by ``xprospect prepare``.
+        split: The split.
+        hu_window: The targets' window.
+        with_scan_mask: Add ``"scan_mask"``, the (S, S, S) boolean validity mask, to each case.
 
     Yields:
         (case dict with model inputs, line integrals and id; target (S, S, S) in [0, 1]).
     """
     shown = load_dataset(
-        data_dir, split, batch_size=1, shuffle=False, hu_window=hu_window, with_case_id=True
+        data_dir,
+        split,
+        batch_size=1,
+        shuffle=False,
+        hu_window=hu_window,
+        with_case_id=True,
+        with_scan_mask=with_scan_mask,
     )
     raw = load_dataset(
         data_dir,
@@ -161,6 +183,8 @@ def dataset_cases(
             if v in x:
                 case[v] = x[v].numpy()
                 case[v + "_line"] = xl[v].numpy()[0, ..., 0]
+        if with_scan_mask:
+            case["scan_mask"] = x["scan_mask"].numpy()[0, ..., 0] > 0
         yield case, y.numpy()[0, ..., 0]
 
 
@@ -171,9 +195,28 @@ class EvaluationResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     output_dir: Path | None = None
+    scored_fraction: float | None = None
+    """Mean share of the cube scored per case when the scan masks were used; None: whole cube."""
 
     def mean(self, method: str, metric: str) -> float:
         return self.summary[method][metric]["mean"]
+
+    @property
+    def scope_note(self) -> str:
+        """One line saying where the metrics were taken (for the tables)."""
+        return scope_note(self.scored_fraction)
+
+
+def scope_note(scored_fraction: float | None) -> str:
+    """``scored inside the scanned region, N% of the cube`` (or ``over the whole cube``).
+
+    Args:
+        scored_fraction: The share of the cube inside the validity mask, or None if no mask was
+            used.
+    """
+    if scored_fraction is None:
+        return "Scored over the whole cube (no validity mask)."
+    return f"Scored inside the scanned region, {100.0 * scored_fraction:.1f}% of the cube."
 
 
 def _score(
@@ -182,10 +225,13 @@ def _score(
     hu_window: Any,
     mode: EvaluationMode,
     spacing_mm: Sequence[float] | None = None,
+    mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     from xprospect.metrics import evaluate_case
 
-    return dict(evaluate_case(truth, pred, hu_window=hu_window, mode=mode, spacing_mm=spacing_mm))
+    return dict(
+        evaluate_case(truth, pred, hu_window=hu_window, mode=mode, spacing_mm=spacing_mm, mask=mask)
+    )
 
 
 def lpips_scorers(
@@ -229,6 +275,7 @@ def evaluate_dataset(
     protocol: str | Protocol | None = None,
     lpips_weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
     skip_lpips: bool = False,
+    validity_mask: bool = True,
 ) -> EvaluationResult:
     """Scores a model (and the baselines) on one split and writes the report files.
 
@@ -249,9 +296,12 @@ def evaluate_dataset(
         protocol: A paper's protocol (:data:`xprospect.protocols.PROTOCOLS`) instead of ``mode``.
         lpips_weights: LPIPS backbone weights files by network, for protocols with LPIPS.
         skip_lpips: Leave the protocol's LPIPS metrics out (no backbone weights at hand).
+        validity_mask: Score inside each case's scanned region when the split holds a partly
+            scanned case (see the module docstring); False scores the whole cube. Protocols
+            always score the whole cube.
 
     Returns:
-        The per-case rows and the summary.
+        The per-case rows, the summary and the share of the cube scored.
 
     Raises:
         OutputExistsError: ``overwrite`` is False and ``output_dir`` holds files.
@@ -272,17 +322,24 @@ def evaluate_dataset(
     if baselines:
         methods["mean_volume"] = MeanVolumeBaseline.fit(data_dir, hu_window)
         methods["back_projection"] = BackProjectionBaseline.fit(data_dir, views, hu_window)
+    manifest = read_manifest(data_dir)
     # Lung volumes in ml need the dataset's real voxel size (5 mm at 64^3, 2.5 mm at 128^3).
-    spacing_mm = tuple(read_manifest(data_dir)["config"]["spacing_mm"])
+    spacing_mm = tuple(manifest["config"]["spacing_mm"])
+    masked = validity_mask and proto is None and scan_fraction(manifest, split) < 1.0
     result = EvaluationResult(output_dir=out)
-    for i, (case, truth) in enumerate(dataset_cases(data_dir, split, hu_window)):
+    fractions: list[float] = []
+    cases = dataset_cases(data_dir, split, hu_window, with_scan_mask=masked)
+    for i, (case, truth) in enumerate(cases):
         if max_cases is not None and i >= max_cases:
             break
+        mask = case.pop("scan_mask", None)
+        if mask is not None:
+            fractions.append(float(np.mean(mask)))
         preds = {name: fn(case) for name, fn in methods.items()}
         for name, pred in preds.items():
             row = {"case_id": case["case_id"], "method": name}
             if proto is None:
-                row.update(_score(truth, pred, hu_window, mode, spacing_mm))
+                row.update(_score(truth, pred, hu_window, mode, spacing_mm, mask))
             else:
                 row.update(
                     evaluate_protocol(
@@ -304,6 +361,7 @@ def evaluate_dataset(
     if not result.rows:
         raise MissingDataError(f"the '{split}' split holds no cases (empty shards?)", data_dir)
     result.summary = _summarise(result.rows)
+    result.scored_fraction = float(np.mean(fractions)) if fractions else None
     extra = None
     if proto is not None:
         # The paper's own column names beside our keys, so the report reads like its table.
@@ -353,16 +411,35 @@ def _write_reports(
         writer.writerows(result.rows)
     with atomic_path(out / "summary.json", overwrite=overwrite) as tmp:
         report: dict[str, Any] = {"split": split, "mode": mode}
+        report["scored_region"] = {
+            "validity_mask": result.scored_fraction is not None,
+            "fraction_of_cube": 1.0 if result.scored_fraction is None else result.scored_fraction,
+        }
         if extra:
             report["protocol"] = dict(extra)
         report["summary"] = result.summary
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     with atomic_path(out / "summary.md", overwrite=overwrite) as tmp:
-        tmp.write_text(summary_markdown(result.summary, title=f"{split} split ({mode} metrics)"))
+        tmp.write_text(
+            summary_markdown(
+                result.summary, title=f"{split} split ({mode} metrics)", note=result.scope_note
+            )
+        )
 
 
-def summary_markdown(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:
-    """A Markdown table: one row per method, one column per metric, mean ± std."""
+def summary_markdown(
+    summary: Mapping[str, Mapping[str, Mapping[str, float]]],
+    title: str,
+    *,
+    note: str | None = None,
+) -> str:
+    """A Markdown table: one row per method, one column per metric, mean ± std.
+
+    Args:
+        summary: Method to metric to ``{"mean", "std", ...}``.
+        title: The heading.
+        note: A line under the table (e.g. :attr:`EvaluationResult.scope_note`).
+    """
     methods = list(summary)
     metrics = list(next(iter(summary.values())))
     lines = [
@@ -374,6 +451,8 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Mapping[str, float]]], t
     for m in methods:
         cells = [f"{summary[m][k]['mean']:.4g} ± {summary[m][k]['std']:.2g}" for k in metrics]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,9 @@ Terms:
   config mapping such as ``{"mae": 1.0, "projection": 0.1}`` (keys in :data:`LOSS_TERMS`).
 - :func:`per_example_loss`: any Keras loss (or loss function) as a ``(B,)`` per-example function,
   for custom training loops that average over a distributed global batch.
+- :func:`within_scan_mask`: a per-example loss restricted to each case's scanned region (the
+  validity mask of :func:`xprospect.preprocessing.scan_mask`), so the air a short scan was padded
+  with is not a target; the trainers use it with ``data.validity_mask``.
 
 Under mixed precision the predictions may arrive as ``bfloat16`` or ``float16``; every loss casts
 both inputs to ``float32`` first and returns ``float32``.
@@ -60,6 +63,7 @@ __all__ = [
     "mse_per_example",
     "per_example_loss",
     "projection_per_example",
+    "within_scan_mask",
 ]
 
 _COMPUTE_DTYPE = "float32"
@@ -464,3 +468,37 @@ def per_example_loss(loss: Any) -> Callable[[Any, Any], Any]:
         return _mean_over_examples(values)
 
     return per_example
+
+
+def within_scan_mask(per_example: Callable[[Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """Restricts a per-example voxel loss to a validity mask: ``fn(y_true, y_pred, mask) -> (B,)``.
+
+    Outside the mask the prediction is replaced by the truth, so those voxels add no error and
+    no gradient, and the value is divided by the mask's share of the volume. For a loss that is
+    a mean over voxels (MAE, MSE) this is exactly the mean inside the mask,
+    ``sum(mask * err) / sum(mask)``; for the projection loss the outside voxels project as the
+    truth's and the same ``1 / share`` scale applies, so a short scan's example weighs as much
+    as a full one. An all-ones mask returns the unmasked loss unchanged (bit for bit); an empty
+    one returns 0. Not to be confused with :func:`masked_mae_per_example` (DuoLift's lung
+    term, normalised by the whole volume by default).
+
+    Args:
+        per_example: ``fn(y_true, y_pred) -> (B,)``, e.g. :func:`mae_per_example` or
+            :func:`per_example_loss` of a :class:`WeightedLoss`.
+
+    Returns:
+        ``fn(y_true, y_pred, mask) -> (B,)`` float32; ``mask`` is 0/1 of the volumes' shape
+        (``"scan_mask"`` of :func:`xprospect.data.load_dataset`).
+    """
+
+    def masked(y_true: Any, y_pred: Any, mask: Any) -> Any:
+        t, p, m = _float32(y_true), _float32(y_pred), _float32(mask)
+        inside = m * p + (1.0 - m) * t
+        flat_m = ops.reshape(m, (ops.shape(m)[0], -1))
+        n = ops.cast(ops.shape(flat_m)[1], _COMPUTE_DTYPE)
+        # sum(mask) / n: the share of the volume scored; at least one voxel's worth, so an
+        # empty mask gives 0 / (1 / n) = 0 rather than 0 / 0.
+        share = ops.maximum(ops.sum(flat_m, axis=1), 1.0) / n
+        return per_example(t, inside) / share
+
+    return masked

@@ -166,6 +166,24 @@ def _pair(truth: npt.ArrayLike, pred: npt.ArrayLike) -> tuple[FloatArray, FloatA
     return t, p
 
 
+def _check_mask(mask: npt.ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The validity mask as a boolean array of ``shape`` (``None`` stays ``None``: all voxels)."""
+    if mask is None:
+        return None
+    m = np.asarray(mask.array if isinstance(mask, Volume) else mask)
+    if m.shape != shape:
+        raise GeometryError(f"mask shape {m.shape} differs from the volumes' {shape}")
+    return np.asarray(m != 0)
+
+
+def _masked_mean(values: FloatArray, mask: np.ndarray | None) -> float:
+    """Mean of ``values`` inside ``mask`` (all voxels if ``None``); NaN for an empty mask."""
+    if mask is None:
+        return float(np.mean(values))
+    n = int(np.count_nonzero(mask))
+    return float(np.sum(values[mask]) / n) if n else math.nan
+
+
 def _check_axis(axis: int) -> int:
     if axis not in (0, 1, 2):
         raise ConfigError(f"axis must be 0 (axial), 1 (coronal), 2 (sagittal) or None, got {axis}")
@@ -187,46 +205,55 @@ def _psnr_from_mse(mse_values: FloatArray, data_range: float) -> FloatArray:
 # ---------------------------------------------------------------------------------------------
 # Voxel-wise metrics
 # ---------------------------------------------------------------------------------------------
-def mae(truth: npt.ArrayLike, pred: npt.ArrayLike) -> float:
+def mae(truth: npt.ArrayLike, pred: npt.ArrayLike, *, mask: npt.ArrayLike | None = None) -> float:
     """Mean absolute error.
 
     Args:
         truth: Ground truth, shape ``(D, H, W)``.
         pred: Prediction, same shape.
+        mask: Optional validity mask of the same shape (nonzero = scored), e.g. the scanned
+            region of a real CT (:func:`xprospect.preprocessing.scan_mask`); ``None`` scores
+            every voxel. The mean is taken over the masked voxels only (NaN if there are none).
 
     Returns:
-        ``mean(|pred - truth|)``.
+        ``mean(|pred - truth|)`` over the (masked) voxels.
 
     Raises:
         GeometryError: If the shapes differ or are not 3D.
     """
     t, p = _pair(truth, pred)
-    return float(np.mean(np.abs(p - t)))
+    return _masked_mean(np.abs(p - t), _check_mask(mask, t.shape))
 
 
-def mse(truth: npt.ArrayLike, pred: npt.ArrayLike) -> float:
+def mse(truth: npt.ArrayLike, pred: npt.ArrayLike, *, mask: npt.ArrayLike | None = None) -> float:
     """Mean squared error.
 
     Args:
         truth: Ground truth, shape ``(D, H, W)``.
         pred: Prediction, same shape.
+        mask: Optional validity mask of the same shape (nonzero = scored), e.g. the scanned
+            region of a real CT (:func:`xprospect.preprocessing.scan_mask`); ``None`` scores
+            every voxel. The mean is taken over the masked voxels only (NaN if there are none).
 
     Returns:
-        ``mean((pred - truth)^2)``.
+        ``mean((pred - truth)^2)`` over the (masked) voxels.
 
     Raises:
         GeometryError: If the shapes differ or are not 3D.
     """
     t, p = _pair(truth, pred)
-    return float(np.mean(np.square(p - t)))
+    return _masked_mean(np.square(p - t), _check_mask(mask, t.shape))
 
 
-def cosine_similarity(truth: npt.ArrayLike, pred: npt.ArrayLike) -> float:
+def cosine_similarity(
+    truth: npt.ArrayLike, pred: npt.ArrayLike, *, mask: npt.ArrayLike | None = None
+) -> float:
     """Cosine of the angle between the flattened volumes.
 
     Args:
         truth: Ground truth, shape ``(D, H, W)``.
         pred: Prediction, same shape.
+        mask: Optional validity mask of the same shape: only its voxels enter the vectors.
 
     Returns:
         ``<t, p> / (|t| |p|)`` in [-1, 1]. If a volume is all zeros (undefined): 1.0 when the two
@@ -236,6 +263,9 @@ def cosine_similarity(truth: npt.ArrayLike, pred: npt.ArrayLike) -> float:
         GeometryError: If the shapes differ or are not 3D.
     """
     t, p = _pair(truth, pred)
+    m = _check_mask(mask, t.shape)
+    if m is not None:
+        t, p = t[m], p[m]
     nt, np_ = float(np.linalg.norm(t)), float(np.linalg.norm(p))
     if nt == 0.0 or np_ == 0.0:
         return 1.0 if np.array_equal(t, p) else 0.0
@@ -252,14 +282,16 @@ def psnr_3d(
     *,
     data_range: float = 1.0,
     zero_mse_db: float | None = None,
+    mask: npt.ArrayLike | None = None,
 ) -> float:
-    """Peak signal-to-noise ratio of the whole volume, in dB.
+    """Peak signal-to-noise ratio of the whole volume (or of the voxels in ``mask``), in dB.
 
     Args:
         truth: Ground truth, shape ``(D, H, W)``.
         pred: Prediction, same shape.
         data_range: The peak value (1 for window-normalised volumes).
         zero_mse_db: Value for identical volumes; ``None`` returns ``inf``.
+        mask: Optional validity mask of the same shape; the MSE is taken over its voxels only.
 
     Returns:
         ``10 log10(data_range^2 / MSE)``.
@@ -269,18 +301,32 @@ def psnr_3d(
         ConfigError: If ``data_range`` is not positive.
     """
     r = _check_range(data_range)
-    value = mse(truth, pred)
+    value = mse(truth, pred, mask=mask)
+    if math.isnan(value):
+        return math.nan
     if value == 0.0:
         return math.inf if zero_mse_db is None else float(zero_mse_db)
     return float(_psnr_from_mse(np.asarray(value), r))
 
 
-def _slice_mse(t: FloatArray, p: FloatArray, axis: int) -> FloatArray:
+def _slice_mse(
+    t: FloatArray, p: FloatArray, axis: int, mask: np.ndarray | None = None
+) -> FloatArray:
+    """MSE of every slice normal to ``axis``; inside ``mask``, NaN for a slice it misses."""
     other = tuple(a for a in range(3) if a != axis)
-    return np.asarray(np.mean(np.square(p - t), axis=other), dtype=np.float64)
+    if mask is None:
+        return np.asarray(np.mean(np.square(p - t), axis=other), dtype=np.float64)
+    n = np.count_nonzero(mask, axis=other)
+    total = np.sum(np.where(mask, np.square(p - t), 0.0), axis=other)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(n > 0, total / np.maximum(n, 1), np.nan), dtype=np.float64)
 
 
 def _mean_slice_psnr(slice_mse: FloatArray, data_range: float, zero_mse_db: float | None) -> float:
+    # NaN: a slice outside the validity mask, which is not scored at all.
+    slice_mse = slice_mse[~np.isnan(slice_mse)]
+    if slice_mse.size == 0:
+        return math.nan
     zero = slice_mse == 0.0
     psnr = _psnr_from_mse(np.where(zero, 1.0, slice_mse), data_range)
     if zero_mse_db is not None:
@@ -298,6 +344,7 @@ def psnr_2d(
     *,
     data_range: float = ...,
     zero_mse_db: float | None = ...,
+    mask: npt.ArrayLike | None = ...,
 ) -> float: ...
 @overload
 def psnr_2d(
@@ -307,6 +354,7 @@ def psnr_2d(
     *,
     data_range: float = ...,
     zero_mse_db: float | None = ...,
+    mask: npt.ArrayLike | None = ...,
 ) -> dict[str, float]: ...
 def psnr_2d(
     truth: npt.ArrayLike,
@@ -315,6 +363,7 @@ def psnr_2d(
     *,
     data_range: float = 1.0,
     zero_mse_db: float | None = None,
+    mask: npt.ArrayLike | None = None,
 ) -> float | dict[str, float]:
     """Slice-wise PSNR: the mean over slices of each slice's PSNR, in dB.
 
@@ -326,6 +375,8 @@ def psnr_2d(
         data_range: The peak value (1 for window-normalised volumes).
         zero_mse_db: Value of a slice with MSE 0. ``None`` (default) leaves such slices out of the
             mean, and gives ``inf`` if every slice has MSE 0.
+        mask: Optional validity mask of the same shape: each slice's MSE is taken over its
+            masked pixels, and slices without any are left out of the mean.
 
     Returns:
         A float for one axis; for ``axis=None`` a dict with keys ``"axial"``, ``"coronal"``,
@@ -337,10 +388,11 @@ def psnr_2d(
     """
     t, p = _pair(truth, pred)
     r = _check_range(data_range)
+    m = _check_mask(mask, t.shape)
     if axis is not None:
-        return _mean_slice_psnr(_slice_mse(t, p, _check_axis(axis)), r, zero_mse_db)
+        return _mean_slice_psnr(_slice_mse(t, p, _check_axis(axis), m), r, zero_mse_db)
     out = {
-        name: _mean_slice_psnr(_slice_mse(t, p, ax), r, zero_mse_db)
+        name: _mean_slice_psnr(_slice_mse(t, p, ax, m), r, zero_mse_db)
         for ax, name in enumerate(AXIS_NAMES)
     }
     out["mean"] = float(np.mean([out[name] for name in AXIS_NAMES]))
@@ -363,6 +415,7 @@ def _ssim_per_slice(
     k1: float,
     k2: float,
     padding: str = "reflect",
+    mask: np.ndarray | None = None,
 ) -> FloatArray:
     """SSIM map filtered along ``axes`` only, cropped and averaged over them.
 
@@ -371,6 +424,10 @@ def _ssim_per_slice(
     the whole volume (all three axes), without a Python loop. With ``padding="zeros"`` the images
     are zero-padded by the window radius and the whole map is averaged, as the PyTorch SSIM of
     Po-Hsun Su's ``pytorch-ssim`` (and its 3D fork by jinh0park, which DuoLift-GAN cites) does.
+
+    With a validity ``mask`` the map is computed as without one (the window still sees the
+    voxels outside it) and averaged over the masked voxels of the cropped map; an index whose
+    slice holds none is NaN.
 
     Returns:
         The mean SSIM over ``axes`` for every index of the remaining axis (a 0D array if none).
@@ -416,7 +473,12 @@ def _ssim_per_slice(
     crop: list[slice] = [slice(None)] * 3
     for ax in axes:
         crop[ax] = slice(pad, t.shape[ax] - pad)
-    return np.asarray(np.mean(s[tuple(crop)], axis=tuple(axes)), dtype=np.float64)
+    if mask is None:
+        return np.asarray(np.mean(s[tuple(crop)], axis=tuple(axes)), dtype=np.float64)
+    w = mask[tuple(crop)]
+    n = np.count_nonzero(w, axis=tuple(axes))
+    total = np.sum(np.where(w, s[tuple(crop)], 0.0), axis=tuple(axes))
+    return np.asarray(np.where(n > 0, total / np.maximum(n, 1), np.nan), dtype=np.float64)
 
 
 def ssim_3d(
@@ -428,6 +490,7 @@ def ssim_3d(
     k1: float = 0.01,
     k2: float = 0.03,
     padding: str = "reflect",
+    mask: npt.ArrayLike | None = None,
 ) -> float:
     """Structural similarity with a 3D Gaussian window (see the module docstring).
 
@@ -440,6 +503,11 @@ def ssim_3d(
         k2: Constant of the contrast-structure term.
         padding: ``"reflect"`` (scikit-image, default) or ``"zeros"`` (``pytorch-ssim-3D``, which
             DuoLift-GAN's SSIM(3D) uses); see :data:`SSIM_PADDINGS`.
+        mask: Optional validity mask of the same shape: the SSIM map (computed on the whole
+            volumes, as ``structural_similarity(..., full=True)`` returns it) is averaged over
+            the masked voxels of the region the unmasked mean uses (at least 5 voxels from every
+            face with ``"reflect"``), so an all-ones mask gives the unmasked value. NaN if no
+            masked voxel is left.
 
     Returns:
         Mean SSIM, at most 1 (identical volumes, constant ones included, give exactly 1).
@@ -462,6 +530,7 @@ def ssim_3d(
             k1=float(k1),
             k2=float(k2),
             padding=str(padding),
+            mask=_check_mask(mask, t.shape),
         )
     )
 
@@ -480,6 +549,7 @@ def ssim_2d(
     k1: float = ...,
     k2: float = ...,
     padding: str = ...,
+    mask: npt.ArrayLike | None = ...,
 ) -> float: ...
 @overload
 def ssim_2d(
@@ -495,6 +565,7 @@ def ssim_2d(
     k1: float = ...,
     k2: float = ...,
     padding: str = ...,
+    mask: npt.ArrayLike | None = ...,
 ) -> dict[str, float]: ...
 def ssim_2d(
     truth: npt.ArrayLike,
@@ -509,6 +580,7 @@ def ssim_2d(
     k1: float = 0.01,
     k2: float = 0.03,
     padding: str = "reflect",
+    mask: npt.ArrayLike | None = None,
 ) -> float | dict[str, float]:
     """Slice-wise SSIM: the mean over slices of each 2D slice's SSIM.
 
@@ -531,6 +603,8 @@ def ssim_2d(
         k2: Constant of the contrast-structure term.
         padding: ``"reflect"`` (scikit-image, default) or ``"zeros"`` (``pytorch-ssim``); see
             :data:`SSIM_PADDINGS`.
+        mask: Optional validity mask of the same shape: each slice's SSIM map is averaged over
+            its masked pixels (as :func:`ssim_3d`), and slices without any are left out.
 
     Returns:
         A float for one axis; for ``axis=None`` a dict with keys ``"axial"``, ``"coronal"``,
@@ -550,11 +624,14 @@ def ssim_2d(
         "k1": float(k1),
         "k2": float(k2),
         "padding": str(padding),
+        "mask": _check_mask(mask, t.shape),
     }
 
     def one(ax: int) -> float:
         in_plane = tuple(a for a in range(3) if a != ax)
-        return float(np.mean(_ssim_per_slice(t, p, in_plane, **options)))
+        values = _ssim_per_slice(t, p, in_plane, **options)
+        values = values[~np.isnan(values)]
+        return float(np.mean(values)) if values.size else math.nan
 
     if axis is not None:
         return one(_check_axis(axis))
@@ -653,6 +730,7 @@ def evaluate_case(
     hu_window: HUWindowLike = (-1000.0, 1000.0),
     mode: EvaluationMode = "xprospect",
     spacing_mm: float | Sequence[float] | None = None,
+    mask: np.ndarray | Volume | None = None,
 ) -> dict[str, float]:
     """Every metric of one reconstructed case, from two window-normalised volumes.
 
@@ -668,6 +746,11 @@ def evaluate_case(
             HU); a narrower window has already clipped HU that X2CT-GAN would keep.
         spacing_mm: Voxel size for the lung masks and lung volumes; defaults to the truth
             Volume's spacing, else 2.5 mm isotropic (the 128^3 preprocessing grid).
+        mask: Optional validity mask on the truth's grid (nonzero = scored): the scanned region
+            of a real CT (:func:`xprospect.preprocessing.scan_mask`), outside which the truth is
+            padding, not anatomy. The voxel metrics (MAE, MSE, cosine, PSNR, SSIM, 2D and 3D)
+            are then taken inside it (SSIM: the map averaged inside it); the lung Dice and
+            volumes stay whole-volume (the lung masks are segmented on each volume).
 
     Returns:
         ``mae``, ``mse``, ``mae_hu``, ``cosine_similarity``, ``psnr_3d``, ``psnr_axial``,
@@ -706,36 +789,50 @@ def evaluate_case(
     else:
         spacing_values = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,))
     spacing = tuple(float(s) for s in spacing_values)
+    m = None
+    if mask is not None:
+        m_arr, _ = _canonical_array(mask)
+        m = _check_mask(m_arr, t_w.shape)
+        if m is not None and bool(np.all(m)):
+            m = None  # all-ones: the unmasked code path, bit for bit
 
     out: dict[str, float] = {}
     if mode == "xprospect":
         t, p = t_w, p_w
-        out["mae"] = mae(t, p)
-        out["mse"] = mse(t, p)
+        out["mae"] = mae(t, p, mask=m)
+        out["mse"] = mse(t, p, mask=m)
         out["mae_hu"] = out["mae"] * (high - low)
-        out["cosine_similarity"] = cosine_similarity(t, p)
-        out["psnr_3d"] = psnr_3d(t, p)
-        psnr = psnr_2d(t, p)
-        ssim = ssim_2d(t, p)
-        out["ssim_3d"] = ssim_3d(t, p)
+        out["cosine_similarity"] = cosine_similarity(t, p, mask=m)
+        out["psnr_3d"] = psnr_3d(t, p, mask=m)
+        psnr = psnr_2d(t, p, mask=m)
+        ssim = ssim_2d(t, p, mask=m)
+        out["ssim_3d"] = ssim_3d(t, p, mask=m)
     elif mode == "x2ct_compatible":
         ct_t = np.clip(t_hu + _X2CT_HU_OFFSET, 0.0, X2CT_CT_MAX)
         ct_p = np.clip(p_hu + _X2CT_HU_OFFSET, 0.0, X2CT_CT_MAX)
         t, p = ct_t / X2CT_CT_MAX, ct_p / X2CT_CT_MAX
-        out["mae"] = mae(t, p)
-        out["mse"] = mse(t, p)
-        out["cosine_similarity"] = cosine_similarity(t, p)
+        out["mae"] = mae(t, p, mask=m)
+        out["mse"] = mse(t, p, mask=m)
+        out["cosine_similarity"] = cosine_similarity(t, p, mask=m)
         # X2CT-GAN casts [0, 2500] floats to int32: truncation, i.e. floor for values >= 0. The
         # small tolerance keeps integer HU that the window arithmetic left a hair below.
         int_t = np.floor(ct_t + _TRUNC_TOL)
         int_p = np.floor(ct_p + _TRUNC_TOL)
-        out["mae_hu"] = mae(int_t, int_p)
+        out["mae_hu"] = mae(int_t, int_p, mask=m)
         out["psnr_3d"] = psnr_3d(
-            int_t, int_p, data_range=X2CT_PIXEL_MAX, zero_mse_db=X2CT_ZERO_MSE_DB
+            int_t, int_p, data_range=X2CT_PIXEL_MAX, zero_mse_db=X2CT_ZERO_MSE_DB, mask=m
         )
-        psnr = psnr_2d(int_t, int_p, data_range=X2CT_PIXEL_MAX, zero_mse_db=X2CT_ZERO_MSE_DB)
+        psnr = psnr_2d(
+            int_t, int_p, data_range=X2CT_PIXEL_MAX, zero_mse_db=X2CT_ZERO_MSE_DB, mask=m
+        )
         ssim = ssim_2d(
-            t, p, gaussian_weights=False, win_size=7, use_sample_covariance=True, data_range=1.0
+            t,
+            p,
+            gaussian_weights=False,
+            win_size=7,
+            use_sample_covariance=True,
+            data_range=1.0,
+            mask=m,
         )
     else:
         raise ConfigError(f"unknown mode {mode!r}; expected 'xprospect' or 'x2ct_compatible'")

@@ -4,8 +4,8 @@ Two layers:
 
 - Pure functions over :class:`~xprospect.image.Volume`, :class:`~xprospect.image.Radiograph` or
   plain arrays: HU windows, :func:`reorient`, :func:`resample`, :func:`resize`, :func:`body_mask`,
-  :func:`crop_or_pad`, and the radiograph helpers (:func:`pad_to_square`, :func:`crop_to_square`,
-  :func:`resize_image`, :func:`percentile_window`).
+  :func:`scan_mask`, :func:`crop_or_pad`, and the radiograph helpers (:func:`pad_to_square`,
+  :func:`crop_to_square`, :func:`resize_image`, :func:`percentile_window`).
 - Small callable transforms (:class:`Reorient`, :class:`Resample`, :class:`CropOrPad`, ...) that
   wrap them and chain with :class:`Compose`. A transform called as ``t(image, *labels)`` applies the
   same geometry to label masks (nearest interpolation, fill 0, the crop window of the image).
@@ -32,6 +32,7 @@ from xprospect.image import CANONICAL_AXCODES, Radiograph, Volume
 
 __all__ = [
     "HU_WINDOWS",
+    "SCAN_PADDING_BELOW_HU",
     "XRAY_WINDOW_PERCENTILES",
     "ClipHU",
     "Compose",
@@ -62,6 +63,7 @@ __all__ = [
     "resize_image",
     "resize_images",
     "resolve_hu_window",
+    "scan_mask",
     "unwindow_hu",
     "window_hu",
 ]
@@ -663,6 +665,49 @@ def body_mask(image: Volume | np.ndarray, threshold_hu: float = -500.0) -> np.nd
     counts[0] = 0
     largest = labels == int(np.argmax(counts))
     return _fill_holes_slicewise(largest)
+
+
+SCAN_PADDING_BELOW_HU = -1024.0
+"""Stored values strictly below this are the scanner's padding, not tissue (see :func:`scan_mask`):
+-1024 HU is the lowest value of the 12-bit CT range, and scanners mark the corners outside their
+reconstruction circle with values such as -2000, -2048 or -3024."""
+
+
+def scan_mask(
+    volume: _VolOrArray, padding_below_hu: float | None = SCAN_PADDING_BELOW_HU
+) -> _VolOrArray:
+    """The validity mask of a CT on its own grid: 1 where the scanner measured, 0 elsewhere.
+
+    On the scan's own grid every voxel is inside the scanned extent, so the mask is all ones
+    except the scanner's padding: the corners outside the reconstruction circle, which scanners
+    store with values below the CT range (the sample LIDC CT: -2048 HU, 21 % of its voxels).
+    Pass the mask as a label through the preprocessing (``ct_preprocessing(...)(ct, mask)``):
+    the transforms carry it with nearest-neighbour interpolation (whole-axis flips for
+    :class:`Reorient`, nearest for :class:`Resample`, whose new grid never extends beyond the old
+    field of view by more than half an old voxel, and fill 0 for :class:`CropOrPad`), so in the
+    output it is 1 exactly where the nearest original voxel is a scanned one and 0 in the padded
+    air. The image itself is interpolated linearly, so a band about one output voxel wide along
+    the reconstruction circle mixes padding into the (clipped) HU; the mask does not drop it.
+
+    Args:
+        volume: A :class:`Volume` or 3D array in HU, as read from the scanner.
+        padding_below_hu: Values strictly below it are padding; ``None`` counts every voxel as
+            scanned (only the array's extent matters).
+
+    Returns:
+        The same kind as ``volume`` (a Volume keeps its affine), ``uint8`` 0/1.
+
+    Raises:
+        GeometryError: If the array is not 3D.
+    """
+    a = _array_of(volume)
+    if a.ndim != 3:
+        raise GeometryError(f"scan_mask needs a 3D array, got shape {a.shape}")
+    if padding_below_hu is None:
+        out = np.ones(a.shape, dtype=np.uint8)
+    else:
+        out = (a >= padding_below_hu).astype(np.uint8)
+    return _same_kind(volume, out)
 
 
 def _mask_bbox_center(mask: np.ndarray) -> np.ndarray | None:
@@ -1301,6 +1346,10 @@ def ct_preprocessing(
 
     Reorient to ``("I", "P", "L")`` -> resample to ``fov_mm / size`` mm isotropic -> crop or pad to
     ``size``^3 centred on the body (padding with air) -> optionally window to [0, 1].
+
+    Where the scan is shorter (or narrower) than the cube, the padded air is not anatomy: call the
+    pipeline with the scan's validity mask as a label, ``ct, valid = pipeline(volume,
+    scan_mask(volume))``, to know which voxels of the cube were scanned (see :func:`scan_mask`).
 
     Args:
         size: Output side in voxels.

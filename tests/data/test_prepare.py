@@ -371,3 +371,37 @@ def test_a_file_or_a_folder_of_other_files_is_refused(tmp_path):
     (out / ".xprospect.lock").write_text("")
     (out / ".journal.json.p1h00000000.abcdefgh.tmp").write_text("")
     assert len(prepare_dataset([], out, CFG, phantoms=1, progress=False).written) == 1
+
+
+def test_scan_mask_is_stored_for_a_short_scan_and_all_ones_for_phantoms(tmp_path):
+    from xprospect.preprocessing import scan_mask
+
+    rng = np.random.default_rng(5)
+    hu = rng.normal(0.0, 100.0, (16, 16, 10)).astype(np.float32)
+    hu[:3, :3, :] = -2048.0  # the scanner's padding outside its reconstruction circle
+    src = tmp_path / "short.nii.gz"
+    affine = np.diag([20.0, 20.0, 15.0, 1.0])  # 320 x 320 x 150 mm: short in z
+    nib.save(nib.Nifti1Image(hu, affine), str(src))
+    out = tmp_path / "ds"
+    cfg = PrepareConfig(size=32, geometry="parallel", shard_size=4, val_fraction=0, test_fraction=0)
+    prepare_dataset([src], out, cfg, phantoms=1, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    records = {
+        r["case_id"].numpy().decode(): r
+        for r in (
+            parse_case(s, with_scan_mask=True)
+            for s in tf.data.TFRecordDataset(str(out / "train-00000.tfrecord"))
+        )
+    }
+    from xprospect.io import read_nifti
+
+    vol = read_nifti(src)
+    _, expected = ct_preprocessing(size=32, fov_mm=320.0)(vol, scan_mask(vol))
+    mask = records["short"]["scan_mask"].numpy()
+    np.testing.assert_array_equal(mask, expected.array)
+    # 150 mm of z at 10 mm voxels: 15 axial slices of the 32 hold scanned voxels.
+    assert np.count_nonzero(mask.any(axis=(1, 2))) == 15
+    assert 0 < mask.mean() < 15 / 32
+    assert manifest["cases"]["short"]["scan_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
+    np.testing.assert_array_equal(records["phantom-00000"]["scan_mask"].numpy(), 1)
+    assert manifest["cases"]["phantom-00000"]["scan_fraction"] == 1.0

@@ -474,3 +474,87 @@ def test_multiworker_two_local_workers_resume_with_equal_weights(dataset, tmp_pa
         "skip",
     )
     assert [int(r["step"]) for r in read_metrics(out / "metrics.csv")] == [1, 2, 3, 4]
+
+
+# === The scanned region (data.validity_mask) ===
+
+
+def _rewrite_dataset(src: Path, dst: Path, *, masked: bool, garbage: bool = False) -> Path:
+    """A copy of ``src`` whose cases are scanned only in their lower half (``masked``), with
+    random HU outside the scan (``garbage``), or written without masks at all (an old dataset).
+    The stored DRRs are kept, so the inputs are the same in every copy."""
+    import shutil
+
+    from xprospect.data import encode_case, parse_case
+
+    shutil.copytree(src, dst)
+    rng = np.random.default_rng(0)
+    for shard in sorted(dst.glob("*.tfrecord")):
+        cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
+        with tf.io.TFRecordWriter(str(shard)) as writer:
+            for c in cases:
+                volume = c["volume"].numpy()
+                mask = None
+                if masked:
+                    mask = np.zeros(volume.shape, np.uint8)
+                    mask[volume.shape[0] // 2 :] = 1
+                    if garbage:
+                        noise = rng.uniform(-1000, 1000, volume.shape)
+                        volume = np.where(mask > 0, volume, noise)
+                writer.write(
+                    encode_case(
+                        c["case_id"].numpy().decode(),
+                        volume,
+                        c["spacing_mm"].numpy(),
+                        c["frontal"].numpy(),
+                        c["lateral"].numpy(),
+                        scan_mask=mask,
+                    )
+                )
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for case in manifest["cases"].values():
+        case.pop("scan_fraction", None)
+        if masked:
+            case["scan_fraction"] = 0.5
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def _masked_run(data: Path, out: Path, **overrides) -> tuple[list[np.ndarray], list[dict]]:
+    cfg = tiny_config(
+        data,
+        out,
+        **{
+            "data.augmentation": {},
+            "training.steps": 3,
+            "training.validation_every": 3,
+            "training.checkpoint_every": 3,
+            **overrides,
+        },
+    )
+    trainer = Trainer(cfg, model_fn=tiny_model, loss_fn=tiny_loss, progress=False)
+    result = trainer.fit()
+    assert result.ok and result.steps == 3
+    return weights_of(trainer.model), read_metrics(out / "metrics.csv")
+
+
+def test_losses_ignore_voxels_outside_the_scan_and_old_datasets_still_train(dataset, tmp_path):
+    clean = _rewrite_dataset(dataset, tmp_path / "clean", masked=True)
+    noisy = _rewrite_dataset(dataset, tmp_path / "noisy", masked=True, garbage=True)
+    old = _rewrite_dataset(dataset, tmp_path / "old", masked=False)
+    w_clean, rows_clean = _masked_run(clean, tmp_path / "run-clean")
+    w_noisy, rows_noisy = _masked_run(noisy, tmp_path / "run-noisy")
+    # What lies outside the scanned region changes neither the updates nor the validation.
+    for a, b in zip(w_clean, w_noisy, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for key in ("loss", "val_loss", "val_psnr_3d", "val_mae"):
+        got = [float(r[key]) for r in rows_noisy if r[key]]
+        want = [float(r[key]) for r in rows_clean if r[key]]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # With the option off the garbage is a target, and the weights move elsewhere.
+    w_off, _ = _masked_run(noisy, tmp_path / "run-off", **{"data.validity_mask": False})
+    assert any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(w_noisy, w_off, strict=True))
+    # A dataset written before masks trains (fully scanned: the plain losses).
+    w_old, rows_old = _masked_run(old, tmp_path / "run-old")
+    assert all(np.isfinite(float(r["loss"])) for r in rows_old)
+    assert all(np.isfinite(w).all() for w in w_old)

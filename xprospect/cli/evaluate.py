@@ -36,6 +36,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--skip-lpips", action="store_true", help="leave the protocol's LPIPS columns out"
     )
+    p.add_argument(
+        "--whole-cube",
+        action="store_true",
+        help="score every voxel of the cube, also where a real CT's scan did not reach "
+        "(default: inside each case's scanned region when the split has a partly scanned case)",
+    )
     p.add_argument("--max-cases", type=int, help="stop after N cases")
     p.add_argument(
         "--overwrite", action="store_true", help="write into a report folder that is not empty"
@@ -85,8 +91,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         protocol=protocol,
         lpips_weights=lpips_weights,
+        validity_mask=not args.whole_cube,
     )
     label = args.mode if protocol is None else f"{protocol.name} protocol"
-    print(summary_markdown(result.summary, title=f"{args.split} split ({label} metrics)"))
+    title = f"{args.split} split ({label} metrics)"
+    print(summary_markdown(result.summary, title=title, note=result.scope_note))
     print(f"per-case CSV, summary.json, summary.md and panels in {out}")
     return 0

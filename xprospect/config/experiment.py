@@ -14,6 +14,7 @@ optional except ``data.dir`` and one of ``training.steps`` / ``training.epochs``
       shuffle_buffer: 64
       cache: false
       val_cases: null            # validate on the first N cases of the val split (null: all)
+      validity_mask: true        # losses ignore voxels outside each case's scanned region
     model:
       preset: 512-Dense          # a key of xprospect.models.PRESETS (case-insensitive)
       size: null                 # null: the dataset's cube size
@@ -102,6 +103,12 @@ class DataConfig:
         cache: Keep parsed cases in memory (then resuming skips batches instead of restoring the
             iterator, whose checkpoint would hold the whole cache).
         val_cases: Validate on the first N cases of the ``val`` split; None for all of them.
+        validity_mask: Take the voxel losses (``mae``, ``mse``, ``projection``) and the
+            validation metrics inside each case's scanned region only (the mask ``prepare``
+            stores, :func:`xprospect.preprocessing.scan_mask`), so the air a short scan was
+            padded with is not a target. Only datasets with a partly scanned case need it
+            (:func:`xprospect.data.scan_fraction` < 1); phantom datasets and datasets made
+            before masks are fully scanned, and train exactly as without it.
     """
 
     dir: str = ""
@@ -113,6 +120,7 @@ class DataConfig:
     shuffle_buffer: int = 64
     cache: bool = False
     val_cases: int | None = None
+    validity_mask: bool = True
 
 
 @dataclass

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xprospect.data.manifest import MANIFEST_NAME, read_manifest, split_cases
+    from xprospect.data.manifest import MANIFEST_NAME, read_manifest, scan_fraction, split_cases
     from xprospect.data.pipeline import (
         Augmentation,
         augmentation_from_dict,
@@ -36,11 +36,12 @@ __all__ = [
     "parse_case",
     "radiograph_augment",
     "read_manifest",
+    "scan_fraction",
     "spatial_augment",
     "split_cases",
 ]
 
-_MANIFEST_NAMES = frozenset({"MANIFEST_NAME", "read_manifest", "split_cases"})
+_MANIFEST_NAMES = frozenset({"MANIFEST_NAME", "read_manifest", "scan_fraction", "split_cases"})
 
 
 def __getattr__(name: str) -> Any:

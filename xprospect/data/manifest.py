@@ -16,7 +16,7 @@ from typing import Any
 from xprospect.errors import ImageFormatError, MissingDataError
 from xprospect.utils import read_json_file
 
-__all__ = ["MANIFEST_NAME", "read_manifest", "split_cases"]
+__all__ = ["MANIFEST_NAME", "read_manifest", "scan_fraction", "split_cases"]
 
 MANIFEST_NAME = "manifest.json"
 """The manifest's file name inside a dataset folder."""
@@ -54,3 +54,26 @@ def split_cases(manifest: Mapping[str, Any], split: str) -> int:
     """
     shards = manifest.get("shards", {})
     return sum(int(s.get("cases", 0)) for name, s in shards.items() if name.startswith(f"{split}-"))
+
+
+def scan_fraction(manifest: Mapping[str, Any], split: str | None = None) -> float:
+    """The mean share of the cube that was scanned, over a split's cases (or all cases).
+
+    ``prepare`` records each case's ``scan_fraction`` (the mean of its validity mask,
+    :func:`xprospect.preprocessing.scan_mask`); cases of datasets written before masks existed
+    have none and count as fully scanned, as their records read.
+
+    Args:
+        manifest: As :func:`read_manifest` returns it.
+        split: ``train``, ``val``, ``test`` or ``None`` for every case.
+
+    Returns:
+        A value in [0, 1]; 1.0 when there is no case.
+    """
+    cases = manifest.get("cases", {})
+    values = [
+        float(c.get("scan_fraction", 1.0))
+        for c in (cases.values() if isinstance(cases, Mapping) else [])
+        if isinstance(c, Mapping) and (split is None or c.get("split") == split)
+    ]
+    return sum(values) / len(values) if values else 1.0

@@ -13,11 +13,17 @@ feature            content
 ``frontal``        float16 little-endian DRR line integrals (rows, cols), display layout
 ``lateral``        float16 little-endian DRR line integrals (rows, cols)
 ``drr_shape``      int64 (rows, cols)
+``scan_mask``      optional: the validity mask, 1 bit per voxel (``np.packbits`` of the C-order
+                   0/1 volume, most significant bit first): 1 where the CT was scanned, 0 in the
+                   air ``prepare`` padded the cube with (:func:`xprospect.preprocessing.scan_mask`).
+                   Records written before masks existed lack it and read as all ones.
 =================  =======================================================================
 
 :func:`load_dataset` yields ``(inputs, target)`` pairs ready for ``model.fit``: ``inputs`` is a
 dict ``{"frontal": (B, R, C, 1), "lateral": (B, R, C, 1)}`` float32 X-rays mapped to [0, 1]
 (bright = dense) and ``target`` the ``(B, D, H, W, 1)`` float32 volume window-normalised to [0, 1].
+With ``with_scan_mask`` the inputs also hold ``"scan_mask"``, ``(B, D, H, W, 1)`` float32 0/1, which
+losses and metrics use to ignore the voxels outside the scanned region (models ignore it).
 Optionally the volume is augmented in space (flip, rotation, shift, scale) and its DRRs are
 rendered again on the fly so that the X-rays stay consistent with the volume; radiograph
 augmentation (gamma, contrast, blur, noise) is applied to the X-rays only.
@@ -63,6 +69,7 @@ _FEATURES = {
     "frontal": tf.io.FixedLenFeature([], tf.string),
     "lateral": tf.io.FixedLenFeature([], tf.string),
     "drr_shape": tf.io.FixedLenFeature([2], tf.int64),
+    "scan_mask": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -79,6 +86,7 @@ def encode_case(
     spacing_mm: Sequence[float],
     frontal: np.ndarray,
     lateral: np.ndarray,
+    scan_mask: np.ndarray | None = None,
 ) -> bytes:
     """Serialises one case as a ``tf.train.Example`` (the schema in the module docstring).
 
@@ -88,9 +96,14 @@ def encode_case(
         spacing_mm: Voxel size along the three axes.
         frontal: (R, C) frontal DRR line integrals.
         lateral: (R, C) lateral DRR line integrals (same shape as frontal).
+        scan_mask: Optional (D, H, W) validity mask (nonzero = scanned), stored as bits;
+            ``None`` writes none (the case reads as fully scanned).
 
     Returns:
         The serialised Example.
+
+    Raises:
+        ConfigError: If the X-rays differ in shape or the mask's shape is not the volume's.
     """
     vol = np.clip(np.rint(np.asarray(volume_hu, dtype=np.float32)), -32768, 32767)
     vol = np.ascontiguousarray(vol.astype("<i2"))
@@ -109,6 +122,11 @@ def encode_case(
         "lateral": _bytes(lat.tobytes()),
         "drr_shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(f.shape))),
     }
+    if scan_mask is not None:
+        m = np.asarray(scan_mask)
+        if m.shape != vol.shape:
+            raise ConfigError(f"scan_mask {m.shape} must have the volume's shape {vol.shape}")
+        feats["scan_mask"] = _bytes(np.packbits(m.astype(bool).ravel()).tobytes())
     # Deterministic: map entries in key order, so a shard's bytes do not depend on the process
     # (protobuf orders maps by a per-process hash otherwise); a resumed prepare equals a fresh one.
     example = tf.train.Example(features=tf.train.Features(feature=feats))
@@ -119,9 +137,13 @@ def parse_case(
     serialized: tf.Tensor,
     volume_shape: Sequence[int] | None = None,
     drr_shape: Sequence[int] | None = None,
+    *,
+    with_scan_mask: bool = False,
 ) -> dict[str, tf.Tensor]:
     """Parses one record into ``case_id``, ``volume`` (int16 → float32 HU), ``spacing_mm``,
-    ``frontal`` and ``lateral`` (float32 line integrals). Static shapes are set when given."""
+    ``frontal`` and ``lateral`` (float32 line integrals); with ``with_scan_mask`` also
+    ``scan_mask`` (uint8 0/1 of the volume's shape; all ones for a record without one). Static
+    shapes are set when given."""
     ex = tf.io.parse_single_example(serialized, _FEATURES)
     vshape = ex["volume_shape"] if volume_shape is None else tuple(volume_shape)
     dshape = ex["drr_shape"] if drr_shape is None else tuple(drr_shape)
@@ -131,10 +153,26 @@ def parse_case(
         "volume": tf.cast(volume, tf.float32),
         "spacing_mm": ex["spacing_mm"],
     }
+    if with_scan_mask:
+        out["scan_mask"] = _unpack_mask(ex["scan_mask"], vshape)
     for view in VIEWS:
         raw = tf.io.decode_raw(ex[view], tf.uint16, little_endian=True)
         out[view] = tf.reshape(float16_bits_to_float32(raw), dshape)
     return out
+
+
+def _unpack_mask(packed: tf.Tensor, shape: Sequence[int] | tf.Tensor) -> tf.Tensor:
+    """The uint8 0/1 volume of ``np.packbits`` bytes; all ones for empty bytes (no mask)."""
+    n = tf.reduce_prod(tf.cast(shape, tf.int64))
+
+    def unpack() -> tf.Tensor:
+        raw = tf.cast(tf.io.decode_raw(packed, tf.uint8), tf.int32)
+        shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.int32)
+        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(raw[:, None], shifts), 1)
+        return tf.cast(tf.reshape(bits, [-1])[:n], tf.uint8)
+
+    flat = tf.cond(tf.strings.length(packed) > 0, unpack, lambda: tf.ones([n], tf.uint8))
+    return tf.reshape(flat, shape)
 
 
 def float16_bits_to_float32(bits: tf.Tensor) -> tf.Tensor:
@@ -238,7 +276,12 @@ def _about_centre(linear: tf.Tensor, shift: tf.Tensor, h: tf.Tensor, w: tf.Tenso
 
 
 def spatial_augment(
-    volume: tf.Tensor, spacing_mm: tf.Tensor, aug: Augmentation, seed: tf.Tensor
+    volume: tf.Tensor,
+    spacing_mm: tf.Tensor,
+    aug: Augmentation,
+    seed: tf.Tensor,
+    *,
+    fill_value: float = AIR_HU,
 ) -> tf.Tensor:
     """Randomly flips, rotates (about the head-feet axis), shifts and scales a canonical HU volume.
 
@@ -247,9 +290,12 @@ def spatial_augment(
         spacing_mm: (3,) voxel size.
         aug: The settings.
         seed: (2,) int stateless seed.
+        fill_value: What fills the voxels that moved in from outside the volume: air (-1024
+            HU) for CT; 0 moves a validity mask with the same seed (what moved in was not
+            scanned).
 
     Returns:
-        The transformed (D, H, W) volume; air (-1024 HU) fills what moved in from outside.
+        The transformed (D, H, W) volume (bilinear in each plane).
     """
     seeds = tf.random.experimental.stateless_split(seed, 6)
     u = [tf.random.stateless_uniform([], seeds[i], -1.0, 1.0) for i in range(5)]
@@ -266,12 +312,12 @@ def spatial_augment(
     sy, sx = spacing_mm[1], spacing_mm[2]
     linear = tf.stack([tf.stack([cos, -sin * sy / sx]), tf.stack([sin * sx / sy, cos])])
     m_axial = _about_centre(linear, tf.stack([-shift_px[2], -shift_px[1]]), h, w)
-    out = _projective(volume[..., None], m_axial, AIR_HU)[..., 0]
+    out = _projective(volume[..., None], m_axial, fill_value)[..., 0]
     # Coronal plane (rows = axis 0, cols = axis 2 unchanged): scale and shift along head-feet.
     lin_z = tf.stack([tf.stack([1.0, 0.0]), tf.stack([0.0, 1.0 / scale])])
     m_z = _about_centre(lin_z, tf.stack([0.0, -shift_px[0]]), d, w)
     out = tf.transpose(out, [1, 0, 2])  # (H, D, W): treat axis 1 as the batch of coronal images
-    out = _projective(out[..., None], m_z, AIR_HU)[..., 0]
+    out = _projective(out[..., None], m_z, fill_value)[..., 0]
     return tf.transpose(out, [1, 0, 2])
 
 
@@ -433,6 +479,7 @@ def load_dataset(
     with_case_id: bool = False,
     with_lung_mask: bool = False,
     verify: bool = True,
+    with_scan_mask: bool = False,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
@@ -465,6 +512,12 @@ def load_dataset(
             on the fly (about 0.1 s per case at 64^3 and 1 s at 128^3, in parallel with
             training). Models ignore it; the GAN trainer's masked terms use it.
         verify: Verify the shards' records and checksums first (:func:`verify_shards`).
+        with_scan_mask: Add ``"scan_mask"``, ``(B, D, H, W, 1)`` float32 0/1, to the inputs
+            dict: 1 where the case's CT was scanned, 0 in the air ``prepare`` padded the cube
+            with (all ones for phantoms and for datasets written before masks). Spatial
+            augmentation moves it with the volume (bilinear, then kept where >= 0.5; what moves
+            in from outside is 0). Models ignore it; the trainers' voxel losses and the
+            evaluation use it (``data.validity_mask``).
 
     Returns:
         A dataset of ``(inputs, target)``; see the module docstring for shapes.
@@ -516,7 +569,10 @@ def load_dataset(
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     vshape, dshape = (size, size, size), (drr_size, drr_size)
     spacing = [float(v) for v in np.broadcast_to(manifest["config"]["spacing_mm"], (3,))]
-    ds = ds.map(lambda s: parse_case(s, vshape, dshape), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        lambda s: parse_case(s, vshape, dshape, with_scan_mask=with_scan_mask),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     if cache:
         ds = ds.cache()
     if shuffle:
@@ -535,6 +591,17 @@ def load_dataset(
             case = dict(
                 case, volume=spatial_augment(case["volume"], case["spacing_mm"], aug, seeds[0])
             )
+            if with_scan_mask:
+                # The same seed draws the same transform; bilinear weights >= 0.5 are the
+                # nearest neighbour's verdict.
+                moved = spatial_augment(
+                    tf.cast(case["scan_mask"], tf.float32),
+                    case["spacing_mm"],
+                    aug,
+                    seeds[0],
+                    fill_value=0.0,
+                )
+                case["scan_mask"] = tf.cast(moved >= 0.5, tf.uint8)
         case["seed"] = seeds[1]
         if with_lung_mask:
             case["lung_mask"] = _lung_mask_tf(case["volume"], spacing)
@@ -573,6 +640,8 @@ def load_dataset(
             inputs["case_id"] = batch["case_id"]
         if with_lung_mask:
             inputs["lung_mask"] = batch["lung_mask"][..., None]
+        if with_scan_mask:
+            inputs["scan_mask"] = tf.cast(batch["scan_mask"], tf.float32)[..., None]
         lo, hi = window
         target = tf.clip_by_value((volume - lo) / (hi - lo), 0.0, 1.0)[..., None]
         return inputs, target

@@ -9,7 +9,8 @@ Output folder::
 
     DIR/journal.json        what the run knows: config, case ids, shards done, each case's source
                             hash and file stats, failures (written first, before any case is read)
-    DIR/manifest.json       config, cases (id, source, sha256, shape, spacing, split, shard), shards
+    DIR/manifest.json       config, cases (id, source, sha256, shape, spacing, scan_fraction,
+                            split, shard), shards
     DIR/failures.json       cases that could not be read, with the reason
     DIR/{split}-{k:05d}.tfrecord
     DIR/.xprospect.lock     held while a run writes (see xprospect.utils.folder_lock)
@@ -383,11 +384,13 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
     :func:`xprospect.augmentation.augment_volume`.
 
     Returns:
-        ``volume`` (int16), ``spacing_mm``, ``source_sha256``, ``original_shape`` and
-        ``original_spacing_mm``; for a variant also ``augmentation`` (its seed and the
-        parameters each transform drew).
+        ``volume`` (int16), ``scan_mask`` (uint8: 1 where the CT was scanned, 0 in the air the
+        cube was padded with and in the scanner's padding outside its reconstruction circle,
+        :func:`xprospect.preprocessing.scan_mask`; all ones for phantoms), ``spacing_mm``,
+        ``source_sha256``, ``original_shape`` and ``original_spacing_mm``; for a variant also
+        ``augmentation`` (its seed and the parameters each transform drew).
     """
-    from xprospect.preprocessing import ct_preprocessing
+    from xprospect.preprocessing import ct_preprocessing, scan_mask
 
     if spec.kind == "phantom":
         from xprospect.phantoms import chest_phantom
@@ -400,16 +403,27 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
         kwargs = {"series_uid": spec.series_uid} if spec.kind == "dicom" else {}
         volume = check_ct(read_volume(spec.source, **kwargs), force=force)
         digest = sha256_paths(_source_files(spec))
-    prepared = ct_preprocessing(size=size, fov_mm=fov_mm)(volume)
+    pipeline = ct_preprocessing(size=size, fov_mm=fov_mm)
     extra: dict[str, Any] = {}
-    if spec.augment_seed is not None:
-        from xprospect.augmentation import augment_volume
+    if spec.kind == "phantom":
+        # A phantom is defined everywhere in its cube: nothing was left unscanned.
+        prepared = pipeline(volume)
+        valid = np.ones(prepared.shape, dtype=np.uint8)
+    else:
+        prepared, valid_volume = pipeline(volume, scan_mask(volume))
+        if spec.augment_seed is not None:
+            from xprospect.augmentation import augment_volume
 
-        # The prepared cube is augmented (label volumes a case carries go along as *labels).
-        prepared, _, extra["augmentation"] = augment_volume(prepared, spec.augment_seed)
+            # The prepared cube is augmented; the scan mask follows it as a label.
+            prepared, labels, extra["augmentation"] = augment_volume(
+                prepared, spec.augment_seed, valid_volume
+            )
+            valid_volume = labels[0]
+        valid = np.asarray(valid_volume.array, dtype=np.uint8)
     return {
         **extra,
         "volume": np.clip(np.rint(prepared.array), *STORED_HU_RANGE).astype(np.int16),
+        "scan_mask": valid,
         "spacing_mm": list(prepared.spacing_mm),
         "source_sha256": digest,
         "original_shape": list(volume.shape),
@@ -857,7 +871,16 @@ def _write_shard(
             vols, cfg.spacing_mm, cfg.geometry, ("frontal", "lateral"), drr_size
         ).numpy()
         for (spec, res), d in zip(chunk, drrs, strict=True):
-            records.append(encode_case(spec.case_id, res["volume"], res["spacing_mm"], d[0], d[1]))
+            records.append(
+                encode_case(
+                    spec.case_id,
+                    res["volume"],
+                    res["spacing_mm"],
+                    d[0],
+                    d[1],
+                    scan_mask=res["scan_mask"],
+                )
+            )
             entries[spec.case_id] = {
                 "source": spec.source,
                 "kind": spec.kind,
@@ -868,6 +891,7 @@ def _write_shard(
                 "spacing_mm": res["spacing_mm"],
                 "original_shape": res["original_shape"],
                 "original_spacing_mm": res["original_spacing_mm"],
+                "scan_fraction": round(float(np.mean(res["scan_mask"])), 6),
                 "split": splits[spec.case_id],
                 "shard": f"{shard_name}.tfrecord",
             }

@@ -262,7 +262,7 @@ def _write_stylized(
             shutil.copy2(item, tmp / item.name)
     for shard in shards:
         records = []
-        cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
+        cases = [parse_case(r, with_scan_mask=True) for r in tf.data.TFRecordDataset(str(shard))]
         for case in cases:
             volume = case["volume"].numpy()
             xrays = {}
@@ -282,6 +282,7 @@ def _write_stylized(
                     case["spacing_mm"].numpy(),
                     xrays["frontal"],
                     xrays["lateral"],
+                    scan_mask=case["scan_mask"].numpy(),
                 )
             )
             bar.update(1)

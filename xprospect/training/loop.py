@@ -204,6 +204,7 @@ class TrainingRun:
                 f"data.batch_size {batch} must be a multiple of the {self.replicas} replicas"
             )
         n_train, self.has_val = self._setup_data()
+        self.scan_masked = self._scan_masked()
         if n_train < self.replicas:
             raise ConfigError(
                 f"the train split of {cfg.data.dir} has fewer cases than the {self.replicas} "
@@ -245,15 +246,26 @@ class TrainingRun:
         self.manifest = read_manifest(self.cfg.data.dir)
         return split_cases(self.manifest, "train"), split_cases(self.manifest, "val") > 0
 
+    def _scan_masked(self) -> bool:
+        """Whether losses and validation are taken inside each case's scanned region:
+        ``data.validity_mask`` is on and some case of the dataset was only partly scanned (a
+        fully scanned dataset trains exactly as without masks, with no mask in its pipeline)."""
+        from xprospect.data.manifest import scan_fraction
+
+        # Runs of other kinds (the CycleGAN's) have their own data config, without the option.
+        wanted = bool(getattr(self.cfg.data, "validity_mask", False))
+        manifest = getattr(self, "manifest", None)
+        return wanted and isinstance(manifest, dict) and scan_fraction(manifest) < 1.0
+
     def _make_logic(self) -> Any:
         return StepLogic(self)
 
     @staticmethod
-    def psnr(truth: np.ndarray, pred: np.ndarray) -> float:
-        """PSNR-3D of one case (:func:`xprospect.metrics.psnr_3d`), as a float."""
+    def psnr(truth: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """PSNR-3D of one case (:func:`xprospect.metrics.psnr_3d`, inside ``mask`` if given)."""
         from xprospect.metrics import psnr_3d
 
-        return float(psnr_3d(truth, pred))
+        return float(psnr_3d(truth, pred, mask=mask))
 
     def _agree_on_start(self) -> None:
         """Stops when workers see different checkpoints (the run folder must be shared)."""
@@ -293,6 +305,7 @@ class TrainingRun:
                 views=tuple(cfg.data.views),
                 xray_mapping=cfg.data.xray_mapping,
                 with_lung_mask=self.logic.needs_mask,
+                with_scan_mask=self.scan_masked,
                 shuffle=True,
                 shuffle_buffer=cfg.data.shuffle_buffer,
                 # Each pipeline its own seed: equal seeds would give every replica the same
@@ -443,8 +456,14 @@ class TrainingRun:
             xray_mapping=cfg.data.xray_mapping,
             shuffle=False,
             with_case_id=True,
+            with_scan_mask=self.scan_masked,
         )
         predict = self._predict_fn()
+        loss = self.loss
+        if self.scan_masked:
+            from xprospect.losses import within_scan_mask
+
+            loss_in = within_scan_mask(self.loss)
         losses: list[float] = []
         psnrs: list[float] = []
         maes: list[float] = []
@@ -452,15 +471,19 @@ class TrainingRun:
         self.sample = None
         for x, y in ds:
             ids = [c.decode() for c in x.pop("case_id").numpy()]
+            valid = x.pop("scan_mask", None)
             pred = predict(x)
-            per_case = self.loss(y, pred).numpy()
+            per_case = (loss(y, pred) if valid is None else loss_in(y, pred, valid)).numpy()
             truth, out = y.numpy()[..., 0], tf.cast(pred, tf.float32).numpy()[..., 0]
+            masks = None if valid is None else valid.numpy()[..., 0] > 0
             for i, case in enumerate(ids):
                 if limit is not None and len(psnrs) >= limit:
                     break
                 losses.append(float(per_case[i]))
-                psnrs.append(self.psnr(truth[i], out[i]))
-                maes.append(float(np.mean(np.abs(truth[i] - out[i]))))
+                m = None if masks is None else masks[i]
+                psnrs.append(self.psnr(truth[i], out[i], m))
+                err = np.abs(truth[i] - out[i])
+                maes.append(float(np.mean(err if m is None else err[m])))
                 if self.sample is None:
                     self.sample = (truth[i], out[i], case)
             if limit is not None and len(psnrs) >= limit:

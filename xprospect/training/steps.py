@@ -103,6 +103,8 @@ class StepLogic:
         self.weights = {k: float(v) for k, v in weights.items() if float(v) > 0}
         self.adversarial_kind = cfg.gan.adversarial or "lsgan"
         self.needs_mask = any(k.startswith("masked_") for k in self.weights)
+        # data.validity_mask on a partly scanned dataset: the run feeds "scan_mask".
+        self.scan_masked = bool(getattr(run, "scan_masked", False))
         self.model: Any = None
         self.optimizer: Any = None
         self.discriminator: Any = None
@@ -122,7 +124,7 @@ class StepLogic:
 
     def build(self) -> None:
         """Builds networks and optimizers (call inside ``strategy.scope()``)."""
-        from xprospect.losses import per_example_loss
+        from xprospect.losses import per_example_loss, within_scan_mask
 
         run, cfg = self.run, self.run.cfg
         self.model = run.trainer.model_fn(cfg)
@@ -152,6 +154,9 @@ class StepLogic:
                 raise ConfigError(f"perceptual: {exc}") from None
         plain = run.trainer.loss_fn(cfg)
         self.plain_loss = per_example_loss(plain) if plain is not None else None
+        self.plain_loss_in = (
+            within_scan_mask(self.plain_loss) if self.plain_loss is not None else None
+        )
         # Deep supervision (DuoLift's UNet++): a view of the generator that also returns its
         # supervised heads' predictions; it shares the generator's variables.
         heads = tuple(getattr(self.model, "supervision_layers", ()) or ())
@@ -231,19 +236,30 @@ class StepLogic:
         return clipped
 
     def _generator_terms(
-        self, x: Any, y: Any, pred: Any, mask: Any, fake: Any, heads: Any = ()
+        self, x: Any, y: Any, pred: Any, mask: Any, fake: Any, heads: Any = (), valid: Any = None
     ) -> Any:
         """Per-example weighted generator loss ``(B,)`` and the unweighted adversarial term.
-        ``heads``: deep-supervision predictions, each scored by the voxel terms, averaged."""
+        ``heads``: deep-supervision predictions, each scored by the voxel terms, averaged.
+        ``valid``: the scan masks (``data.validity_mask``): the voxel terms are taken inside
+        them (:func:`xprospect.losses.within_scan_mask`); the lung, perceptual and adversarial
+        terms are not (the lungs lie inside the scan; the others see whole volumes)."""
         import tensorflow as tf
 
         from xprospect.losses import MASKED_TERMS, generator_adversarial_per_example
 
         total = tf.zeros([tf.shape(y)[0]], tf.float32)
         if self.plain_loss is not None:
-            total += self.plain_loss(y, pred)
+            voxel_terms = self.plain_loss
+            # Read only with masks: a logic assembled without __init__ (tests) lacks it.
+            masked_terms = self.plain_loss_in if valid is not None else None
+            if masked_terms is not None:
+
+                def voxel_terms(t: Any, p: Any) -> Any:
+                    return masked_terms(t, p, valid)
+
+            total += voxel_terms(y, pred)
             if heads:
-                total += tf.add_n([self.plain_loss(y, h) for h in heads]) / float(len(heads))
+                total += tf.add_n([voxel_terms(y, h) for h in heads]) / float(len(heads))
         for name, fn in MASKED_TERMS.items():
             if name in self.weights:
                 total += self.weights[name] * fn(y, pred, mask)
@@ -283,6 +299,7 @@ class StepLogic:
             d_vars = d.trainable_variables if d is not None else []
             x = dict(x)
             mask = x.pop("lung_mask", None)
+            valid = x.pop("scan_mask", None)
             with tf.GradientTape(persistent=d is not None) as tape:
                 heads: list[Any] = []
                 if self.supervised_model is not None:
@@ -293,7 +310,7 @@ class StepLogic:
                 if d is not None:
                     fake = d({"volume": pred, **x}, training=True)
                     real = d({"volume": y, **x}, training=True)
-                per_example, adv = self._generator_terms(x, y, pred, mask, fake, heads)
+                per_example, adv = self._generator_terms(x, y, pred, mask, fake, heads, valid=valid)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if g.losses:
                     reg = tf.add_n([tf.cast(v, tf.float32) for v in g.losses])
