@@ -22,7 +22,7 @@ from xprospect.data.prepare import (
 from xprospect.errors import ConfigError
 from xprospect.io import read_volume, write_nifti
 from xprospect.phantoms import chest_phantom
-from xprospect.preprocessing import ct_preprocessing
+from xprospect.preprocessing import ct_preprocessing, scan_mask
 from xprospect.projection import render_drr_batch
 
 
@@ -30,7 +30,7 @@ def _records(folder):
     out = {}
     for shard in sorted(folder.glob("*.tfrecord")):
         for r in tf.data.TFRecordDataset(str(shard)):
-            rec = parse_case(r)
+            rec = parse_case(r, with_scan_mask=True)
             out[rec["case_id"].numpy().decode()] = rec
     return out
 
@@ -84,7 +84,8 @@ def test_cli_real_augment_writes_variants_rebuilt_from_their_recorded_seeds(tmp_
     assert sorted(manifest["cases"]) == ["chest", "chest_aug1", "chest_aug2"]
     assert "augmentation" not in manifest["cases"]["chest"]
     recs = _records(out)
-    base = ct_preprocessing(size=24, fov_mm=320.0)(read_volume(path))
+    raw = read_volume(path)
+    base, base_mask = ct_preprocessing(size=24, fov_mm=320.0)(raw, scan_mask(raw))
     np.testing.assert_array_equal(recs["chest"]["volume"].numpy(), np.rint(base.array))
     spacing = 320.0 / 24
     for k in (1, 2):
@@ -93,8 +94,12 @@ def test_cli_real_augment_writes_variants_rebuilt_from_their_recorded_seeds(tmp_
         assert entry["augment_of"] == "chest" and entry["split"] == "train"
         record = entry["augmentation"]
         assert record["seed"] == augmentation_seed(3, "chest", k)
-        expected, _, again = augment_volume(base, record["seed"])
+        expected, (mask,), again = augment_volume(base, record["seed"], base_mask)
         assert again == record  # the drawn parameters, as recorded
+        # The scan mask follows the variant's geometry: what moved in from outside is unscanned.
+        stored_mask = recs[cid]["scan_mask"].numpy()
+        np.testing.assert_array_equal(stored_mask, np.asarray(mask.array, np.uint8))
+        assert 0 < stored_mask.mean() < 1
         vol = recs[cid]["volume"].numpy()
         np.testing.assert_array_equal(vol, np.clip(np.rint(expected.array), -1024, 3071))
         assert np.abs(vol - np.rint(base.array)).mean() > 5.0  # a different case, not a copy
