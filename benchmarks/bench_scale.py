@@ -88,6 +88,7 @@ def experiment():
         f"model.overrides={{base_filters: {args['base_filters']}}}",
         f"training.steps={args['steps']}",
         f"training.output_dir={args['run']}",
+        *args.get("set", []),
     ])
 
 rows = {}
@@ -215,6 +216,7 @@ def measure(
     batch: int,
     pythonpath: Path,
     work: Path,
+    overrides: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Every stage at every N, ``rounds`` times, N interleaved within a round."""
     runs: list[dict[str, Any]] = []
@@ -245,6 +247,7 @@ def measure(
                 "base_filters": BASE_FILTERS,
                 "steps": steps,
                 "run": str(run),
+                "set": list(overrides),
             }
             record("pipeline", n, r, spawn("pipeline", args, pythonpath))
             rows = spawn("train", args, pythonpath)
@@ -461,6 +464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--pythonpath", type=Path, default=ROOT, help="the checkout to measure")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment override for the pipeline and train stages (data.shuffle_buffer=16)",
+    )
     p.add_argument("--tag", default="bench_scale", help="result file name")
     p.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     args = p.parse_args(argv)
@@ -477,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch": args.batch,
         "config": CONFIG,
         "base_filters": BASE_FILTERS,
+        "overrides": args.set,
         "rss_tolerance": RSS_TOLERANCE,
     }
     with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
@@ -491,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.batch,
             args.pythonpath.resolve(),
             work,
+            args.set,
         )
     table = aggregate(runs, cases, args.size)
     md = write(table, runs, cases, meta, args.tag)
