@@ -99,9 +99,13 @@ class DataConfig:
         xray_mapping: How DRR line integrals become model inputs.
         augmentation: Keys of :class:`xprospect.data.Augmentation`; empty for none.
         batch_size: Global batch size, split evenly across replicas (must divide by their count).
-        shuffle_buffer: Shuffle buffer in cases.
+        shuffle_buffer: Shuffle buffer in cases. A fixed count, not the dataset's size, so the
+            memory of training does not grow with the dataset: the buffer holds up to this many
+            parsed cases (float32 volume and DRRs, about 8.1 MiB each at 128^3, so about
+            0.5 GiB at the default 64; ``benchmarks/bench_scale.py``).
         cache: Keep parsed cases in memory (then resuming skips batches instead of restoring the
-            iterator, whose checkpoint would hold the whole cache).
+            iterator, whose checkpoint would hold the whole cache). Memory grows with the
+            dataset: for small datasets only.
         val_cases: Validate on the first N cases of the ``val`` split; None for all of them.
         validity_mask: Take the voxel losses (``mae``, ``mse``, ``projection``) and the
             validation metrics inside each case's scanned region only (the mask ``prepare``

@@ -496,10 +496,11 @@ def load_dataset(
         views: Which X-rays to return (``("frontal",)`` for single-view models).
         xray_mapping: How DRR line integrals become model inputs.
         shuffle: Shuffle (default: only for ``train``).
-        shuffle_buffer: Shuffle buffer size in cases.
+        shuffle_buffer: Shuffle buffer size in cases; it holds up to this many parsed cases
+            (float32 volume and DRRs: about 8.1 MiB each at 128^3), whatever the split's size.
         seed: Seed of shuffling and augmentation (deterministic given the seed).
         repeat: Repeat indefinitely (for step-based training).
-        cache: Cache parsed cases in memory (before augmentation).
+        cache: Cache parsed cases in memory (before augmentation): memory grows with the split.
         augment: Augmentation settings; None for none.
         rerender: Render DRRs from the (augmented) volume on the fly with the dataset's geometry
             instead of reading the stored ones. Default: True when spatial augmentation is on.
