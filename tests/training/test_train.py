@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -558,3 +559,47 @@ def test_losses_ignore_voxels_outside_the_scan_and_old_datasets_still_train(data
     w_old, rows_old = _masked_run(old, tmp_path / "run-old")
     assert all(np.isfinite(float(r["loss"])) for r in rows_old)
     assert all(np.isfinite(w).all() for w in w_old)
+
+
+def test_return_freed_memory_sets_the_allocator_unless_the_user_did(monkeypatch):
+    import platform
+
+    from xprospect.training.distribute import SYSTEM_ALLOCATOR_ENV, return_freed_memory
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    monkeypatch.delenv(SYSTEM_ALLOCATOR_ENV, raising=False)
+    assert return_freed_memory() == {"system_allocator": True, "mmap_threshold": glibc}
+    assert os.environ[SYSTEM_ALLOCATOR_ENV] == "1"
+    monkeypatch.setenv(SYSTEM_ALLOCATOR_ENV, "0")
+    assert return_freed_memory()["system_allocator"] is False
+    assert os.environ[SYSTEM_ALLOCATOR_ENV] == "0"
+
+
+def test_freed_tensors_go_back_to_the_operating_system():
+    # A fresh process: the allocator is chosen at TensorFlow's first allocation.
+    code = """
+import tensorflow as tf
+from xprospect.training.distribute import return_freed_memory
+return_freed_memory()
+def rss_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS")) / 1024
+x = tf.random.normal((1, 32, 64, 64, 16))
+kernel = tf.random.normal((3, 3, 3, 16, 16))
+base = rss_mb()
+outs = [tf.nn.conv3d(x + i, kernel, [1] * 5, "SAME") for i in range(40)]  # 40 x 8 MiB
+held = rss_mb()
+del outs
+print(base, held, rss_mb())
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=subprocess_env(TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    base, held, after = (float(v) for v in proc.stdout.split()[-3:])
+    assert held - base > 250  # the 320 MiB of outputs were resident
+    assert after - base < 0.25 * (held - base)  # and most of it was returned on free

@@ -255,6 +255,11 @@ class TrainingConfig:
             ``auto`` (iterator where TensorFlow can save it: default strategy and mirrored).
             Either is exact when the strategy, replica count and batch size are unchanged.
         output_dir: Run folder (relative paths: to the cwd); re-running resumes from it.
+        return_freed_memory: Return the memory of freed tensors to the operating system
+            (:func:`xprospect.training.distribute.return_freed_memory`: TensorFlow's system
+            allocator instead of its oneDNN pool, a fixed glibc mmap threshold): lower peak RSS
+            at 128^3. Set before the process' first TensorFlow op; False keeps TensorFlow's
+            defaults.
     """
 
     steps: int | None = None
@@ -271,6 +276,7 @@ class TrainingConfig:
     deterministic: bool = False
     resume_data: ResumeData = "auto"
     output_dir: str = "runs/experiment"
+    return_freed_memory: bool = True
 
 
 @dataclass

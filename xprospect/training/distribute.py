@@ -16,6 +16,8 @@ What ``tf.train.Checkpoint`` can save of the input position (TensorFlow 2.21, ve
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -34,6 +36,7 @@ __all__ = [
     "is_chief",
     "make_strategy",
     "replica_iterators",
+    "return_freed_memory",
     "strategy_label",
     "worker_id",
 ]
@@ -100,6 +103,42 @@ def graph_rewrites(networks: Iterable[Any]) -> Iterator[None]:
     finally:
         # None is "TensorFlow's default" for an option never set.
         tf.config.optimizer.set_experimental_options({"remapping": previous})
+
+
+SYSTEM_ALLOCATOR_ENV = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
+"""TensorFlow's switch from its oneDNN allocator (a pool that never shrinks) to ``malloc``."""
+MMAP_THRESHOLD_BYTES = 128 * 1024
+"""glibc's default mmap threshold, made fixed: larger blocks are mapped and unmapped each time."""
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
+
+
+def return_freed_memory() -> dict[str, bool]:
+    """Lets the memory of tensors a step has freed go back to the operating system.
+
+    A oneDNN build of TensorFlow (the x86 wheels) serves large CPU tensors from a BFC pool that
+    grows to the largest demand and is never returned, and glibc keeps freed heap blocks and
+    raises its mmap threshold as large blocks are freed (up to 32 MiB), so they come from the
+    heap next time. Peak RSS is then above the peak of the tensors alive at any moment. X2CT-GAN's
+    train step at 128^3 (batch 1, float32): 8.5 GiB peak RSS with either setting alone or
+    neither, 7.7 GiB with both, and 2.9 GiB instead of 8.4 GiB between steps.
+
+    Sets ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`` unless the environment sets it (TensorFlow reads it
+    when it first allocates a tensor, so it works only before the process' first TensorFlow op)
+    and fixes glibc's mmap threshold at 128 KiB (``mallopt``; other C libraries: skipped).
+
+    Returns:
+        Which of the two took effect: ``{"system_allocator": ..., "mmap_threshold": ...}``
+        (``system_allocator`` is False when the environment asked for TensorFlow's pool).
+    """
+    os.environ.setdefault(SYSTEM_ALLOCATOR_ENV, "1")
+    applied = {"system_allocator": os.environ[SYSTEM_ALLOCATOR_ENV] not in ("0", "false")}
+    mmap = False
+    name = ctypes.util.find_library("c")
+    if name and "libc.so" in name:
+        with contextlib.suppress(OSError, AttributeError):
+            mmap = bool(ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    applied["mmap_threshold"] = mmap
+    return applied
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -364,9 +364,11 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from xprospect.training.distribute import make_strategy
+        from xprospect.training.distribute import make_strategy, return_freed_memory
         from xprospect.utils import seed_everything
 
+        if self.config.training.return_freed_memory:
+            return_freed_memory()  # before the first op allocates a tensor
         # The strategy first: multi-worker collectives must be set up before any other op runs.
         self.strategy = make_strategy(self.config.training.strategy)
         cfg = self._resolve()
