@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
 MODES = ("transpose", "resize_conv", "subpixel")
 
 
@@ -106,7 +107,12 @@ def main() -> None:
         for mode in MODES:
             cmd = [sys.executable, __file__, "--worker", preset, mode]
             cmd += ["--size", str(args.size), "--steps", str(args.steps)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            # The worker imports this checkout's package, not an installed one.
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+            if done.returncode:
+                sys.exit(f"{preset} {mode}: worker failed\n{done.stderr[-2000:]}")
+            out = done.stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1])
     meta = {"machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%F")}
