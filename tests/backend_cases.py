@@ -159,12 +159,12 @@ def _xctdiff(part: str) -> Callable[[], Any]:
     return build
 
 
-def _style(part: str) -> Callable[[], Any]:
+def _style(part: str, **extra: Any) -> Callable[[], Any]:
     def build() -> Any:
         from xprospect.models import cyclegan
 
         if part == "generator":
-            return cyclegan.build_style_generator(STYLE_SIZE, filters=2, n_blocks=1)
+            return cyclegan.build_style_generator(STYLE_SIZE, filters=2, n_blocks=1, **extra)
         return cyclegan.build_style_discriminator(STYLE_SIZE, filters=2, n_layers=2)
 
     return build
@@ -212,6 +212,13 @@ def cases() -> list[Case]:
         Case("XctDiff/D3", _xctdiff("discriminator3d"), "lsgan"),
         Case("XctDiff/D2", _xctdiff("discriminator2d"), "bce"),
         Case("style/G", _style("generator"), "mse"),
+        # Issue 17's upsampling option: the 3D depth-to-space (sub-pixel) and the 2D resize.
+        Case(
+            "64-Dense/subpixel",
+            _preset("64-Dense", "dualunet", upsampling="subpixel"),
+            "volume",
+        ),
+        Case("style/G/resize_conv", _style("generator", upsampling="resize_conv"), "mse"),
         Case("style/D", _style("discriminator"), "lsgan"),
     ]
 

@@ -18,7 +18,9 @@ from xprospect.errors import ConfigError
 
 __all__ = [
     "NORMS",
+    "UPSAMPLING_MODES",
     "check_norm",
+    "check_upsampling",
     "check_view",
     "check_views",
     "network_config",
@@ -30,6 +32,14 @@ __all__ = [
 NORMS = ("instance", "batch", "none")
 """Normalisations of :class:`~xprospect.models.blocks.ConvNormAct`: instance norm is
 ``GroupNormalization(groups=-1)``."""
+
+
+UPSAMPLING_MODES = ("transpose", "resize_conv", "subpixel")
+"""Learned x2 upsamplings of the decoders (:class:`~xprospect.models.blocks.Upsample`):
+``"transpose"`` (a transposed convolution, every paper's choice and the default), ``"resize_conv"``
+(nearest-neighbour resize, then a convolution: Odena et al. 2016) and ``"subpixel"`` (a
+convolution to ``factor**rank`` times the channels, then depth-to-space, ICNR-initialised:
+Aitken et al. 2017)."""
 
 
 def check_view(view: str) -> str:
@@ -60,6 +70,13 @@ def check_norm(norm: str) -> str:
     if norm not in NORMS:
         raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
     return norm
+
+
+def check_upsampling(mode: str) -> str:
+    """``mode`` if it is one of :data:`UPSAMPLING_MODES`, else a ConfigError."""
+    if mode not in UPSAMPLING_MODES:
+        raise ConfigError(f"upsampling must be one of {UPSAMPLING_MODES}, got {mode!r}")
+    return mode
 
 
 def positive_int(name: str, value: Any) -> int:

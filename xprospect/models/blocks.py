@@ -43,16 +43,29 @@ from keras import ops
 
 from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
-from xprospect.models.args import NORMS, check_view, check_views
+from xprospect.models.args import (
+    NORMS,
+    UPSAMPLING_MODES,
+    check_upsampling,
+    check_view,
+    check_views,
+    positive_int,
+)
 
 __all__ = [
+    "ICNR",
     "NORM_ACTIVATIONS",
+    "UPSAMPLING_MODES",
     "ConnectionC",
     "ConvNormAct",
     "ExpandXrays",
+    "Upsample",
     "activation_fn",
     "canonical_to_view",
+    "depth_to_space",
+    "nearest_upsample",
     "normalization",
+    "upsample_unit",
     "view_to_canonical",
 ]
 
@@ -325,3 +338,266 @@ class ConnectionC(keras.layers.Layer):
         config: dict[str, Any] = super().get_config()
         config.update(views=list(self.views))
         return config
+
+
+# === Upsampling without checkerboard (issue 17) ===
+#
+# A transposed convolution with a kernel not divisible by its stride overlaps unevenly, and even
+# one that is (2x2x2, stride 2) gives each of the 2**rank output phases its own kernel: both print
+# a period-2 grid on the output (Odena, Dumoulin & Olah 2016, "Deconvolution and Checkerboard
+# Artifacts", Distill). Their fix is to resize (nearest neighbour) and then convolve; Aitken et
+# al. 2017 ("Checkerboard artifact free sub-pixel convolution", arXiv:1707.02937) keep the cheaper
+# sub-pixel convolution and initialise it so that every phase starts with the same kernel (ICNR),
+# which makes it equal to nearest-neighbour resize + convolution at initialisation.
+
+
+def depth_to_space(x: Any, factor: int, rank: int) -> Any:
+    """Channels-last depth-to-space (pixel shuffle) in 2D or 3D, with ``keras.ops`` only.
+
+    Channel ``(o_1 * factor**(rank-1) + ... + o_rank) * C + c`` of input voxel ``(i_1, ...)``
+    goes to output voxel ``(i_1 * factor + o_1, ...)``, channel ``c``: TensorFlow's
+    ``tf.nn.depth_to_space`` order (DCR) in 2D, the same order extended to 3D.
+
+    Args:
+        x: ``(B, *spatial, C * factor**rank)``.
+        factor: Upsampling factor of every spatial axis.
+        rank: Spatial axes (2 or 3).
+
+    Returns:
+        ``(B, *(s * factor for s in spatial), C)``.
+    """
+    shape = ops.shape(x)
+    spatial = [shape[1 + i] for i in range(rank)]
+    channels = int(x.shape[-1]) // factor**rank
+    x = ops.reshape(x, (-1, *spatial, *([factor] * rank), channels))
+    # (B, s_1, .., s_r, o_1, .., o_r, C) -> (B, s_1, o_1, .., s_r, o_r, C)
+    perm = [0]
+    for i in range(rank):
+        perm += [1 + i, 1 + rank + i]
+    x = ops.transpose(x, (*perm, 2 * rank + 1))
+    return ops.reshape(x, (-1, *(s * factor for s in spatial), channels))
+
+
+def nearest_upsample(x: Any, factor: int, rank: int) -> Any:
+    """Nearest-neighbour upsampling of every spatial axis of a channels-last tensor by ``factor``
+    (each voxel repeated ``factor`` times along each axis; ``keras.ops.repeat``)."""
+    for axis in range(1, rank + 1):
+        x = ops.repeat(x, factor, axis=axis)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class ICNR(keras.initializers.Initializer):
+    """ICNR: a sub-pixel convolution kernel whose ``factor**rank`` phases start equal.
+
+    Aitken et al. 2017: the sub-pixel kernel is initialised as a convolution followed by
+    nearest-neighbour resize, so that at initialisation the output is nearest-neighbour
+    upsampling of one convolution's output, free of checkerboard. The base kernel
+    ``(*k, C_in, C_out)`` is drawn from ``initializer`` and tiled along the output channels (the
+    channel order of :func:`depth_to_space`: phase-major, so channel ``p * C_out + c`` holds base
+    channel ``c``).
+
+    Args:
+        initializer: The base kernel's initializer (a Keras name or config), e.g. ``"he_normal"``.
+        factor: Upsampling factor per axis.
+        rank: Spatial axes (2 or 3).
+    """
+
+    def __init__(self, initializer: Any = "he_normal", factor: int = 2, rank: int = 3) -> None:
+        self.initializer = initializer
+        self.factor = positive_int("factor", factor)
+        self.rank = int(rank)
+        self._base = keras.initializers.get(initializer)
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        phases = self.factor**self.rank
+        shape = tuple(int(d) for d in shape)
+        if shape[-1] % phases:
+            raise ConfigError(f"ICNR needs output channels divisible by {phases}, got {shape}")
+        base = self._base((*shape[:-1], shape[-1] // phases), dtype=dtype)
+        return ops.tile(base, (*([1] * (len(shape) - 1)), phases))
+
+    def get_config(self) -> dict[str, Any]:
+        initializer = self.initializer
+        if not isinstance(initializer, str | dict):
+            initializer = keras.initializers.serialize(initializer)
+        return {"initializer": initializer, "factor": self.factor, "rank": self.rank}
+
+
+@keras.saving.register_keras_serializable(package="xprospect")
+class Upsample(keras.layers.Layer):
+    """Learned upsampling by ``factor`` → normalisation → activation, three ways.
+
+    The papers' decoders all upsample with a transposed convolution (``mode="transpose"``, the
+    default, the same numerics as :class:`ConvNormAct` with ``transpose=True``). The other two
+    modes are a deliberate deviation for checkerboard-free output (issue 17):
+
+    - ``"resize_conv"``: nearest-neighbour resize, then a stride-1 convolution (Odena et al.
+      2016, "Deconvolution and Checkerboard Artifacts": "resize the image (using nearest-neighbor
+      interpolation or bilinear interpolation) and then do a convolutional layer"). It costs the
+      convolution at the fine resolution.
+    - ``"subpixel"``: a stride-1 convolution at the coarse resolution to ``filters *
+      factor**rank`` channels, then :func:`depth_to_space`, the kernel :class:`ICNR`-initialised
+      (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"): at
+      initialisation its output equals nearest-neighbour upsampling of one convolution's output.
+
+    The two resize modes convolve with an odd kernel (``kernel_size``, or ``kernel_size + 1``
+    when it is even: a 2x2x2 transposed kernel becomes 3x3x3) so ``"same"`` padding is centred
+    and the output is not shifted by half a voxel.
+
+    Args:
+        filters: Output channels.
+        kernel_size: The transposed convolution's kernel; see above for the other modes.
+        factor: Upsampling factor of every spatial axis.
+        rank: 2 (``(B, H, W, ch)``) or 3 (``(B, D, H, W, ch)``).
+        mode: ``"transpose"``, ``"resize_conv"`` or ``"subpixel"``.
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        activation: One of :data:`NORM_ACTIVATIONS`.
+        leaky_alpha: Negative slope of ``"leaky_relu"``.
+        use_bias: None: only without normalisation.
+        **kwargs: ``keras.layers.Layer`` arguments.
+
+    Returns:
+        Called on ``(B, *spatial, ch)``: ``(B, *(factor * s for s in spatial), filters)``.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        factor: int = 2,
+        rank: int = 3,
+        mode: str = "transpose",
+        norm: str = "instance",
+        activation: str = "relu",
+        leaky_alpha: float = 0.2,
+        use_bias: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if rank not in (2, 3):
+            raise ConfigError(f"rank must be 2 or 3, got {rank!r}")
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.factor = positive_int("factor", factor)
+        self.rank = int(rank)
+        self.mode = check_upsampling(mode)
+        self.norm = norm
+        self.activation = activation
+        self.leaky_alpha = float(leaky_alpha)
+        self.use_bias = use_bias
+        self._act = activation_fn(activation, self.leaky_alpha)
+        bias = (norm == "none") if use_bias is None else bool(use_bias)
+        init: Any = "lecun_normal" if activation == "selu" else "he_normal"
+        odd = self.kernel_size | 1
+        conv_args: dict[str, Any] = {"padding": "same", "use_bias": bias}
+        if self.mode == "transpose":
+            cls = keras.layers.Conv3DTranspose if self.rank == 3 else keras.layers.Conv2DTranspose
+            conv_args.update(kernel_size=self.kernel_size, strides=self.factor)
+            out = self.filters
+        else:
+            cls = keras.layers.Conv3D if self.rank == 3 else keras.layers.Conv2D
+            conv_args.update(kernel_size=odd)
+            out = self.filters
+            if self.mode == "subpixel":
+                out = self.filters * self.factor**self.rank
+                init = ICNR(init, self.factor, self.rank)
+        self.conv = cls(
+            out, kernel_initializer=init, dtype=self.dtype_policy, name="conv", **conv_args
+        )
+        self.norm_layer = normalization(norm, "norm", self.dtype_policy)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        s = tuple(input_shape)
+        spatial = tuple(None if d is None else int(d) * self.factor for d in s[1:-1])
+        return (s[0], *spatial, self.filters)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        s = tuple(input_shape)
+        conv_in = (
+            tuple(None if d is None else int(d) * self.factor for d in s[1:-1])
+            if self.mode == "resize_conv"
+            else s[1:-1]
+        )
+        self.conv.build((s[0], *conv_in, s[-1]))
+        if self.norm_layer is not None:
+            self.norm_layer.build(self.compute_output_shape(s))
+        self.built = True
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if self.mode == "resize_conv":
+            x = self.conv(nearest_upsample(inputs, self.factor, self.rank))
+        elif self.mode == "subpixel":
+            x = depth_to_space(self.conv(inputs), self.factor, self.rank)
+        else:
+            x = self.conv(inputs)
+        if self.norm_layer is not None:
+            x = self.norm_layer(x, training=training)
+        return self._act(x)
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            factor=self.factor,
+            rank=self.rank,
+            mode=self.mode,
+            norm=self.norm,
+            activation=self.activation,
+            leaky_alpha=self.leaky_alpha,
+            use_bias=self.use_bias,
+        )
+        return config
+
+
+def upsample_unit(
+    mode: str,
+    filters: int,
+    kernel_size: int = 3,
+    factor: int = 2,
+    *,
+    rank: int = 3,
+    norm: str = "instance",
+    activation: str = "relu",
+    dtype: Any = None,
+    name: str | None = None,
+) -> keras.layers.Layer:
+    """A decoder's learned upsampling: the families' one entry point for issue 17's option.
+
+    ``mode="transpose"`` returns the :class:`ConvNormAct` (``transpose=True``) the families have
+    always built, so a model saved before the option existed keeps its layer classes, names and
+    weights layout and loads unchanged; the other modes return an :class:`Upsample`.
+
+    Args:
+        mode: One of :data:`UPSAMPLING_MODES`.
+        filters, kernel_size, factor, rank, norm, activation: As :class:`Upsample`.
+        dtype: Dtype policy.
+        name: Layer name.
+
+    Returns:
+        An unbuilt layer mapping ``(B, *spatial, ch)`` to ``(B, *(factor * spatial), filters)``.
+    """
+    if check_upsampling(mode) == "transpose":
+        return ConvNormAct(
+            filters,
+            kernel_size,
+            strides=factor,
+            rank=rank,
+            norm=norm,
+            activation=activation,
+            transpose=True,
+            dtype=dtype,
+            name=name,
+        )
+    return Upsample(
+        filters,
+        kernel_size,
+        factor,
+        rank,
+        mode,
+        norm=norm,
+        activation=activation,
+        dtype=dtype,
+        name=name,
+    )

@@ -42,12 +42,13 @@ from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
     check_norm,
+    check_upsampling,
     check_view,
     network_config,
     positive_int,
     resolve_policy,
 )
-from xprospect.models.blocks import ConvNormAct, view_to_canonical
+from xprospect.models.blocks import ConvNormAct, upsample_unit, view_to_canonical
 
 __all__ = [
     "CFVAA",
@@ -418,6 +419,8 @@ class CFVAA(keras.layers.Layer):
         distill_kernel_size: Kernel of FD's gate convolution (3).
         norm: ``"instance"``, ``"batch"`` or ``"none"``.
         weigh: What VAA's weights combine: ``"shallow"`` (the paper) or ``"branch"``.
+        upsampling: ``up``'s kind: ``"transpose"`` (the paper) or a checkerboard-free
+            ``"resize_conv"`` / ``"subpixel"`` (:func:`xprospect.models.blocks.upsample_unit`).
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Returns:
@@ -434,25 +437,20 @@ class CFVAA(keras.layers.Layer):
         distill_kernel_size: int = 3,
         norm: str = "instance",
         weigh: str = "shallow",
+        upsampling: str = "transpose",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.weigh = _check_weigh(weigh)
+        self.upsampling = check_upsampling(upsampling)
         self.filters = positive_int("filters", filters)
         self.kernel_size = _odd_kernel("kernel_size", kernel_size)
         self.attention_kernel_size = _odd_kernel("attention_kernel_size", attention_kernel_size)
         self.distill_kernel_size = _odd_kernel("distill_kernel_size", distill_kernel_size)
         self.norm = check_norm(norm)
         policy = self.dtype_policy
-        self.up = ConvNormAct(
-            filters,
-            kernel_size,
-            strides=2,
-            rank=3,
-            norm=norm,
-            transpose=True,
-            dtype=policy,
-            name="up",
+        self.up = upsample_unit(
+            upsampling, filters, kernel_size, norm=norm, dtype=policy, name="up"
         )
         self.vaa = ViewAttentionAlignment(
             filters, kernel_size, attention_kernel_size, norm, weigh, dtype=policy, name="vaa"
@@ -494,6 +492,7 @@ class CFVAA(keras.layers.Layer):
             distill_kernel_size=self.distill_kernel_size,
             norm=self.norm,
             weigh=self.weigh,
+            upsampling=self.upsampling,
         )
         return config
 
@@ -525,6 +524,12 @@ class CVAAGenerator(keras.Model):
             features, the paper's "combine the two shallow features"; default) or ``"branch"``
             (the structure-aware branch features; xprospect < 0.2, and what a stored config
             without this key loads as).
+        upsampling: The decoder's x2 upsampling: ``"transpose"`` (the paper's 3x3x3 stride-2
+            transposed convolution, the default) or, a deliberate deviation for checkerboard-free
+            output (issue 17), ``"resize_conv"`` (nearest-neighbour resize + convolution; Odena et
+            al. 2016, "Deconvolution and Checkerboard Artifacts") or ``"subpixel"`` (convolution +
+            depth-to-space, ICNR-initialised; Aitken et al. 2017, "Checkerboard artifact free
+            sub-pixel convolution"); see :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The output layer always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -572,10 +577,12 @@ class CVAAGenerator(keras.Model):
         distill_kernel_size: int = 3,
         norm: str = "instance",
         weigh: str = "shallow",
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
         _check_weigh(weigh)
+        check_upsampling(upsampling)
         levels = self._check(
             size,
             base_filters,
@@ -643,6 +650,7 @@ class CVAAGenerator(keras.Model):
                 distill_kernel_size=distill_kernel_size,
                 norm=norm,
                 weigh=weigh,
+                upsampling=upsampling,
                 dtype=policy,
                 name=f"cfvaa_{res[lvl]}",
             )([lifted["frontal"][lvl], lifted["lateral"][lvl], d])
@@ -663,6 +671,7 @@ class CVAAGenerator(keras.Model):
         self.distill_kernel_size = distill_kernel_size
         self.norm = norm
         self.weigh = weigh
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     @staticmethod
@@ -719,6 +728,7 @@ class CVAAGenerator(keras.Model):
             "attention_kernel_size": self.attention_kernel_size,
             "distill_kernel_size": self.distill_kernel_size,
             "norm": self.norm,
+            "upsampling": self.upsampling,
             "weigh": self.weigh,
         }
 

@@ -29,8 +29,14 @@ from typing import Any
 import keras
 
 from xprospect.errors import ConfigError
-from xprospect.models.args import check_norm, network_config, positive_int, resolve_policy
-from xprospect.models.blocks import ConvNormAct
+from xprospect.models.args import (
+    check_norm,
+    check_upsampling,
+    network_config,
+    positive_int,
+    resolve_policy,
+)
+from xprospect.models.blocks import ConvNormAct, upsample_unit
 
 __all__ = [
     "STYLE_PRESETS",
@@ -152,6 +158,12 @@ class ResnetGenerator(keras.Model):
         n_downsampling: Stride-2 convolutions (and transposed convolutions back up).
         norm: ``"instance"`` (``GroupNormalization(groups=-1)``), ``"batch"`` or ``"none"``.
         dropout: Dropout inside the residual blocks.
+        upsampling: The decoder's x2 upsampling: ``"transpose"`` (CycleGAN's 3x3 stride-2 transposed
+            convolutions, the default) or, a deliberate deviation for checkerboard-free output
+            (issue 17), ``"resize_conv"`` (nearest-neighbour resize + convolution; Odena et al.
+            2016, "Deconvolution and Checkerboard Artifacts") or ``"subpixel"`` (convolution +
+            depth-to-space, ICNR-initialised; Aitken et al. 2017, "Checkerboard artifact free
+            sub-pixel convolution"); see :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer; None: the global policy. The output layer computes
             in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -168,6 +180,7 @@ class ResnetGenerator(keras.Model):
         n_downsampling: int = 2,
         norm: str = "instance",
         dropout: float = 0.0,
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -182,6 +195,7 @@ class ResnetGenerator(keras.Model):
                 f"size {size} must be divisible by 2 ** n_downsampling = {2**n_downsampling}"
             )
         check_norm(norm)
+        check_upsampling(upsampling)
 
         # === Inputs ===
         image = keras.Input((size, size, 1), name="image")
@@ -200,15 +214,8 @@ class ResnetGenerator(keras.Model):
         for i in range(blocks):
             x = ResnetBlock2D(width, norm, dropout, dtype=policy, name=f"res{i}")(x)
         for i in reversed(range(n_downsampling)):
-            x = ConvNormAct(
-                filters * 2**i,
-                3,
-                2,
-                rank=2,
-                norm=norm,
-                transpose=True,
-                dtype=policy,
-                name=f"up{i}",
+            x = upsample_unit(
+                upsampling, filters * 2**i, 3, rank=2, norm=norm, dtype=policy, name=f"up{i}"
             )(x)
         x = ReflectionPadding2D(3, dtype=policy, name="head_pad")(x)
         x = keras.layers.Conv2D(1, 7, dtype="float32", name="head")(x)
@@ -224,6 +231,7 @@ class ResnetGenerator(keras.Model):
         self.norm = norm
         self.dropout = float(dropout)
         self.blocks = blocks
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     def get_config(self) -> dict[str, Any]:
@@ -234,6 +242,7 @@ class ResnetGenerator(keras.Model):
             "n_blocks": self.n_blocks,
             "n_downsampling": self.n_downsampling,
             "norm": self.norm,
+            "upsampling": self.upsampling,
             "dropout": self.dropout,
         }
 

@@ -48,13 +48,14 @@ from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
     check_norm,
+    check_upsampling,
     check_views,
     network_config,
     positive_int,
     power_of_two,
     resolve_policy,
 )
-from xprospect.models.blocks import ConvNormAct, ExpandXrays, activation_fn
+from xprospect.models.blocks import ConvNormAct, ExpandXrays, activation_fn, upsample_unit
 
 __all__ = ["LEGACY_DEFAULTS", "VIEWS", "DuoLiftGenerator", "ResidualBlock"]
 
@@ -211,6 +212,12 @@ class DuoLiftGenerator(keras.Model):
             of each prediction (averaged over the heads), and the predictions join the UNet's
             input. False: no such heads (xprospect < 0.2, and what a stored config without this
             key loads as).
+        upsampling: The decoder's x2 upsampling: ``"transpose"`` (the paper's transposed
+            convolutions, the default) or, a deliberate deviation for checkerboard-free output
+            (issue 17), ``"resize_conv"`` (nearest-neighbour resize + convolution; Odena et al.
+            2016, "Deconvolution and Checkerboard Artifacts") or ``"subpixel"`` (convolution +
+            depth-to-space, ICNR-initialised; Aitken et al. 2017, "Checkerboard artifact free
+            sub-pixel convolution"); see :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The output layer always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -289,6 +296,7 @@ class DuoLiftGenerator(keras.Model):
         activation: str = "relu",
         dropout: float = 0.25,
         deep_supervision: bool = True,
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -314,6 +322,7 @@ class DuoLiftGenerator(keras.Model):
             dropout,
             4 * math.prod(strides),
         )
+        check_upsampling(upsampling)
         policy = resolve_policy(dtype)
         n_stages = int(math.log2(4 * math.prod(strides)))  # log2 of the encoder's stride
 
@@ -330,7 +339,7 @@ class DuoLiftGenerator(keras.Model):
             return cna(filters, f"{name}_conv1")(x)
 
         def up(x: Any, filters: int, name: str) -> Any:
-            return cna(filters, name, kernel_size=2, strides=2, transpose=True)(x)
+            return upsample_unit(upsampling, filters, 2, name=name, **unit)(x)
 
         # === Inputs ===
         inputs = {v: keras.Input((size, size, 1), name=v) for v in views}
@@ -362,17 +371,18 @@ class DuoLiftGenerator(keras.Model):
                     2 ** (n_stages - k), dtype=policy, name=f"lift{k}_up1"
                 )(x)
                 fused.append(cna(type1_filters, f"lift{k}_up1_conv")(t1))
-                x = cna(lift[k + 1], f"lift{k}_up2", strides=2, transpose=True)(x)  # type: ignore[index]
+                x = upsample_unit(upsampling, lift[k + 1], 3, name=f"lift{k}_up2", **unit)(x)  # type: ignore[index]
         for k in range(n_stages if lift is None else 0):
             for i in range(resnet_blocks):
                 x = ResidualBlock(
                     cap(base_filters * 2 ** (n_stages - k)), rank=3, **unit, name=f"lift{k}_res{i}"
                 )(x)
-            x = cna(
+            x = upsample_unit(
+                upsampling,
                 cap(base_filters * 2 ** (n_stages - 1 - k)),
-                f"lift{k}_up2",
-                strides=2,
-                transpose=True,
+                3,
+                name=f"lift{k}_up2",
+                **unit,
             )(x)
             if k < n_stages - 1:
                 t1 = keras.layers.UpSampling3D(
@@ -484,6 +494,7 @@ class DuoLiftGenerator(keras.Model):
         self.dropout = dropout
         self.deep_supervision = bool(deep_supervision)
         self.supervision_layers: tuple[str, ...] = tuple(supervised)
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     @staticmethod
@@ -602,6 +613,7 @@ class DuoLiftGenerator(keras.Model):
             "unet_depth": self.unet_depth,
             "max_filters": self.max_filters,
             "norm": self.norm,
+            "upsampling": self.upsampling,
             "activation": self.activation,
             "dropout": self.dropout,
             "deep_supervision": self.deep_supervision,

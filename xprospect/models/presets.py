@@ -234,10 +234,12 @@ MODEL_KEYS: tuple[str, ...] = (
     "activation",
     "dropout",
     "back_projection",
+    "upsampling",
     "dtype",
     "name",
 )
-"""Keys :func:`build_model` accepts as overrides."""
+"""Keys :func:`build_model` accepts as overrides (the DualUNet's; the other families' are their
+generators' arguments, :func:`model_keys`)."""
 
 PRESET_SIZES = (64, 128)
 

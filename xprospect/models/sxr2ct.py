@@ -49,12 +49,13 @@ from keras import ops
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
     check_norm,
+    check_upsampling,
     network_config,
     positive_int,
     power_of_two,
     resolve_policy,
 )
-from xprospect.models.blocks import ConvNormAct, ExpandXrays
+from xprospect.models.blocks import ConvNormAct, ExpandXrays, upsample_unit
 
 __all__ = [
     "LEGACY_DEFAULTS",
@@ -609,6 +610,12 @@ class SXR2CTGenerator(keras.Model):
         shifted_windows: Shift every second attention block's windows by ``window_size // 2``
             (Swin UNETR, default); False: no shifts (xprospect < 0.2, and what a stored config
             without this key loads as).
+        upsampling: The decoder's x2 upsampling: ``"transpose"`` (the 2x2x2 stride-2 transposed
+            convolution, the default) or, a deliberate deviation for checkerboard-free output (issue
+            17), ``"resize_conv"`` (nearest-neighbour resize + convolution; Odena et al. 2016,
+            "Deconvolution and Checkerboard Artifacts") or ``"subpixel"`` (convolution +
+            depth-to-space, ICNR-initialised; Aitken et al. 2017, "Checkerboard artifact free
+            sub-pixel convolution"); see :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The likelihood image and the output layer always compute in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -636,6 +643,7 @@ class SXR2CTGenerator(keras.Model):
         template_value: float = 0.0,
         template_every_level: bool = True,
         shifted_windows: bool = True,
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -655,6 +663,7 @@ class SXR2CTGenerator(keras.Model):
             activation,
             norm,
         )
+        check_upsampling(upsampling)
         levels = len(depths)
 
         def width3(level: int) -> int:
@@ -741,14 +750,8 @@ class SXR2CTGenerator(keras.Model):
                 name=f"dec_attention{i}",
             )(d)
         for level in range(levels - 2, -1, -1):
-            d = ConvNormAct(
-                width3(level),
-                2,
-                strides=2,
-                transpose=True,
-                **block3,
-                dtype=policy,
-                name=f"dec{level}_up",
+            d = upsample_unit(
+                upsampling, width3(level), 2, **block3, dtype=policy, name=f"dec{level}_up"
             )(d)
             d = keras.layers.Concatenate(dtype=policy, name=f"dec{level}_concat")([d, skips[level]])
             d = conv3(d, width3(level), f"dec{level}")
@@ -775,6 +778,7 @@ class SXR2CTGenerator(keras.Model):
         self.template_value = template_value
         self.template_every_level = bool(template_every_level)
         self.shifted_windows = bool(shifted_windows)
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     @staticmethod
@@ -868,6 +872,7 @@ class SXR2CTGenerator(keras.Model):
             "mlp_ratio": self.mlp_ratio,
             "activation": self.activation,
             "norm": self.norm,
+            "upsampling": self.upsampling,
             "likelihood_epsilon": self.likelihood_epsilon,
             "template_value": self.template_value,
             "template_every_level": self.template_every_level,

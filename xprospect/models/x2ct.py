@@ -45,13 +45,20 @@ from xprospect.constants import VIEWS
 from xprospect.errors import ConfigError
 from xprospect.models.args import (
     check_norm,
+    check_upsampling,
     check_views,
     network_config,
     positive_int,
     power_of_two,
     resolve_policy,
 )
-from xprospect.models.blocks import ConnectionC, ConvNormAct, canonical_to_view, normalization
+from xprospect.models.blocks import (
+    ConnectionC,
+    ConvNormAct,
+    canonical_to_view,
+    normalization,
+    upsample_unit,
+)
 
 __all__ = [
     "HEAD_ACTIVATIONS",
@@ -370,6 +377,12 @@ class X2CTGenerator(keras.Model):
             configurations' ``activation_type: 'relu'``, default) or ``"sigmoid"`` (bounded to
             [0, 1]; what releases before 0.2 built, and what a stored config without this key
             loads as).
+        upsampling: The decoder's x2 upsampling: ``"transpose"`` (the official 3x3x3 stride-2
+            transposed convolution, the default) or, a deliberate deviation for checkerboard-free
+            output (issue 17), ``"resize_conv"`` (nearest-neighbour resize + convolution; Odena et
+            al. 2016, "Deconvolution and Checkerboard Artifacts") or ``"subpixel"`` (convolution +
+            depth-to-space, ICNR-initialised; Aitken et al. 2017, "Checkerboard artifact free
+            sub-pixel convolution"); see :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The head always computes in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -434,6 +447,7 @@ class X2CTGenerator(keras.Model):
         norm: str = "instance",
         head_kernel_size: int = 7,
         head_activation: str = "relu",
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -450,6 +464,7 @@ class X2CTGenerator(keras.Model):
                 f"head_activation must be one of {HEAD_ACTIVATIONS}, got {head_activation!r}"
             )
         check_norm(norm)
+        check_upsampling(upsampling)
         if not 0.0 < float(compression) <= 1.0:
             raise ConfigError(f"compression must be in (0, 1], got {compression!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -469,8 +484,8 @@ class X2CTGenerator(keras.Model):
         def res(level: int) -> int:
             return size >> level
 
-        def up(f: int, name: str) -> ConvNormAct:
-            return ConvNormAct(f, 3, strides=2, transpose=True, name=name, **unit)
+        def up(f: int, name: str) -> keras.layers.Layer:
+            return upsample_unit(upsampling, f, 3, name=name, **unit)
 
         def convs(x: Any, count: int, f: int, name: str) -> Any:
             for i in range(count):
@@ -582,6 +597,7 @@ class X2CTGenerator(keras.Model):
         self.head_kernel_size = head_kernel_size
         self.head_activation = head_activation
         self.num_stages = n
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     @staticmethod
@@ -622,6 +638,7 @@ class X2CTGenerator(keras.Model):
             "back_to_views": self.back_to_views,
             "dropout": self.dropout,
             "norm": self.norm,
+            "upsampling": self.upsampling,
             "head_kernel_size": self.head_kernel_size,
             "head_activation": self.head_activation,
         }

@@ -20,7 +20,8 @@ A style file (``xprospect style train --config FILE.yaml``)::
       val_images: 16             # validation images per domain
       max_images: null           # at most N training images per domain (null: all)
     model:
-      generator: {}              # ResnetGenerator overrides (n_blocks null: 6 at 128^2, 9 above)
+      generator: {}              # ResnetGenerator overrides (n_blocks null: 6 at 128^2, 9 above;
+                                 # upsampling: transpose | resize_conv | subpixel, issue 17)
       discriminator: {}          # PatchDiscriminator2D overrides (70x70 by default)
     loss:
       adversarial: lsgan         # lsgan | bce
@@ -89,7 +90,11 @@ class StyleDataConfig:
 @dataclass
 class StyleModelConfig:
     """Overrides of :func:`~xprospect.models.cyclegan.build_style_generator` and
-    :func:`~xprospect.models.cyclegan.build_style_discriminator` arguments."""
+    :func:`~xprospect.models.cyclegan.build_style_discriminator` arguments.
+
+    ``generator: {upsampling: resize_conv}`` (or ``subpixel``) replaces CycleGAN's transposed
+    convolutions, the default, by checkerboard-free upsampling (issue 17; see
+    :class:`xprospect.models.blocks.Upsample`)."""
 
     generator: dict[str, Any] = field(default_factory=dict)
     discriminator: dict[str, Any] = field(default_factory=dict)

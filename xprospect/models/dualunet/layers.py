@@ -33,6 +33,8 @@ from keras import ops
 
 from xprospect.constants import DEFAULT_FOV_MM
 from xprospect.errors import ConfigError, GeometryError
+from xprospect.models.args import check_upsampling
+from xprospect.models.blocks import Upsample
 from xprospect.projection.geometry import (
     GEOMETRY_PRESETS,
     ConeBeam,
@@ -52,6 +54,7 @@ __all__ = [
     "ConvBlock",
     "check_activation",
     "initializer_for",
+    "upsample_layer",
 ]
 
 ACTIVATIONS = ("selu", "relu")
@@ -358,7 +361,8 @@ class ConnectionD(keras.layers.Layer):
     """Connection D: Connection C's output with the previous fusion output, then a conv block.
 
     The previous (half-resolution) fusion output is upsampled by ``Conv3DTranspose(filters, 2,
-    strides=2)``, concatenated after C's output (and anything injected with it, e.g. pooled
+    strides=2)`` (the paper; ``upsampling`` selects a checkerboard-free alternative, issue 17),
+    concatenated after C's output (and anything injected with it, e.g. pooled
     back-projections) and passed through a :class:`ConvBlock`.
 
     Args:
@@ -367,6 +371,9 @@ class ConnectionD(keras.layers.Layer):
         kernel_size: Their kernel size.
         activation: ``"selu"`` or ``"relu"``.
         dropout: Dropout after the block (0: none).
+        upsampling: ``"transpose"`` (the paper's transposed convolution), ``"resize_conv"`` or
+            ``"subpixel"``: a deliberate deviation for checkerboard-free output
+            (:class:`xprospect.models.blocks.Upsample`: Odena et al. 2016, Aitken et al. 2017).
         **kwargs: ``keras.layers.Layer`` arguments.
 
     Returns:
@@ -384,6 +391,7 @@ class ConnectionD(keras.layers.Layer):
         kernel_size: int = 3,
         activation: str = "selu",
         dropout: float = 0.0,
+        upsampling: str = "transpose",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -392,14 +400,9 @@ class ConnectionD(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.activation = check_activation(activation)
         self.dropout = dropout
-        self.upsample = keras.layers.Conv3DTranspose(
-            filters,
-            2,
-            strides=2,
-            activation=activation,
-            kernel_initializer=initializer_for(activation),
-            dtype=self.dtype_policy,
-            name="upsample",
+        self.upsampling = check_upsampling(upsampling)
+        self.upsample = upsample_layer(
+            upsampling, filters, activation, self.dtype_policy, "upsample"
         )
         self.block = ConvBlock(
             filters,
@@ -435,8 +438,31 @@ class ConnectionD(keras.layers.Layer):
             kernel_size=self.kernel_size,
             activation=self.activation,
             dropout=self.dropout,
+            upsampling=self.upsampling,
         )
         return config
+
+
+def upsample_layer(
+    upsampling: str, filters: int, activation: str, dtype: Any, name: str
+) -> keras.layers.Layer:
+    """The DualUNet's x2 upsampling: the paper's ``Conv3DTranspose(filters, 2, strides=2,
+    activation)`` (no normalisation) for ``"transpose"``, the same layer as always so saved models
+    keep their weights layout, else a checkerboard-free :class:`~xprospect.models.blocks.Upsample`
+    (3x3x3 convolution, no normalisation, the same activation and initialiser)."""
+    if check_upsampling(upsampling) == "transpose":
+        return keras.layers.Conv3DTranspose(
+            filters,
+            2,
+            strides=2,
+            activation=activation,
+            kernel_initializer=initializer_for(activation),
+            dtype=dtype,
+            name=name,
+        )
+    return Upsample(
+        filters, 2, 2, 3, upsampling, norm="none", activation=activation, dtype=dtype, name=name
+    )
 
 
 # === Back-projection ===

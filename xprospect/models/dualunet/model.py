@@ -43,7 +43,13 @@ import keras
 
 from xprospect.constants import DEFAULT_FOV_MM, VIEWS
 from xprospect.errors import ConfigError
-from xprospect.models.args import check_views, network_config, power_of_two, resolve_policy
+from xprospect.models.args import (
+    check_upsampling,
+    check_views,
+    network_config,
+    power_of_two,
+    resolve_policy,
+)
 from xprospect.models.blocks import ConnectionC
 from xprospect.models.dualunet.layers import (
     ACTIVATIONS,
@@ -52,7 +58,7 @@ from xprospect.models.dualunet.layers import (
     ConnectionB,
     ConnectionD,
     ConvBlock,
-    initializer_for,
+    upsample_layer,
 )
 from xprospect.projection.geometry import GEOMETRY_PRESETS
 
@@ -81,6 +87,13 @@ class DualUNet(keras.Model):
         geometry: Geometry of the back-projection (``"x2ct"``, ``"xprospect_mean"``,
             ``"parallel"``); only used with ``back_projection``.
         spacing_mm: Voxel size of the output cube, mm; None: ``320 / size``.
+        upsampling: The decoders' and Connection D's x2 upsampling: ``"transpose"`` (the paper's
+            ``Conv3DTranspose(2x2x2, stride 2)``), or, a deliberate deviation for
+            checkerboard-free output (issue 17), ``"resize_conv"`` (nearest-neighbour resize +
+            3x3x3 convolution; Odena et al. 2016, "Deconvolution and Checkerboard Artifacts") or
+            ``"subpixel"`` (3x3x3 convolution + depth-to-space, ICNR-initialised; Aitken et al.
+            2017, "Checkerboard artifact free sub-pixel convolution"). See
+            :class:`xprospect.models.blocks.Upsample`.
         dtype: Dtype policy of every layer (e.g. ``"mixed_bfloat16"``); None: the global policy.
             The back-projection and the output layer always compute in float32.
         **kwargs: ``keras.Model`` arguments (``name``, ``trainable``).
@@ -115,10 +128,12 @@ class DualUNet(keras.Model):
         back_projection: bool = False,
         geometry: str = "x2ct",
         spacing_mm: float | None = None,
+        upsampling: str = "transpose",
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
         views = tuple(views)
+        check_upsampling(upsampling)
         # One policy for every layer (keras-hub style), so a model saved under mixed precision
         # loads with it; the back-projection and the head stay float32.
         policy = resolve_policy(dtype)
@@ -180,15 +195,7 @@ class DualUNet(keras.Model):
             for r in scales:
                 f = filters_at(r)
                 if r > grid:
-                    d = keras.layers.Conv3DTranspose(
-                        f,
-                        2,
-                        strides=2,
-                        activation=activation,
-                        kernel_initializer=initializer_for(activation),
-                        dtype=policy,
-                        name=f"{v}_up{r}",
-                    )(d)
+                    d = upsample_layer(upsampling, f, activation, policy, f"{v}_up{r}")(d)
                 if r in skips:
                     lifted = self.connection_b(
                         f, r, activation=activation, dtype=policy, name=f"{v}_connB{r}"
@@ -242,7 +249,10 @@ class DualUNet(keras.Model):
                 fused = ConvBlock(filters_at(r), rank=3, **block, name=f"fusion{r}")(c)
             else:
                 # Injected channels join C inside D's one concatenation (no extra copy of C).
-                fused = self.connection_d(filters_at(r), **block, name=f"fusion_connD{r}")(
+                # Passed only when not the default, so a variant's Connection D without the
+                # argument still fits.
+                up = {} if upsampling == "transpose" else {"upsampling": upsampling}
+                fused = self.connection_d(filters_at(r), **block, **up, name=f"fusion_connD{r}")(
                     [c, fused, *extra]
                 )
 
@@ -267,6 +277,7 @@ class DualUNet(keras.Model):
         self.back_projection = back_projection
         self.geometry = geometry
         self.spacing_mm = spacing_mm
+        self.upsampling = upsampling
         self._policy_name = policy.name
 
     @staticmethod
@@ -329,6 +340,7 @@ class DualUNet(keras.Model):
             "back_projection": self.back_projection,
             "geometry": self.geometry,
             "spacing_mm": self.spacing_mm,
+            "upsampling": self.upsampling,
         }
 
     @classmethod
