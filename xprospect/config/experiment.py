@@ -257,9 +257,11 @@ class TrainingConfig:
         output_dir: Run folder (relative paths: to the cwd); re-running resumes from it.
         return_freed_memory: Return the memory of freed tensors to the operating system
             (:func:`xprospect.training.distribute.return_freed_memory`: TensorFlow's system
-            allocator instead of its oneDNN pool, a fixed glibc mmap threshold): lower peak RSS
-            at 128^3. Set before the process' first TensorFlow op; False keeps TensorFlow's
-            defaults.
+            allocator instead of its oneDNN pool, a fixed glibc mmap threshold). It trades time
+            for memory: X2CT-GAN at 128^3 on a 2-core CPU, peak RSS 8.47 -> 7.70 GiB (float32)
+            and 7.68 -> 6.77 GiB (bf16), step 21.1 -> 24.8 s and 14.2 -> 21.2 s
+            (``benchmarks/results/bench_x2ct_peer_freed_memory.md``), so it is off by default.
+            Takes effect only before the process' first TensorFlow op.
     """
 
     steps: int | None = None
@@ -276,7 +278,7 @@ class TrainingConfig:
     deterministic: bool = False
     resume_data: ResumeData = "auto"
     output_dir: str = "runs/experiment"
-    return_freed_memory: bool = True
+    return_freed_memory: bool = False
 
 
 @dataclass
