@@ -18,7 +18,8 @@ then 128^3) and each finished cell is saved at once to ``--state`` (JSON lines):
 run resumes where it stopped, and cells measured before are kept, never repeated.
 
 Run: ``.venv/bin/python benchmarks/bench_growth.py [--presets ...] [--sizes 32 64 128]
-[--batches 1 2 4] [--steps 2]``. Writes ``benchmarks/results/bench_growth.json`` and ``.md``.
+[--batches 1 2 4] [--steps 3]``. Writes ``benchmarks/results/bench_growth.json`` and ``.md``;
+``--report-only`` writes them from the state file without running anything.
 """
 
 from __future__ import annotations
@@ -395,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--state", type=Path, default=RESULTS / "bench_growth.state.jsonl")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the tables from --state, run nothing"
+    )
     parser.add_argument("--worker", choices=("prepare", "step"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
@@ -410,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     done = read_state(args.state)
     machine = {**peer_bench.machine_description()}
     for cell in cell_order(args.presets, args.sizes, args.batches):
-        if cell in done:
+        if cell in done or args.report_only:
             continue
         why = blocked_by(cell, done)
         if why:

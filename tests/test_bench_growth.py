@@ -95,3 +95,15 @@ def test_watchdog_stops_a_worker(bench, tmp_path, limits, verdict):
         ["prepare", "--data", str(tmp_path / "d"), "--size", "16"], poll_s=0.02, **limits
     )
     assert res["error"].startswith(verdict), res
+
+
+def test_report_only_writes_the_tables_from_the_state(bench, tmp_path):
+    state = tmp_path / "state.jsonl"
+    bench.append_state(state, ("A", 32, 1), {"step_s": [0.5, 0.7, 0.6], "peak_rss_gib": 1.5})
+    out = tmp_path / "out"
+    argv = ["--presets", "A", "--sizes", "32", "64", "--batches", "1", "--report-only"]
+    bench.main([*argv, "--state", str(state), "--output-dir", str(out)])
+    text = (out / "bench_growth.md").read_text()
+    assert "| A | 0.60 | n/m | - | - |" in text
+    assert "| A | 1.50 | n/m | - | - |" in text
+    assert bench.read_state(state).keys() == {("A", 32, 1)}  # nothing was run or added
