@@ -42,20 +42,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_x2ct_peer as peer_bench  # its clock, memory and machine helpers
+from bench_models import PRESETS  # the families side by side, in bench_models' order
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = (
-    "512-Dense",
-    "512-ProjInj",
-    "X2CT-CNN+B",
-    "X2CT-CNN+S",
-    "X2CT-GAN",
-    "CVAA-GAN",
-    "DuoLift-CNN",
-    "DuoLift-GAN",
-    "S-XR2CT",
-)
 SIZES = (32, 64, 128)
 BATCHES = (1, 2, 4)
 PHANTOMS = 4
