@@ -3,16 +3,32 @@ real CT scored with both baselines beside the model."""
 
 from __future__ import annotations
 
+import json
 import re
+
+import yaml
 
 from xprospect.demo import OUTPUT_NAMES, DemoSettings, run_demo
 
 
 def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_paths):
-    settings = DemoSettings(size=16, train_cases=4, val_cases=1, test_cases=1, steps=2)
+    settings = DemoSettings(
+        size=16,
+        train_cases=4,
+        val_cases=1,
+        test_cases=1,
+        steps=2,
+        phantom_calibration="real_ct",
+        upsampling="resize_conv",
+    )
     report = run_demo(tmp_path / "demo", settings)
     assert {p.name for p in (tmp_path / "demo").iterdir()} == set(OUTPUT_NAMES)
     text = report.read_text()
+    assert "('real_ct' calibration)" in text
+    manifest = json.loads((tmp_path / "demo" / "data" / "manifest.json").read_text())
+    assert manifest["config"]["phantom_calibration"] == "real_ct"
+    run_config = yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())
+    assert run_config["model"]["overrides"]["upsampling"] == "resize_conv"
     section = text.split("### The real LIDC chest CT", 1)[1].split("## Figures", 1)[0]
     assert "| metric | model | mean volume | back-projection |" in section
     rows = {

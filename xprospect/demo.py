@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from xprospect.constants import VIEWS
 from xprospect.utils import atomic_path
 
 __all__ = ["OUTPUT_NAMES", "DemoSettings", "run_demo"]
@@ -40,6 +37,10 @@ class DemoSettings:
     test_cases: int = 20
     steps: int | None = None
     seed: int = 0
+    phantom_calibration: str = "original"
+    """The phantoms' population (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`)."""
+    upsampling: str | None = None
+    """The decoder's upsampling (``model.overrides.upsampling``); None keeps ``demo.yaml``'s."""
 
 
 def _log(msg: str) -> None:
@@ -70,6 +71,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
             test_fraction=s.test_cases / n,
             split_seed=s.seed,
             shard_size=32,
+            phantom_calibration=s.phantom_calibration,
         ),
         phantoms=n,
         workers=2,
@@ -84,6 +86,8 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     }
     if s.steps is not None:
         overrides["training.steps"] = s.steps
+    if s.upsampling is not None:
+        overrides["model.overrides.upsampling"] = s.upsampling
     result = train(config, overrides=overrides)
     _log(f"3/5 evaluation on the test split ({time.perf_counter() - t0:.0f} s so far)")
     predictor = load_predictor(out / "run")
@@ -96,7 +100,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         "# xprospect demo report",
         "",
         f"- dataset: {s.train_cases} training, {s.val_cases} validation and {s.test_cases} test "
-        "procedural chest phantoms "
+        f"procedural chest phantoms ({s.phantom_calibration!r} calibration) "
         f"at {s.size}^3 ({320 / s.size:.1f} mm voxels over a 320 mm field of view), X2CT "
         "cone-beam DRRs",
         f"- model: 512-Dense preset, trained {getattr(result, 'steps', '?')} steps in bfloat16 on "
@@ -164,41 +168,10 @@ def _real_ct(predictor: Any, out: Path) -> tuple[dict[str, dict[str, float]], fl
     LIDC CT's own DRRs: metrics by method, all taken inside the CT's scanned region, and the
     share of the cube that region covers."""
     from xprospect.data.samples import sample_ct
-    from xprospect.evaluation import (
-        BackProjectionBaseline,
-        MeanVolumeBaseline,
-        save_comparison_panel,
-    )
-    from xprospect.io import read_nifti
-    from xprospect.metrics import evaluate_case
-    from xprospect.preprocessing import ct_preprocessing, scan_mask, window_hu
-    from xprospect.projection import display_unit, render_drr_batch
+    from xprospect.evaluation import save_comparison_panel, score_real_ct
 
-    raw = read_nifti(sample_ct().ct_path)
-    ct, valid = ct_preprocessing(size=predictor.size)(raw, scan_mask(raw))
-    mask = np.asarray(valid.array) > 0
-    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
-    drrs = render_drr_batch(hu[None], ct.spacing_mm, "x2ct", VIEWS, predictor.size).numpy()[0]
-    inputs = {v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(VIEWS)}
-    pred = predictor.predict({v: inputs[v] for v in predictor.views})[0]
-    truth = np.asarray(window_hu(hu, predictor.hu_window))
-    save_comparison_panel(truth, pred, out / "real_ct_panel.png", title="real LIDC CT")
-    case: dict[str, Any] = {v: inputs[v] for v in predictor.views}
-    case.update({f"{v}_line": drrs[i] for i, v in enumerate(VIEWS)})
-    views = tuple(predictor.views)
-    preds = {
-        "model": pred,
-        "mean_volume": MeanVolumeBaseline.fit(out / "data", predictor.hu_window)(case),
-        "back_projection": BackProjectionBaseline.fit(out / "data", views, predictor.hu_window)(
-            case
-        ),
-    }
-    scores = {
-        name: dict(
-            evaluate_case(
-                truth, p, hu_window=predictor.hu_window, spacing_mm=ct.spacing_mm, mask=mask
-            )
-        )
-        for name, p in preds.items()
-    }
-    return scores, float(np.mean(mask))
+    scores = score_real_ct(predictor, sample_ct().ct_path, out / "data")
+    save_comparison_panel(
+        scores.truth, scores.prediction, out / "real_ct_panel.png", title="real LIDC CT"
+    )
+    return scores.metrics, scores.scanned_fraction

@@ -20,7 +20,7 @@ from xprospect.data.prepare import (
     prepare_dataset,
     sha256_paths,
 )
-from xprospect.errors import OutputExistsError
+from xprospect.errors import ConfigError, OutputExistsError
 from xprospect.phantoms import chest_phantom
 from xprospect.preprocessing import ct_preprocessing
 from xprospect.projection import render_drr_batch
@@ -405,3 +405,26 @@ def test_scan_mask_is_stored_for_a_short_scan_and_all_ones_for_phantoms(tmp_path
     assert manifest["cases"]["short"]["scan_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
     np.testing.assert_array_equal(records["phantom-00000"]["scan_mask"].numpy(), 1)
     assert manifest["cases"]["phantom-00000"]["scan_fraction"] == 1.0
+
+
+def test_phantom_calibration_builds_its_phantoms_and_is_recorded(tmp_path, capsys):
+    args = ["prepare", "--phantoms", "2", "--size", "16", "--geometry", "parallel"]
+    args += ["--val-fraction", "0", "--test-fraction", "0", "--output", str(tmp_path / "ds")]
+    assert main([*args, "--phantom-calibration", "real_ct"]) == 0
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["config"]["phantom_calibration"] == "real_ct"
+    case = manifest["cases"]["phantom-00001"]
+    rec = next(
+        r for r in _records(tmp_path / "ds" / case["shard"]) if r["case_id"] == b"phantom-00001"
+    )
+    expected = ct_preprocessing(size=16, fov_mm=320.0)(
+        chest_phantom(16, seed=1, spacing_mm=20.0, calibration="real_ct").volume
+    )
+    np.testing.assert_array_equal(rec["volume"].numpy(), np.rint(expected.array))
+    # Another calibration is another dataset: refused without --overwrite, never mixed.
+    assert main(args) != 0
+    assert "built with another config" in capsys.readouterr().err
+    # Datasets of the original phantoms keep the manifest they had before calibrations.
+    assert "phantom_calibration" not in PrepareConfig().to_json()
+    with pytest.raises(ConfigError, match="unknown phantom calibration 'cadaver'"):
+        PrepareConfig(phantom_calibration="cadaver")

@@ -267,3 +267,77 @@ def test_bad_arguments_are_refused(kwargs):
 def test_unknown_label_names_are_refused(ph64):
     with pytest.raises(KeyError, match="kidney"):
         ph64.mask("kidney")
+
+
+# --- calibration (issue 17: phantoms measured against real chest CT) ---------------------------
+
+
+def test_original_calibration_is_the_default_phantom():
+    a = chest_phantom(32, seed=5)
+    b = chest_phantom(32, seed=5, calibration="original")
+    np.testing.assert_array_equal(a.volume.array, b.volume.array)
+    assert b.volume.metadata["calibration"] == "original"
+
+
+def test_calibration_knobs_do_what_they_say():
+    """Cortical HU scale exactly, the PSF as SciPy's Gaussian, the framing shift as a shift."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    orig = PHANTOM_CALIBRATIONS["original"]
+    sharp = chest_phantom(48, seed=2, noise_hu=0.0)
+    # The same draws with every cortex at 0.5x: the brightest rib voxel (cortex) halves.
+    half = chest_phantom(
+        48, seed=2, noise_hu=0.0, calibration=replace(orig, cortical_bone_scale=0.5)
+    )
+    ribs = sharp.mask("rib")
+    np.testing.assert_allclose(
+        half.volume.array[ribs].max(), 0.5 * sharp.volume.array[ribs].max(), rtol=1e-6
+    )
+    # Non-cortical tissue keeps its level.
+    liver = sharp.mask("liver")
+    np.testing.assert_allclose(half.volume.array[liver], sharp.volume.array[liver])
+    # The point-spread function is a Gaussian blur of the sharp phantom (before the noise).
+    blurred = chest_phantom(48, seed=2, noise_hu=0.0, calibration=replace(orig, psf_sigma_mm=2.0))
+    spacing = sharp.volume.spacing_mm[0]
+    expected = ndimage.gaussian_filter(sharp.volume.array, 2.0 / spacing, mode="nearest")
+    np.testing.assert_allclose(blurred.volume.array, expected, atol=1e-3)
+    # Moving the z shift range by a whole number of voxels moves the anatomy by that much.
+    step = 2 * spacing
+    lo, hi = orig.shift_z_mm
+    up = chest_phantom(
+        48, seed=2, noise_hu=0.0, calibration=replace(orig, shift_z_mm=(lo - step, hi - step))
+    )
+    np.testing.assert_array_equal(up.labels.array[:-4], sharp.labels.array[2:-2])
+
+
+def test_real_ct_calibration_matches_the_measured_real_chest():
+    """The targets measured on the LIDC CT (``PHANTOM_CALIBRATIONS`` comments): a framing from
+    the lung apices, a deeper body, partial-volume bone and a wider lung HU spread."""
+    from xprospect.preprocessing import body_mask
+
+    for seed in (0, 1):
+        orig = chest_phantom(64, seed=seed)
+        cal = chest_phantom(64, seed=seed, calibration="real_ct")
+        spacing = cal.volume.spacing_mm[0]
+        top = np.argwhere(cal.lung_mask.array.any(axis=(1, 2)))[0, 0] * spacing
+        top_orig = np.argwhere(orig.lung_mask.array.any(axis=(1, 2)))[0, 0] * spacing
+        assert top <= 10.0 < top_orig  # LIDC: the apices reach the top of the field
+        ap = [
+            np.ptp(np.argwhere(body_mask(p.volume.array).any(axis=(0, 2)))) * spacing
+            for p in (orig, cal)
+        ]
+        assert ap[0] < 240.0 <= ap[1] <= 270.0  # LIDC 248 mm, RICORD 253 mm
+        bone = [p.volume.array[p.volume.array >= 200] for p in (orig, cal)]
+        assert np.percentile(bone[1], 90) < 620.0 < np.percentile(bone[0], 90)  # real: 540
+        lung = [p.volume.array[p.mask("lung")] for p in (orig, cal)]
+        spread = [np.percentile(v, 90) - np.percentile(v, 10) for v in lung]
+        assert spread[0] < spread[1]
+
+
+def test_unknown_calibration_is_refused():
+    with pytest.raises(ValueError, match="unknown phantom calibration 'cadaver'"):
+        chest_phantom(32, seed=0, calibration="cadaver")

@@ -8,6 +8,7 @@ from typing import Any
 
 from xprospect.cli.common import EXIT_INPUT, Subparsers, print_error
 from xprospect.constants import DEFAULT_FOV_MM, VIEWS
+from xprospect.phantoms import PHANTOM_CALIBRATIONS
 
 __all__ = ["add_parser", "run_drr", "run_info", "run_prepare"]
 
@@ -42,6 +43,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("inputs", nargs="*", help="DICOM folders, NIfTI files, X2CT case folders")
     p.add_argument("--output", required=True, help="dataset folder")
     p.add_argument("--phantoms", type=int, default=0, help="add N procedural chest phantoms")
+    p.add_argument(
+        "--phantom-calibration",
+        default="original",
+        choices=sorted(PHANTOM_CALIBRATIONS),
+        help="the phantoms' population: 'original', or 'real_ct' (measured against real chest "
+        "CT: framing, body size, fat, bone and lung HU, scanner blur)",
+    )
     p.add_argument("--size", type=int, default=128, help="cube size, e.g. 64 or 128")
     p.add_argument(
         "--fov-mm", type=float, default=DEFAULT_FOV_MM, help="field of view of the cube (mm)"
@@ -169,6 +177,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         real_augment=args.real_augment,
         augment_seed=args.augment_seed,
+        phantom_calibration=args.phantom_calibration,
     )
     result = prepare_dataset(
         args.inputs,

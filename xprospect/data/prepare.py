@@ -81,10 +81,12 @@ class CaseSpec:
     Attributes:
         case_id: Unique, file-name safe id.
         kind: ``dicom``, ``nifti``, ``x2ct`` or ``phantom``.
-        source: Path (or ``phantom:<seed>``).
+        source: Path (or ``phantom:<seed>``; ``phantom-<calibration>:<seed>`` for a phantom of
+            another calibration than ``original``, so its source hash differs).
         patient_id: Splits keep each patient's cases together.
         series_uid: DICOM series to read, if several share a folder.
         seed: Phantom seed.
+        calibration: Phantom population (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`).
         augment_of: For an augmented variant (``prepare --real-augment``), the case id of its
             source; it is read like the source and kept in the source's split.
         augment_seed: The variant's seed (:func:`xprospect.augmentation.augment_volume`).
@@ -96,6 +98,7 @@ class CaseSpec:
     patient_id: str
     series_uid: str | None = None
     seed: int | None = None
+    calibration: str = "original"
     augment_of: str | None = None
     augment_seed: int | None = None
 
@@ -115,6 +118,8 @@ class PrepareConfig:
     real_augment: int = 0
     """Augmented variants of each real (not phantom) CT (see :func:`augmented_cases`)."""
     augment_seed: int = 0
+    phantom_calibration: str = "original"
+    """Population the phantoms are drawn from (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`)."""
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -125,6 +130,13 @@ class PrepareConfig:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.real_augment < 0 or self.augment_seed < 0:
             raise ConfigError("real_augment and augment_seed must be >= 0")
+        from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+        if self.phantom_calibration not in PHANTOM_CALIBRATIONS:
+            raise ConfigError(
+                f"unknown phantom calibration {self.phantom_calibration!r}; "
+                f"known: {', '.join(sorted(PHANTOM_CALIBRATIONS))}"
+            )
 
     @property
     def spacing_mm(self) -> float:
@@ -136,6 +148,8 @@ class PrepareConfig:
         d["spacing_mm"] = [self.spacing_mm] * 3
         if not self.real_augment:  # datasets made before augmentation keep their identity
             del d["real_augment"], d["augment_seed"]
+        if self.phantom_calibration == "original":  # likewise for datasets made before it
+            del d["phantom_calibration"]
         return d
 
 
@@ -160,13 +174,19 @@ def _safe(text: str) -> str:
     return keep.strip("._") or "case"
 
 
-def discover_cases(inputs: Sequence[str | os.PathLike[str]], phantoms: int = 0) -> list[CaseSpec]:
+def discover_cases(
+    inputs: Sequence[str | os.PathLike[str]],
+    phantoms: int = 0,
+    phantom_calibration: str = "original",
+) -> list[CaseSpec]:
     """Finds the cases in the inputs.
 
     Args:
         inputs: NIfTI files, X2CT case folders (or folders of them), DICOM folders (every series
             below them is a case), or folders of NIfTI files.
         phantoms: Number of procedural chest phantoms to add (seeds 0..N-1).
+        phantom_calibration: The phantoms' population
+            (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`).
 
     Returns:
         Cases with unique ids, sorted by id.
@@ -204,8 +224,16 @@ def discover_cases(inputs: Sequence[str | os.PathLike[str]], phantoms: int = 0) 
         if not found:
             raise MissingDataError("no CT found (DICOM series, NIfTI, or X2CT cases)", p)
         cases += found
+    tag = "phantom" if phantom_calibration == "original" else f"phantom-{phantom_calibration}"
     cases += [
-        CaseSpec(f"phantom-{i:05d}", "phantom", f"phantom:{i}", f"phantom-{i:05d}", seed=i)
+        CaseSpec(
+            f"phantom-{i:05d}",
+            "phantom",
+            f"{tag}:{i}",
+            f"phantom-{i:05d}",
+            seed=i,
+            calibration=phantom_calibration,
+        )
         for i in range(phantoms)
     ]
     ids = [c.case_id for c in cases]
@@ -395,7 +423,12 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
     if spec.kind == "phantom":
         from xprospect.phantoms import chest_phantom
 
-        volume = chest_phantom(size, seed=int(spec.seed or 0), spacing_mm=fov_mm / size).volume
+        volume = chest_phantom(
+            size,
+            seed=int(spec.seed or 0),
+            spacing_mm=fov_mm / size,
+            calibration=spec.calibration,
+        ).volume
         digest = hashlib.sha256(f"{spec.source}:{size}:{fov_mm}".encode()).hexdigest()
     else:
         from xprospect.io import check_ct, read_volume
@@ -548,7 +581,11 @@ def prepare_dataset(
     cfg = config or PrepareConfig()
     out = Path(output)
     t0 = time.perf_counter()
-    cases = augmented_cases(discover_cases(inputs, phantoms), cfg.real_augment, cfg.augment_seed)
+    cases = augmented_cases(
+        discover_cases(inputs, phantoms, cfg.phantom_calibration),
+        cfg.real_augment,
+        cfg.augment_seed,
+    )
     if not cases:
         raise MissingDataError("nothing to prepare: give inputs or --phantoms N")
     splits = assign_splits(
