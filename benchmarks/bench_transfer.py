@@ -9,7 +9,8 @@ split, seeds and step budget) with one change:
   ``real_ct+subpixel`` on request), the checkerboard fix.
 
 Each variant runs :func:`xprospect.demo.run_demo` in its own process (its folder under
-``--work`` is a complete demo output; re-running resumes), then is scored here, every method
+``--work`` is a complete demo output; re-running resumes, and a scored variant's record,
+``<work>/<variant>/bench_transfer.json``, is reused), then is scored here, every method
 inside each real CT's validity mask, with both baselines (mean training volume, calibrated
 back-projection) fitted on the variant's own phantom training split:
 
@@ -299,12 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         settings = {**base, **VARIANTS[name]}
         share_dataset(work, name, settings["phantom_calibration"], done)
+        cached = work / name / "bench_transfer.json"
+        if cached.exists():  # a finished variant: its record (a rerun rebuilds the tables)
+            result["variants"][name] = json.loads(cached.read_text())
+            done.setdefault(settings["phantom_calibration"], work / name / "data")
+            continue
         print(f"[bench_transfer] {name}: training", flush=True)
         wall = run_variant(work, name, settings)
         done.setdefault(settings["phantom_calibration"], work / name / "data")
         print(f"[bench_transfer] {name}: scoring ({wall:.0f} s)", flush=True)
         scores = score_variant(work / name, real_cts, work / "original" / "data")
         result["variants"][name] = {**VARIANTS[name], "wall_s": wall, "scores": scores}
+        cached.write_text(json.dumps(result["variants"][name], indent=2) + "\n")
     result["verdict"], result["best"] = verdict(result)
     try:
         sys.path.insert(0, str(Path(__file__).parent))
