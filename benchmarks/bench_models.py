@@ -97,14 +97,12 @@ params_d = int(trainer.discriminator.count_params()) if trainer.discriminator is
 
 from xprospect.evaluation import evaluate_dataset
 from xprospect.inference import load_predictor
-sys.path.insert(0, sys.argv[6])
-from bench_models import real_ct_case
-from xprospect.metrics import evaluate_case
+from xprospect.data.samples import sample_ct
+from xprospect.evaluation import score_real_ct
 predictor = load_predictor(out / "run")
 ev = evaluate_dataset(predictor, data, out / "eval", split="test", baselines=False, panels=2)
-case, truth, spacing = real_ct_case(predictor.size, predictor.hu_window)
-pred = predictor.predict({v: case[v] for v in predictor.views})[0]
-real = evaluate_case(truth, pred, hu_window=predictor.hu_window, spacing_mm=spacing)
+# Inside the real CT's validity mask; the baselines' rows come from the parent (fitted once).
+real = score_real_ct(predictor, sample_ct().ct_path, data, baselines={}).metrics["model"]
 print("RESULT " + json.dumps({
     "status": result.status, "steps": steps, "step_s": step_s, "train_s": train_s,
     "params_generator": params_g, "params_discriminator": params_d,
@@ -113,27 +111,6 @@ print("RESULT " + json.dumps({
     "real_ct": {k: float(v) for k, v in real.items()},
 }))
 """
-
-
-def real_ct_case(size: int, hu_window: tuple[float, float]) -> tuple[dict, object, tuple]:
-    """The real LIDC CT at ``size``^3 with its X2CT DRRs: (inputs and line integrals, truth in
-    [0, 1], spacing)."""
-    import numpy as np
-
-    from xprospect.data.samples import sample_ct
-    from xprospect.io import read_nifti
-    from xprospect.preprocessing import ct_preprocessing, window_hu
-    from xprospect.projection import display_unit, render_drr_batch
-
-    ct = ct_preprocessing(size=size)(read_nifti(sample_ct().ct_path))
-    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
-    views = ("frontal", "lateral")
-    drrs = render_drr_batch(hu[None], ct.spacing_mm, "x2ct", views, size).numpy()[0]
-    case: dict = {}
-    for i, v in enumerate(views):
-        case[v] = display_unit(drrs[i])[None, ..., None]
-        case[v + "_line"] = drrs[i]
-    return case, np.asarray(window_hu(hu, hu_window)), tuple(ct.spacing_mm)
 
 
 def build_dataset(folder: Path, size: int, train: int, val: int, test: int) -> None:
@@ -161,20 +138,35 @@ def build_dataset(folder: Path, size: int, train: int, val: int, test: int) -> N
 
 def baselines(data: Path, out: Path) -> dict:
     """Test-split and real-CT scores of the mean-volume and back-projection baselines."""
-    from xprospect.evaluation import BackProjectionBaseline, MeanVolumeBaseline, evaluate_dataset
+    import numpy as np
+
+    from xprospect.data.samples import sample_ct
+    from xprospect.evaluation import (
+        BackProjectionBaseline,
+        MeanVolumeBaseline,
+        evaluate_dataset,
+        real_ct_case,
+    )
     from xprospect.metrics import evaluate_case
-    from xprospect.preprocessing import resolve_hu_window
+    from xprospect.preprocessing import resolve_hu_window, window_hu
 
     ev = evaluate_dataset(None, data, out, split="test", panels=0)
     window = resolve_hu_window("xprospect")
     size = int(json.loads((data / "manifest.json").read_text())["config"]["size"])
-    case, truth, spacing = real_ct_case(size, window)
+    real_ct = real_ct_case(sample_ct().ct_path, size)
+    truth = np.asarray(window_hu(real_ct.hu, window))
     rows = {}
     for name, method in (
         ("mean_volume", MeanVolumeBaseline.fit(data, window)),
         ("back_projection", BackProjectionBaseline.fit(data, ("frontal", "lateral"), window)),
     ):
-        real = evaluate_case(truth, method(case), hu_window=window, spacing_mm=spacing)
+        real = evaluate_case(
+            truth,
+            method(real_ct.case),
+            hu_window=window,
+            spacing_mm=real_ct.spacing_mm,
+            mask=real_ct.mask,
+        )
         rows[name] = {
             "test": ev.summary[name],
             "real_ct": {k: float(v) for k, v in real.items()},
@@ -197,7 +189,6 @@ def run_preset(preset: str, data: Path, out: Path, budget_s: float) -> dict:
             str(out / preset),
             str(budget_s),
             views,
-            str(Path(__file__).parent),
         ],
         capture_output=True,
         text=True,
@@ -319,7 +310,9 @@ def main() -> None:
     )
     (RESULTS / "bench_models.md").write_text(
         f"# Model families side by side ({args.size}^3 phantoms, {args.budget_s:g} s of CPU "
-        f"training each)\n\nCommand: `{command}`\n\n{text}\n"
+        f"training each)\n\nCommand: `{command}`\n\n{text}\n\nReal CT columns: the LIDC chest "
+        "CT reconstructed from its own X2CT DRRs, every row (model or baseline) scored inside "
+        "its validity mask (`xprospect.evaluation.real_ct_case`).\n"
     )
     print(f"wrote {RESULTS / 'bench_models.json'} and bench_models.md")
 

@@ -195,26 +195,30 @@ def _with_codebook(args: argparse.Namespace, normalize: bool) -> dict[str, Any]:
     return {**over, "normalize_codes": normalize}
 
 
-def real_ct(size: int) -> tuple[dict[str, Any], Any, tuple[float, ...], tuple[float, float]]:
+def real_ct(size: int) -> tuple[Any, ...]:
     """The real LIDC chest CT at ``size``^3, its frontal X2CT DRR as the input (and its line
-    integrals for the back-projection baseline), the truth in [0, 1], spacing and HU window
-    (``bench_models.real_ct_case``: the same case as that benchmark's real-CT columns)."""
-    from bench_models import real_ct_case
+    integrals for the back-projection baseline), the truth in [0, 1], spacing, HU window and
+    validity mask (:func:`xprospect.evaluation.real_ct_case`, as bench_models' real-CT columns;
+    scored inside the mask)."""
+    import numpy as np
 
-    from xprospect.preprocessing import resolve_hu_window
+    from xprospect.data.samples import sample_ct
+    from xprospect.evaluation import real_ct_case
+    from xprospect.preprocessing import resolve_hu_window, window_hu
 
     window = resolve_hu_window("xprospect")
-    case, truth, spacing = real_ct_case(size, window)
-    frontal = {k: v for k, v in case.items() if k.startswith("frontal")}
-    return frontal, truth, spacing, window
+    real = real_ct_case(sample_ct().ct_path, size)
+    frontal = {k: v for k, v in real.case.items() if k.startswith("frontal")}
+    truth = np.asarray(window_hu(real.hu, window))
+    return frontal, truth, real.spacing_mm, window, real.mask
 
 
 def _real_scores(method: Any, real: tuple[Any, ...]) -> dict[str, float]:
     from xprospect.metrics import evaluate_case
 
-    case, truth, spacing, window = real
+    case, truth, spacing, window, mask = real
     pred = method(case)
-    scores = evaluate_case(truth, pred, hu_window=window, spacing_mm=spacing)
+    scores = evaluate_case(truth, pred, hu_window=window, spacing_mm=spacing, mask=mask)
     return {m: float(scores[m]) for m in ("psnr_3d", "ssim_3d")}
 
 

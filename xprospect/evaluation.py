@@ -51,10 +51,12 @@ __all__ = [
     "BackProjectionBaseline",
     "EvaluationResult",
     "MeanVolumeBaseline",
+    "RealCTCase",
     "RealCTScores",
     "dataset_cases",
     "evaluate_dataset",
     "lpips_scorers",
+    "real_ct_case",
     "save_comparison_panel",
     "scope_note",
     "score_real_ct",
@@ -498,6 +500,41 @@ def save_comparison_panel(
 
 
 @dataclass
+class RealCTCase:
+    """A real CT prepared as ``prepare`` would, with its DRRs as a model's inputs.
+
+    Attributes:
+        case: ``{view: (1, n, n, 1) display-unit DRR, f"{view}_line": (n, n) line integrals}``
+            for both views: what models and baselines take.
+        hu: The canonical HU cube (float32, clipped to the stored range).
+        mask: Its validity mask (:func:`xprospect.preprocessing.scan_mask`), boolean.
+        spacing_mm: Voxel spacing of the cube.
+    """
+
+    case: dict[str, Any]
+    hu: np.ndarray
+    mask: np.ndarray
+    spacing_mm: tuple[float, ...]
+
+
+def real_ct_case(ct_path: str | os.PathLike[str], size: int, geometry: str = "x2ct") -> RealCTCase:
+    """Reads a CT file, preprocesses it to a ``size^3`` cube over 320 mm with its validity mask
+    and renders both views' DRRs of ``geometry`` (see :class:`RealCTCase`)."""
+    from xprospect.constants import STORED_HU_RANGE
+    from xprospect.io import read_volume
+    from xprospect.preprocessing import ct_preprocessing, scan_mask
+    from xprospect.projection import display_unit, render_drr_batch
+
+    raw = read_volume(ct_path)
+    ct, valid = ct_preprocessing(size=size)(raw, scan_mask(raw))
+    hu = np.clip(ct.array, *STORED_HU_RANGE).astype(np.float32)
+    drrs = render_drr_batch(hu[None], ct.spacing_mm, geometry, VIEWS, size).numpy()[0]
+    case: dict[str, Any] = {v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(VIEWS)}
+    case.update({f"{v}_line": drrs[i] for i, v in enumerate(VIEWS)})
+    return RealCTCase(case, hu, np.asarray(valid.array) > 0, tuple(ct.spacing_mm))
+
+
+@dataclass
 class RealCTScores:
     """A model and the two baselines on one real CT reconstructed from its own DRRs.
 
@@ -548,20 +585,13 @@ def score_real_ct(
     Returns:
         The scores, the scanned share of the cube and the truth and prediction volumes.
     """
-    from xprospect.io import read_volume
     from xprospect.metrics import evaluate_case
-    from xprospect.preprocessing import ct_preprocessing, scan_mask, window_hu
-    from xprospect.projection import display_unit, render_drr_batch
+    from xprospect.preprocessing import window_hu
 
-    raw = read_volume(ct_path)
-    ct, valid = ct_preprocessing(size=predictor.size)(raw, scan_mask(raw))
-    mask = np.asarray(valid.array) > 0
-    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
-    drrs = render_drr_batch(hu[None], ct.spacing_mm, geometry, VIEWS, predictor.size).numpy()[0]
-    case: dict[str, Any] = {v: display_unit(drrs[i])[None, ..., None] for i, v in enumerate(VIEWS)}
-    case.update({f"{v}_line": drrs[i] for i, v in enumerate(VIEWS)})
+    real = real_ct_case(ct_path, predictor.size, geometry)
+    case = real.case
     pred = predictor.predict({v: case[v] for v in predictor.views})[0]
-    truth = np.asarray(window_hu(hu, predictor.hu_window))
+    truth = np.asarray(window_hu(real.hu, predictor.hu_window))
     if baselines is None:
         baselines = {
             "mean_volume": MeanVolumeBaseline.fit(data_dir, predictor.hu_window),
@@ -574,9 +604,9 @@ def score_real_ct(
         name: {
             k: float(v)
             for k, v in evaluate_case(
-                truth, p, hu_window=predictor.hu_window, spacing_mm=ct.spacing_mm, mask=mask
+                truth, p, hu_window=predictor.hu_window, spacing_mm=real.spacing_mm, mask=real.mask
             ).items()
         }
         for name, p in preds.items()
     }
-    return RealCTScores(metrics, float(np.mean(mask)), truth, pred)
+    return RealCTScores(metrics, float(np.mean(real.mask)), truth, pred)
