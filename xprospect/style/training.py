@@ -189,7 +189,7 @@ def film_augment_dataset(
         out.set_shape(image.shape)
         return out
 
-    return dataset.enumerate().map(map_fn, deterministic=True)
+    return dataset.enumerate().map(map_fn)
 
 
 # === History buffer ===
