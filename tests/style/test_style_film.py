@@ -15,7 +15,12 @@ from scipy import ndimage as ndi
 from xprospect.errors import ConfigError, GeometryError
 from xprospect.preprocessing import percentile_window
 from xprospect.style.config import style_config_from_dict
-from xprospect.style.film import FilmAugmentation, FilmAugmentationConfig, film_seed
+from xprospect.style.film import (
+    FilmAugmentation,
+    FilmAugmentationConfig,
+    film_seed,
+    poisson_gaussian,
+)
 from xprospect.style.training import DomainImages, StyleTrainingRun, film_augment_dataset
 
 OFF = {
@@ -65,6 +70,14 @@ def test_poisson_gaussian_variance_matches_the_model() -> None:
     # Signal-dependent: a brighter flat image is noisier by exactly the quantum term.
     bright = FilmAugmentation(cfg, seed=4)(np.full_like(flat, 0.9)).astype(np.float64)
     np.testing.assert_allclose(bright.var(), gain * 0.9 + read**2, rtol=0.05)
+
+
+def test_tiny_gain_uses_the_gaussian_limit_with_the_same_variance() -> None:
+    flat = np.full((256, 256), 0.5)
+    for gain in (1e-9, 1e-30):  # 5e8 and 5e29 counts: beyond NumPy's Poisson sampler
+        out = poisson_gaussian(flat, gain, 0.0, seed=0)
+        np.testing.assert_allclose(out.var(), gain * 0.5, rtol=0.05)
+    np.testing.assert_array_equal(poisson_gaussian(flat, 0.0, 0.0, seed=0), flat)
 
 
 def test_gamma_is_the_power_curve() -> None:

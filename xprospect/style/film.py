@@ -352,7 +352,12 @@ def poisson_gaussian(x: np.ndarray, gain: float, read_noise_std: float, seed: in
     noiseless limit of the Poisson term."""
     rng = np.random.default_rng(int(seed))
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
-    out = gain * rng.poisson(x / gain) if gain > 0 else x.copy()
+    if gain > 0 and float(x.max(initial=0.0)) / gain < 1e7:
+        out = gain * rng.poisson(x / gain)
+    else:
+        # Beyond 1e7 counts per pixel (or gain 0) the Poisson term is Gaussian to any precision
+        # that matters, and NumPy's Poisson sampler would overflow near 1e19.
+        out = x + np.sqrt(gain * x) * rng.standard_normal(x.shape)
     if read_noise_std > 0:
         out = out + rng.normal(0.0, read_noise_std, x.shape)
     return np.asarray(out, dtype=np.float64)
