@@ -13,7 +13,9 @@
    evaluate`` then scores the DRRs of the phantom test split (never seen in training) before and
    after translation against the held-out real X-rays: C2ST accuracy/AUC, histogram distances,
    radial-spectrum distance and cycle errors. The figures are copied to
-   ``benchmarks/results/style/``.
+   ``benchmarks/results/style/``. ``--film-augmentation`` trains with the film-like
+   augmentation of the DRRs (``data.film_augmentation: {}``, :mod:`xprospect.style.film`'s
+   defaults; issue 17); the evaluation DRRs stay unaugmented.
 
 A CPU budget of minutes is far below CycleGAN's usual 200 epochs on a GPU: the numbers show what
 the stage does after that budget, not what it can reach.
@@ -25,6 +27,7 @@ Prints a table and writes ``benchmarks/results/bench_style.json`` and ``bench_st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -123,9 +126,16 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     every = max(1, steps // 4)
+    data: dict[str, Any] = {
+        "dir": str(ds),
+        "real_dir": str(real),
+        "size": args.size,
+        "view": "frontal",
+        "film_augmentation": {} if args.film_augmentation else None,
+    }
     cfg = style_config_from_dict(
         {
-            "data": {"dir": str(ds), "real_dir": str(real), "size": args.size, "view": "frontal"},
+            "data": data,
             "training": {
                 "steps": steps,
                 "validation_every": every,
@@ -145,10 +155,12 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
     for name in ("grid.png", "spectra.png", "histograms.png"):
         shutil.copy2(work / "eval" / name, figures / name)
     shutil.copy2(out / "curves.png", figures / "curves.png")
+    film = cfg.data.film_augmentation
     return {
         "steps": result.steps,
         "train_wall_s": train_s,
         "precision": args.precision,
+        "film_augmentation": None if film is None else dataclasses.asdict(film),
         "real_dir": str(real),
         "evaluation": ev.to_dict(),
         "table": ev.table(),
@@ -166,6 +178,11 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/bench_style")
     parser.add_argument("--skip-run", action="store_true", help="throughput only")
     parser.add_argument("--resume", action="store_true", help="keep an existing run folder")
+    parser.add_argument(
+        "--film-augmentation",
+        action="store_true",
+        help="film-like augmentation of the training DRRs (xprospect.style.film defaults)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "bench_style.json"))
     args = parser.parse_args()
 
@@ -186,6 +203,7 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "size": args.size,
+        "film_augmentation": args.film_augmentation,
         "throughput": rows,
         "run": run,
     }
@@ -201,7 +219,13 @@ def main() -> int:
             f"{r['apply_images_per_s']:.1f} |"
         )
     if run is not None:
-        md += ["", f"Budgeted run: {run['steps']} steps, {run['train_wall_s']:.0f} s.", ""]
+        film = "with" if run["film_augmentation"] is not None else "without"
+        md += [
+            "",
+            f"Budgeted run: {run['steps']} steps, {run['train_wall_s']:.0f} s, "
+            f"{film} film augmentation of the DRRs.",
+            "",
+        ]
         md.append(run["table"])
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")

@@ -19,6 +19,8 @@ A style file (``xprospect style train --config FILE.yaml``)::
       shuffle_buffer: 512
       val_images: 16             # validation images per domain
       max_images: null           # at most N training images per domain (null: all)
+      film_augmentation: null    # domain A training images made film-like (issue 17): null
+                                 #   (off) or {} / overrides of FilmAugmentationConfig
     model:
       generator: {}              # ResnetGenerator overrides (n_blocks null: 6 at 128^2, 9 above;
                                  # upsampling: transpose | resize_conv | subpixel, issue 17)
@@ -49,6 +51,7 @@ from typing import Any, Literal
 from xprospect.config import CONFIG_DIR, OptimizerConfig, ScheduleConfig, TrainingConfig, engine
 from xprospect.config.engine import check
 from xprospect.preprocessing import XRAY_WINDOW_PERCENTILES
+from xprospect.style.film import FilmAugmentationConfig, validate_film_config
 
 __all__ = [
     "STYLE_CONFIG_DIR",
@@ -85,6 +88,9 @@ class StyleDataConfig:
     shuffle_buffer: int = 512
     val_images: int = 16
     max_images: int | None = None
+    film_augmentation: FilmAugmentationConfig | None = None
+    """Film-like augmentation of domain A's training images (:mod:`xprospect.style.film`);
+    None: off, as before issue 17. Never applied to validation or evaluation images."""
 
 
 @dataclass
@@ -156,6 +162,8 @@ def validate_style_config(config: StyleConfig, source: str | None = None) -> Non
     check(d.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1", source)
     check(d.val_images >= 1, "data.val_images", "must be >= 1", source)
     check(d.max_images is None or d.max_images >= 1, "data.max_images", "must be >= 1", source)
+    if d.film_augmentation is not None:
+        validate_film_config(d.film_augmentation, "data.film_augmentation", source)
     check(config.loss.cycle >= 0, "loss.cycle", "must be >= 0", source)
     check(config.loss.identity >= 0, "loss.identity", "must be >= 0", source)
     check(config.history_size >= 0, "history_size", "must be >= 0", source)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import numpy as np
 from xprospect.errors import ConfigError, MissingDataError
 from xprospect.preprocessing import resize_images
 from xprospect.style.config import StyleConfig
+from xprospect.style.film import FilmAugmentation, FilmAugmentationConfig, film_seed
 from xprospect.training import Trainer, TrainResult
 from xprospect.training.loop import TrainingRun
 
@@ -49,6 +50,7 @@ __all__ = [
     "StyleTrainingRun",
     "domain_a_images",
     "domain_b_images",
+    "film_augment_dataset",
     "minmax_per_image",
     "resize_batch",
     "train_style",
@@ -161,6 +163,33 @@ def domain_b_images(cfg: StyleConfig, split: str | None, limit: int | None = Non
         limit=limit,
     )
     return images
+
+
+def film_augment_dataset(
+    dataset: Any,
+    config: FilmAugmentationConfig,
+    seed: int,
+    percentiles: Sequence[float] = (0.5, 99.5),
+) -> Any:
+    """Maps a ``tf.data`` stream of (S, S, 1) domain-A images through :class:`FilmAugmentation`.
+
+    The n-th element of the stream gets the seed :func:`film_seed` ``(seed, n)``: a fresh draw
+    for every image shown (an epoch never repeats another's), reproducible, and a resumed run
+    (which skips the batches already seen downstream) meets the same draws. Only domain A's
+    training stream goes through it; validation and evaluation images never do.
+    """
+    import tensorflow as tf
+
+    def augment(index: Any, image: np.ndarray) -> np.ndarray:
+        t = FilmAugmentation(config, film_seed(seed, int(index)), tuple(percentiles))
+        return t(image[..., 0])[..., None]
+
+    def map_fn(index: Any, image: Any) -> Any:
+        out = tf.numpy_function(augment, [index, image], tf.float32, stateful=False)
+        out.set_shape(image.shape)
+        return out
+
+    return dataset.enumerate().map(map_fn)
 
 
 # === History buffer ===
@@ -462,9 +491,12 @@ class StyleTrainingRun(TrainingRun):
         def fn(ctx: Any) -> Any:
             seed = cfg.training.seed + 2 * int(ctx.input_pipeline_id)
             batch = ctx.get_per_replica_batch_size(cfg.data.batch_size)
-            ds = tf.data.Dataset.zip(
-                (domain(images.a_train, ctx, seed), domain(images.b_train, ctx, seed + 1))
-            )
+            a = domain(images.a_train, ctx, seed)
+            if cfg.data.film_augmentation is not None:
+                a = film_augment_dataset(
+                    a, cfg.data.film_augmentation, seed, tuple(cfg.data.percentiles)
+                )
+            ds = tf.data.Dataset.zip((a, domain(images.b_train, ctx, seed + 1)))
             ds = ds.batch(batch, drop_remainder=True)
             if skip_steps:
                 per_step = max(1, ctx.num_replicas_in_sync // ctx.num_input_pipelines)
@@ -545,6 +577,9 @@ class StyleTrainingRun(TrainingRun):
             "crop": d.crop,
             "suppress_markers": d.suppress_markers,
             "percentiles": list(d.percentiles),
+            "film_augmentation": (
+                None if d.film_augmentation is None else asdict(d.film_augmentation)
+            ),
             "dataset": str(d.dir),
             "generators": GENERATOR_FILES,
             "steps": int(keras.ops.convert_to_numpy(self.logic.optimizer.iterations)),
