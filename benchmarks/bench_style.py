@@ -54,7 +54,9 @@ def _time(fn: Any, repeats: int) -> list[float]:
     return times
 
 
-def throughput(size: int, repeats: int, precision: str) -> dict[str, Any]:
+def throughput(
+    size: int, repeats: int, precision: str, upsampling: str = "transpose"
+) -> dict[str, Any]:
     """Train-step and apply times of the CycleGAN networks at ``size``."""
     from types import SimpleNamespace
 
@@ -68,7 +70,11 @@ def throughput(size: int, repeats: int, precision: str) -> dict[str, Any]:
     keras.config.set_dtype_policy("float32" if precision == "none" else precision)
     try:
         cfg = style_config_from_dict(
-            {"data": {"dir": "unused", "size": size}, "training": {"steps": 1000}}
+            {
+                "data": {"dir": "unused", "size": size},
+                "model": {"generator": {"upsampling": upsampling}},
+                "training": {"steps": 1000},
+            }
         )
         cfg.training.mixed_precision = precision  # type: ignore[assignment]
         run = SimpleNamespace(
@@ -115,10 +121,15 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
         print("no real X-ray folder (../shared/data/real_xrays): skipping the budgeted run")
         return None
     work = Path(args.work)
-    ds = work / f"phantoms{args.size}"
+    ds = work / f"phantoms{args.size}-{args.phantom_calibration}"
     if not (ds / "manifest.json").exists():
         cfg = PrepareConfig(
-            size=args.size, geometry="x2ct", shard_size=16, val_fraction=0.05, test_fraction=0.3
+            size=args.size,
+            geometry="x2ct",
+            shard_size=16,
+            val_fraction=0.05,
+            test_fraction=0.3,
+            phantom_calibration=args.phantom_calibration,
         )
         prepare_dataset([], ds, cfg, phantoms=args.phantoms, progress=True, workers=2)
     steps = max(10, int(args.budget_s / step_s))
@@ -136,6 +147,7 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
     cfg = style_config_from_dict(
         {
             "data": data,
+            "model": {"generator": {"upsampling": args.upsampling}},
             "training": {
                 "steps": steps,
                 "validation_every": every,
@@ -183,10 +195,23 @@ def main() -> int:
         action="store_true",
         help="film-like augmentation of the training DRRs (xprospect.style.film defaults)",
     )
+    parser.add_argument(
+        "--phantom-calibration",
+        default="original",
+        help="population of the phantoms behind the DRRs (xprospect.phantoms.PHANTOM_CALIBRATIONS)",
+    )
+    parser.add_argument(
+        "--upsampling",
+        default="transpose",
+        choices=("transpose", "resize_conv", "subpixel"),
+        help="the generators' upsampling (transpose: CycleGAN's own)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "bench_style.json"))
     args = parser.parse_args()
 
-    rows = [throughput(args.size, args.repeats, p) for p in ("none", "mixed_bfloat16")]
+    rows = [
+        throughput(args.size, args.repeats, p, args.upsampling) for p in ("none", "mixed_bfloat16")
+    ]
     print(f"\nCycleGAN-{args.size} throughput on this machine (medians of {args.repeats})")
     print(f"{'precision':<16}{'train step s':>14}{'train img/s':>13}{'apply img/s':>13}")
     for r in rows:
@@ -204,6 +229,8 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "size": args.size,
         "film_augmentation": args.film_augmentation,
+        "phantom_calibration": args.phantom_calibration,
+        "upsampling": args.upsampling,
         "throughput": rows,
         "run": run,
     }
@@ -223,7 +250,9 @@ def main() -> int:
         md += [
             "",
             f"Budgeted run: {run['steps']} steps, {run['train_wall_s']:.0f} s, "
-            f"{film} film augmentation of the DRRs.",
+            f"{film} film augmentation of the DRRs, phantoms of the "
+            f"'{args.phantom_calibration}' calibration, '{args.upsampling}' upsampling in the "
+            "generators.",
             "",
         ]
         md.append(run["table"])
