@@ -351,10 +351,10 @@ PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
         # anterior-posterior body diameter 248 mm vs 220-235, left-right 310 vs 295-315, lung
         # apex at the top of the field vs 38 mm below it, the voxels >= 200 HU averaging 385 HU
         # (90th percentile 539) vs 520-570 (852-933), the lung's 10-90 % HU range 220 HU vs 75,
-        # fat 40 % of the body's voxels vs 25-30 %, the lungs' cross-section halving below its
+        # fat 36 % of the body's voxels vs 23-28 %, the lungs' cross-section halving below its
         # widest level at 202 mm from the top of the field vs 257-265 mm. A second real CT
         # (RICORD, validation only) agrees but for the diaphragm: 253 mm, 320 mm, apex cut,
-        # 345 (545) HU, 297 HU, 40 %, 240 mm; so inspiration keeps a wide range.
+        # 345 (545) HU, 297 HU, 44 %, 240 mm; so inspiration keeps a wide range.
         "real_ct": PhantomCalibration(
             "real_ct",
             half_width_mm=165.0,
