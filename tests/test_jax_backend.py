@@ -4,10 +4,11 @@ The networks and terms are :mod:`backend_cases` (every preset's generator and di
 XctDiff's networks, the style CycleGAN; every loss and Keras metric). This process (TensorFlow)
 builds them with seeded weights and saves the weights; one child interpreter with
 ``KERAS_BACKEND=jax`` and TensorFlow blocked (the GPU machines have JAX and no TensorFlow),
-started first, loads each as soon as its weights are saved, runs each network's forward pass and the gradient of a scalar loss w.r.t. every trainable
-weight (one jitted ``jax.value_and_grad`` over ``model.stateless_call``), and every loss term's
-value and gradient. This process computes the same with TensorFlow meanwhile; the test then
-holds the two to each other: same outputs, same loss, same gradients (all finite, none zero).
+started first, loads each network as soon as its weights are saved, runs its forward pass and
+the gradient of a scalar loss w.r.t. every trainable weight (one jitted ``jax.value_and_grad``
+over ``model.stateless_call``), and every loss term's value and gradient. This process computes
+the same with TensorFlow meanwhile; the test then holds the two to each other: same outputs,
+same loss, same gradients (all finite, none zero).
 """
 
 from __future__ import annotations
