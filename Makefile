@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 # Two workers (pytest-xdist), one test file each at a time: the tests are mostly Python-bound
 # graph tracing, which a second process runs in parallel on the second core.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 test: lint typecheck pytest
 

@@ -25,7 +25,6 @@ Run: ``.venv/bin/python benchmarks/bench_growth.py [--presets ...] [--sizes 32 6
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import math
@@ -58,64 +57,29 @@ OVER_TIME = "over time"
 # === Worker (one cell per process) ===
 
 
-class _Measured(Exception):
-    """Raised by the step hook once the timed steps are done: no final checkpoint or export."""
-
-
 def prepare_worker(data: Path, size: int) -> dict[str, Any]:
-    from xprospect.data.prepare import PrepareConfig, prepare_dataset
-
-    cfg = PrepareConfig(size=size, geometry="x2ct", val_fraction=0.0, test_fraction=0.0)
-    prepare_dataset([], data, cfg, phantoms=PHANTOMS, workers=1, progress=False)
-    return {"data": str(data)}
+    return peer_bench.prepare_worker(data, size, phantoms=PHANTOMS)
 
 
 def step_worker(data: Path, preset: str, size: int, batch: int, steps: int) -> dict[str, Any]:
     """Times ``steps`` training steps of ``preset`` after its first one."""
-    from xprospect.config import config_from_dict
     from xprospect.models.presets import preset_config
-    from xprospect.training import Trainer
 
-    views = list(preset_config(preset)["views"][0])
-    marks: list[float] = []
-    out: dict[str, Any] = {}
-
-    def hook(step: int, logs: Mapping[str, float]) -> None:
-        marks.append(time.perf_counter())
-        if step == 1:
-            out["first_step_s"], _ = peer_bench.seconds_since_process_start()
-        if step == steps + 1:
-            out["peak_rss_gib"] = peer_bench.peak_rss_gib()
-            raise _Measured
-
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_dict(
-            {
-                "data": {"dir": str(data), "batch_size": batch, "views": views},
-                "model": {"preset": preset, "size": size},
-                # ImageNet weights cannot be downloaded here: a random VGG16 costs the same.
-                "perceptual": {"weights": None},
-                "training": {
-                    # One more than is run, so the last timed step is not the run's end.
-                    "steps": steps + 2,
-                    "validation_every": 10**6,
-                    "checkpoint_every": 10**6,
-                    "log_every": 10**6,
-                    "output_dir": tmp,
-                    "seed": 0,
-                    "mixed_precision": "none",
-                },
-            }
-        )
-        trainer = Trainer(config, step_hook=hook, progress=False)
-        with contextlib.suppress(_Measured):
-            trainer.fit()
-    if "peak_rss_gib" not in out:
-        raise RuntimeError(f"the trainer stopped after {len(marks)} steps")
+    out, trainer = peer_bench.timed_training_steps(
+        data,
+        preset=preset,
+        size=size,
+        batch=batch,
+        views=preset_config(preset)["views"][0],
+        steps=steps,
+        # ImageNet weights cannot be downloaded here: a random VGG16 costs the same.
+        extra={"perceptual": {"weights": None}},
+    )
     disc = getattr(trainer, "discriminator", None)
     return {
-        **out,
-        "step_s": [b - a for a, b in itertools.pairwise(marks)],
+        "first_step_s": out["first_step_s"],
+        "peak_rss_gib": out["peak_rss_gib"],
+        "step_s": out["step_s"],
         "params": int(trainer.model.count_params()) + (int(disc.count_params()) if disc else 0),
     }
 

@@ -233,12 +233,12 @@ def peer_check(root: Path) -> dict[str, Any]:
 # === xprospect workers (run under this interpreter) ===
 
 
-def prepare_worker(data: Path, size: int) -> dict[str, Any]:
-    """A two-phantom training set at ``size``^3 (X2CT geometry), no val or test split."""
+def prepare_worker(data: Path, size: int, phantoms: int = 2) -> dict[str, Any]:
+    """A ``phantoms``-case training set at ``size``^3 (X2CT geometry), no val or test split."""
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
 
     cfg = PrepareConfig(size=size, geometry="x2ct", val_fraction=0.0, test_fraction=0.0)
-    prepare_dataset([], data, cfg, phantoms=2, workers=1, progress=False)
+    prepare_dataset([], data, cfg, phantoms=phantoms, workers=1, progress=False)
     return {"data": str(data)}
 
 
@@ -246,9 +246,41 @@ class _Measured(Exception):
     """Raised by the step hook once the timed steps are done: no final checkpoint or export."""
 
 
-def xprospect_worker(
-    data: Path, size: int, steps: int, precision: str, spawned_at: float
-) -> dict[str, Any]:
+def timed_training_steps(
+    data: Path,
+    *,
+    preset: str,
+    size: int,
+    batch: int,
+    views: Sequence[str],
+    steps: int,
+    mixed_precision: str = "none",
+    extra: Mapping[str, Any] | None = None,
+    spawned_at: float | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Times ``steps`` training steps of ``preset`` after its first one, as ``xprospect train``
+    runs them (this repository's bench_x2ct_peer and bench_growth workers).
+
+    A step is the time between two calls of the :class:`xprospect.training.Trainer`'s step hook
+    (the input pipeline included); the hook stops the run once the timed steps are done, so no
+    final checkpoint, validation or export is counted.
+
+    Args:
+        data: A prepared dataset folder.
+        preset: The model preset.
+        size: Cube edge in voxels.
+        batch: Batch size.
+        views: The preset's input views.
+        steps: Steps timed after the first.
+        mixed_precision: The training ``mixed_precision`` setting.
+        extra: More top-level config sections (e.g. ``{"perceptual": {...}}``).
+        spawned_at: The parent's wall clock just before it spawned this process (the fallback
+            of :func:`seconds_since_process_start`).
+
+    Returns:
+        ``({"first_step_s", "first_step_source", "since_spawn_s" (with ``spawned_at``),
+        "peak_rss_gib", "step_s"}, the trainer)``.
+    """
     from xprospect.config import config_from_dict
     from xprospect.training import Trainer
 
@@ -259,7 +291,8 @@ def xprospect_worker(
         marks.append(time.perf_counter())
         if step == 1:
             out["first_step_s"], out["first_step_source"] = seconds_since_process_start(spawned_at)
-            out["since_spawn_s"] = time.time() - spawned_at
+            if spawned_at is not None:
+                out["since_spawn_s"] = time.time() - spawned_at
         if step == steps + 1:
             out["peak_rss_gib"] = peak_rss_gib()
             raise _Measured
@@ -267,8 +300,9 @@ def xprospect_worker(
     with tempfile.TemporaryDirectory() as tmp:
         config = config_from_dict(
             {
-                "data": {"dir": str(data), "batch_size": 1, "views": ["frontal", "lateral"]},
-                "model": {"preset": PRESET, "size": size},
+                "data": {"dir": str(data), "batch_size": batch, "views": list(views)},
+                "model": {"preset": preset, "size": size},
+                **(extra or {}),
                 "training": {
                     # One more than is run, so the last timed step is not the run's end (which
                     # would save, validate and export).
@@ -278,20 +312,36 @@ def xprospect_worker(
                     "log_every": 10**6,
                     "output_dir": tmp,
                     "seed": 0,
-                    "mixed_precision": "mixed_bfloat16" if precision == "bf16" else "none",
+                    "mixed_precision": mixed_precision,
                 },
             }
         )
         trainer = Trainer(config, step_hook=hook, progress=False)
         with contextlib.suppress(_Measured):
             trainer.fit()
-    import tensorflow as tf
-
     if "peak_rss_gib" not in out:
         raise RuntimeError(f"the trainer stopped after {len(marks)} steps")
+    out["step_s"] = [b - a for a, b in itertools.pairwise(marks)]
+    return out, trainer
+
+
+def xprospect_worker(
+    data: Path, size: int, steps: int, precision: str, spawned_at: float
+) -> dict[str, Any]:
+    out, trainer = timed_training_steps(
+        data,
+        preset=PRESET,
+        size=size,
+        batch=1,
+        views=("frontal", "lateral"),
+        steps=steps,
+        mixed_precision="mixed_bfloat16" if precision == "bf16" else "none",
+        spawned_at=spawned_at,
+    )
+    import tensorflow as tf
+
     return {
         **out,
-        "step_s": [b - a for a, b in itertools.pairwise(marks)],
         "params_g": int(trainer.model.count_params()),
         "params_d": int(trainer.discriminator.count_params()),
         "framework": f"tensorflow {tf.__version__}",

@@ -1,6 +1,7 @@
 """Every network, loss and metric of the package at a tiny size, run the same way on any Keras
 backend: ``tests/test_jax_backend.py`` runs them under TensorFlow (its own process) and under
-JAX (one child interpreter, TensorFlow blocked) and compares the two.
+JAX (one child interpreter, TensorFlow blocked, started first and taking each case as soon as
+TensorFlow has saved its weights) and compares the two.
 
 Nothing here imports TensorFlow or JAX at module level: the backend-specific parts (the
 gradient) import them inside :func:`value_and_grads` and :func:`loss_grads`, for the backend
@@ -503,8 +504,27 @@ def results_path(folder: Path, name: str) -> Path:
     return folder / f"{file_name(name)}.jax.npz"
 
 
+def _save_weights(model: Any, folder: Path, name: str) -> None:
+    # Written under another name and renamed: the JAX side, already running, takes a case as
+    # soon as its file exists and must never read a half-written one.
+    partial = folder / f"{file_name(name)}.partial.weights.h5"
+    model.save_weights(partial)
+    partial.replace(weights_path(folder, name))
+
+
+def _wait_for_weights(folder: Path, name: str, timeout_s: float = 600.0) -> Path:
+    path = weights_path(folder, name)
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    return path
+
+
 def build_and_save(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Builds every case and metric model (seeded) and saves its weights into ``folder``."""
+    """Builds every case and metric model (seeded) and saves its weights into ``folder``, each
+    file as soon as its model is built (in :func:`cases` order, then the metric models)."""
     rng = np.random.default_rng(5)
     models = {}
     for case in cases():
@@ -514,31 +534,37 @@ def build_and_save(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             # zero_module) would leave every weight before it without a gradient.
             if len(var.shape) > 1 and not np.any(_numpy(var)):
                 var.assign(0.05 * rng.standard_normal(var.shape).astype("float32"))
-        model.save_weights(weights_path(folder, case.name))
+        _save_weights(model, folder, case.name)
     extra = {}
     for name, make in METRIC_MODELS.items():
         extra[name] = build(make)
-        _holder(extra[name]).save_weights(weights_path(folder, name))
+        _save_weights(_holder(extra[name]), folder, name)
     return models, extra
 
 
 def main(folder: Path) -> None:
-    """The JAX side: every case and loss term with the weights in ``folder``, results there."""
+    """The JAX side: every case and loss term with the weights in ``folder``, results there.
+
+    It may start before :func:`build_and_save` has finished: each case waits for its weights.
+    """
     import json
 
     assert keras.backend.backend() == "jax", keras.backend.backend()
     seconds = {}
     for case in cases():
+        weights = _wait_for_weights(folder, case.name)
         start = time.perf_counter()
         try:
-            model = build(case.build, weights_path(folder, case.name))
+            model = build(case.build, weights)
             np.savez(results_path(folder, case.name), **run_case(case, model))
         except Exception as exc:
             exc.add_note(f"in case {case.name!r} on {keras.backend.backend()}")
             raise
         seconds[case.name] = time.perf_counter() - start
     start = time.perf_counter()
-    extra = {name: build(make, weights_path(folder, name)) for name, make in METRIC_MODELS.items()}
+    extra = {
+        name: build(make, _wait_for_weights(folder, name)) for name, make in METRIC_MODELS.items()
+    }
     np.savez(results_path(folder, "losses"), **run_losses(extra))
     seconds["losses"] = time.perf_counter() - start
     (folder / "seconds.json").write_text(json.dumps(seconds, indent=1))

@@ -3,11 +3,12 @@
 The networks and terms are :mod:`backend_cases` (every preset's generator and discriminator,
 XctDiff's networks, the style CycleGAN; every loss and Keras metric). This process (TensorFlow)
 builds them with seeded weights and saves the weights; one child interpreter with
-``KERAS_BACKEND=jax`` and TensorFlow blocked (the GPU machines have JAX and no TensorFlow) loads
-them, runs each network's forward pass and the gradient of a scalar loss w.r.t. every trainable
-weight (one jitted ``jax.value_and_grad`` over ``model.stateless_call``), and every loss term's
-value and gradient. This process computes the same with TensorFlow meanwhile; the test then
-holds the two to each other: same outputs, same loss, same gradients (all finite, none zero).
+``KERAS_BACKEND=jax`` and TensorFlow blocked (the GPU machines have JAX and no TensorFlow),
+started first, loads each network as soon as its weights are saved, runs its forward pass and
+the gradient of a scalar loss w.r.t. every trainable weight (one jitted ``jax.value_and_grad``
+over ``model.stateless_call``), and every loss term's value and gradient. This process computes
+the same with TensorFlow meanwhile; the test then holds the two to each other: same outputs,
+same loss, same gradients (all finite, none zero).
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, NoTensorFlow())
+import os
+
+# XLA's CPU fusion emitters (MLIR) take twice the compile time of the older LLVM IR emitters
+# for the same programs; the compiled programs run as fast on these tiny inputs.
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_use_fusion_emitters=false"])
+)
 import jax
 
 # Every network is compiled once and run once, on tiny inputs: XLA's optimisations cost more
@@ -66,7 +74,6 @@ CASES = {case.name: case for case in backend_cases.cases()}
 def sides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``{"tf": {case: results}, "jax": {...}, "tf_losses", "jax_losses", "stdout"}``."""
     folder = tmp_path_factory.mktemp("jax_backend")
-    models, extra = backend_cases.build_and_save(folder)
     log = folder / "child.log"
     gpu_check = TESTS_ROOT.parent / "benchmarks" / "gpu_check.py"
     with log.open("w") as out:
@@ -78,7 +85,9 @@ def sides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             env=subprocess_env(KERAS_BACKEND="jax"),
         )
         try:
-            # TensorFlow's side runs while the child compiles.
+            # TensorFlow's side runs while the child compiles: the child starts at once and
+            # takes each case as soon as its weights are saved.
+            models, extra = backend_cases.build_and_save(folder)
             tf = {name: backend_cases.run_case(CASES[name], models[name]) for name in CASES}
             tf_losses = backend_cases.run_losses(extra)
             stdout, _ = child.communicate(timeout=900)

@@ -2098,6 +2098,32 @@ def _config_cases() -> None:
         "--input",
         "--input",
     )
+    # prepare --real-augment N (issue 16): N and its seed are counts, and only real CTs have
+    # variants.
+    _add(
+        "config/prepare-real-augment-negative",
+        _prepare(extra=("--phantoms", "1", "--real-augment", "-1")),
+        None,
+        "config",
+        ">= 0",
+        "real_augment",
+    )
+    _add(
+        "config/prepare-augment-seed-negative",
+        _prepare(extra=("--phantoms", "1", "--real-augment", "1", "--augment-seed", "-3")),
+        None,
+        "config",
+        ">= 0",
+        "augment_seed",
+    )
+    _add(
+        "config/prepare-real-augment-phantoms-only",
+        _prepare(extra=("--phantoms", "1", "--real-augment", "2")),
+        None,
+        "config",
+        "real CT",
+        "real_augment",
+    )
     _add(
         "config/prepare-nothing",
         ["prepare", "--output", "{out}/ds"],
@@ -2112,6 +2138,14 @@ def _dataset_cases() -> None:
     d = "{case}/ds"
     _add("dataset/control", _evaluate(d), _dataset_copy(), "ok")
     _add("dataset/missing", _evaluate(d), None, "input", "manifest|no such", d)
+    _add(
+        "dataset/whole-cube-missing",
+        _evaluate(d, "{model}", "--whole-cube"),
+        None,
+        "input",
+        "manifest|no such",
+        d,
+    )
     _add(
         "dataset/a-file",
         _evaluate(d),
@@ -2798,6 +2832,46 @@ def _usage_cases() -> None:
         usage,
         "invalid choice",
         "--split",
+    )
+    _add(
+        "usage/prepare-real-augment-not-an-integer",
+        ["prepare", "--output", "o", "--phantoms", "1", "--real-augment", "2.5"],
+        None,
+        usage,
+        "invalid int",
+        "--real-augment",
+    )
+    _add(
+        "usage/prepare-real-augment-without-value",
+        ["prepare", "--output", "o", "--phantoms", "1", "--real-augment"],
+        None,
+        usage,
+        "expected one argument",
+        "--real-augment",
+    )
+    _add(
+        "usage/prepare-augment-seed-not-an-integer",
+        ["prepare", "--output", "o", "--real-augment", "1", "--augment-seed", "seven"],
+        None,
+        usage,
+        "invalid int",
+        "--augment-seed",
+    )
+    _add(
+        "usage/evaluate-whole-cube-with-value",
+        ["evaluate", "--model", "m", "--data", "d", "--whole-cube=yes"],
+        None,
+        usage,
+        "ignored explicit argument",
+        "--whole-cube",
+    )
+    _add(
+        "usage/evaluate-whole-cube-on-predict",
+        ["predict", "--model", "m", "--frontal", "f.png", "--out", "o.nii.gz", "--whole-cube"],
+        None,
+        usage,
+        "unrecognized",
+        "--whole-cube",
     )
     _add("usage/style-alone", ["style"], None, usage, "subcommand", "style")
     _add("usage/style-unknown", ["style", "paint"], None, usage, "invalid choice", "paint")

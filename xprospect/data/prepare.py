@@ -128,8 +128,9 @@ class PrepareConfig:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.real_augment < 0 or self.augment_seed < 0:
-            raise ConfigError("real_augment and augment_seed must be >= 0")
+        for key in ("real_augment", "augment_seed"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         from xprospect.phantoms import PHANTOM_CALIBRATIONS
 
         if self.phantom_calibration not in PHANTOM_CALIBRATIONS:
@@ -581,13 +582,16 @@ def prepare_dataset(
     cfg = config or PrepareConfig()
     out = Path(output)
     t0 = time.perf_counter()
-    cases = augmented_cases(
-        discover_cases(inputs, phantoms, cfg.phantom_calibration),
-        cfg.real_augment,
-        cfg.augment_seed,
-    )
-    if not cases:
+    found = discover_cases(inputs, phantoms, cfg.phantom_calibration)
+    if not found:
         raise MissingDataError("nothing to prepare: give inputs or --phantoms N")
+    if cfg.real_augment and all(c.kind == "phantom" for c in found):
+        # Phantoms are not augmented: the variants asked for would silently not exist.
+        raise ConfigError(
+            f"real_augment {cfg.real_augment} needs a real CT among the inputs "
+            "(phantoms are not augmented)"
+        )
+    cases = augmented_cases(found, cfg.real_augment, cfg.augment_seed)
     splits = assign_splits(
         cases,
         val_fraction=cfg.val_fraction,
