@@ -31,8 +31,11 @@ Measured, per volume:
   phantom DRRs and the real-CT DRRs, and a classifier two-sample test
   (:func:`xprospect.style.metrics.classifier_two_sample_test`) between them, frontal and lateral
   side by side in one image: held-out accuracy and AUC, 0.5 = indistinguishable. The real side
-  is ``n_poses`` poses spread evenly over the real CTs, the phantom side one pose of each of
-  ``n_poses`` phantoms; the same real poses for every calibration.
+  is ``n_poses`` poses spread evenly over the real CTs, the phantom side one pose of each
+  phantom; the same real poses, and phantom ``i`` the same pose, for every calibration. A real
+  CT's cube is air where the scan ends (a field of view shorter than 320 mm, the corners outside
+  the reconstruction circle) and a phantom's is anatomy throughout, so every DRR score is also
+  given *framed*: phantom ``i`` set to air outside real CT ``i``'s scan mask before posing.
 
 A scalar's distance is the mean over the real CTs of ``|phantom mean - real value|``; the
 classifier's is ``|accuracy - 0.5|`` and ``|AUC - 0.5|``. Vessels are not measured separately
@@ -209,6 +212,35 @@ def scalar_distance(phantom_values: Sequence[float], real_values: Sequence[float
     return float(np.mean(np.abs(p.mean() - r)))
 
 
+def _drr_scores(
+    drrs: np.ndarray, real_drrs: np.ndarray, *, seed: int, epochs: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """DRR distances (per view) and the classifier two-sample test between ``(N, 2, s, s)``
+    phantom and real display DRRs."""
+    from xprospect.style.metrics import (
+        classifier_two_sample_test,
+        histogram_distances,
+        spectrum_distance,
+    )
+
+    out: dict[str, float] = {}
+    for v, view in enumerate(("frontal", "lateral")):
+        hist = histogram_distances(drrs[:, v], real_drrs[:, v])
+        out[f"drr_{view}_wasserstein"] = hist["wasserstein"]
+        out[f"drr_{view}_jensen_shannon"] = hist["jensen_shannon"]
+        out[f"drr_{view}_spectrum_decades"] = spectrum_distance(drrs[:, v], real_drrs[:, v])
+    # Frontal and lateral side by side: one test sees both views of a volume (and at their
+    # full resolution: image_size is the wider side).
+    side = np.concatenate([drrs[:, 0], drrs[:, 1]], axis=-1)
+    real_side = np.concatenate([real_drrs[:, 0], real_drrs[:, 1]], axis=-1)
+    test = classifier_two_sample_test(
+        side, real_side, seed=seed, epochs=epochs, image_size=side.shape[-1]
+    ).to_dict()
+    out["classifier_accuracy"] = abs(test["accuracy"] - 0.5)
+    out["classifier_auc"] = abs(test["auc"] - 0.5)
+    return out, test
+
+
 def _load_real(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, float]:
     from xprospect.io import read_volume
     from xprospect.preprocessing import ct_preprocessing, scan_mask
@@ -249,7 +281,7 @@ def measure(
     Args:
         size: Cube side in voxels (the field is 320 mm).
         n_phantoms: Phantoms per calibration (seeds ``1000 * seed`` on); each also gives one
-            pose for the DRR distances and the classifier.
+            pose (whole and framed) for the DRR distances and the classifier.
         seed: Seed of the phantoms, the poses and the classifier.
         n_poses: Real-CT poses (spread over the real CTs); defaults to ``n_phantoms``.
         epochs: The classifier's training epochs.
@@ -258,15 +290,10 @@ def measure(
 
     Returns:
         A JSON-ready dict: ``real`` (per real CT's statistics), ``calibrations`` (per calibration:
-        the phantoms' mean and standard deviation of each statistic, the distances and the
-        classifier test), ``note`` and the settings.
+        the phantoms' mean and standard deviation of each statistic, ``distance`` by metric,
+        ``classifier`` and ``framed_classifier``), ``note`` and the settings.
     """
     from xprospect.phantoms import PHANTOM_CALIBRATIONS, chest_phantom
-    from xprospect.style.metrics import (
-        classifier_two_sample_test,
-        histogram_distances,
-        spectrum_distance,
-    )
 
     t0 = time.perf_counter()
     note = None
@@ -280,32 +307,38 @@ def measure(
     real: dict[str, dict[str, float]] = {}
     real_samples: dict[str, dict[str, np.ndarray]] = {}
     real_hu: list[np.ndarray] = []
+    real_valid: list[np.ndarray] = []
     for name, path in real_cts:
         hu, valid, spacing = _load_real(Path(path), size)
         measured = volume_stats(hu, valid, spacing)
         real[name] = measured["stats"]
         real_samples[name] = measured["samples"]
         real_hu.append(hu)
+        real_valid.append(valid)
     posed = np.stack(
         [apply_pose(real_hu[i % len(real_hu)], random_pose(rng, spacing)) for i in range(n_poses)]
     )
     real_drrs = drr_pairs(posed, spacing, size)
     del posed
+    # Phantom i takes the same pose (and framing) whatever its calibration.
+    poses = [random_pose(rng, spacing) for _ in range(n_phantoms)]
 
     per_cal: dict[str, Any] = {}
     for cal in names:
         stats: list[dict[str, float]] = []
         pooled: dict[str, list[np.ndarray]] = {}
-        volumes = []
+        whole, framed = [], []
         for i in range(n_phantoms):
             vol = chest_phantom(size, 1000 * seed + i, calibration=cal).volume.array
             measured = volume_stats(vol, np.ones(vol.shape, bool), spacing)
             stats.append(measured["stats"])
             for key, values in measured["samples"].items():
                 pooled.setdefault(key, []).append(values)
-            volumes.append(apply_pose(vol, random_pose(rng, spacing)))
-        drrs = drr_pairs(np.stack(volumes), spacing, size)
-        del volumes
+            whole.append(apply_pose(vol, poses[i]))
+            # Framed as real CT i's scan: air where that scan did not measure, so the
+            # classifier cannot tell the sets apart by the field of view alone.
+            outside = ~real_valid[i % len(real_valid)]
+            framed.append(apply_pose(np.where(outside, np.float32(AIR_HU), vol), poses[i]))
         keys = list(stats[0])
         values = {k: np.array([s[k] for s in stats], float) for k in keys}
         record: dict[str, Any] = {
@@ -330,22 +363,12 @@ def measure(
                 if phantom_hu.size and real_samples[r][key].size
             ]
             record["distance"][f"{key}_wasserstein_hu"] = float(np.mean(dists)) if dists else None
-        for v, view in enumerate(("frontal", "lateral")):
-            hist = histogram_distances(drrs[:, v], real_drrs[:, v])
-            record["distance"][f"drr_{view}_wasserstein"] = hist["wasserstein"]
-            record["distance"][f"drr_{view}_jensen_shannon"] = hist["jensen_shannon"]
-            record["distance"][f"drr_{view}_spectrum_decades"] = spectrum_distance(
-                drrs[:, v], real_drrs[:, v]
-            )
-        # Frontal and lateral side by side: one test sees both views of a volume.
-        side = np.concatenate([drrs[:, 0], drrs[:, 1]], axis=-1)
-        real_side = np.concatenate([real_drrs[:, 0], real_drrs[:, 1]], axis=-1)
-        test = classifier_two_sample_test(
-            side, real_side, seed=seed, epochs=epochs, image_size=2 * size
-        ).to_dict()
-        record["classifier"] = test
-        record["distance"]["classifier_accuracy"] = abs(test["accuracy"] - 0.5)
-        record["distance"]["classifier_auc"] = abs(test["auc"] - 0.5)
+        for prefix, volumes in (("", whole), ("framed_", framed)):
+            drrs = drr_pairs(np.stack(volumes), spacing, size)
+            distances, test = _drr_scores(drrs, real_drrs, seed=seed, epochs=epochs)
+            record["distance"].update({prefix + k: v for k, v in distances.items()})
+            record[prefix + "classifier"] = test
+        del whole, framed
         per_cal[cal] = record
 
     return {
@@ -387,7 +410,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("apex_mm", "lung apex below top (mm)", ".0f"),
     ("diaphragm_mm", "diaphragm level (mm)", ".0f"),
     *(
-        (f"drr_{v}_{m}", f"DRR {v} {label}", ".3f")
+        (f"{prefix}drr_{v}_{m}", f"DRR {v} {label}{where}", ".3f")
+        for prefix, where in (("", ""), ("framed_", ", framed"))
         for v in ("frontal", "lateral")
         for m, label in (
             ("wasserstein", "histogram W1"),
@@ -397,6 +421,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ),
     ("classifier_accuracy", "classifier accuracy", ".2f"),
     ("classifier_auc", "classifier AUC", ".2f"),
+    ("framed_classifier_accuracy", "classifier accuracy, framed", ".2f"),
+    ("framed_classifier_auc", "classifier AUC, framed", ".2f"),
 )
 
 
@@ -431,12 +457,13 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(result['calibrations'][c]['mean'][key], spec)} ({_fmt(dists[c], spec)})"
                 for c in cals
             ]
-        elif key.startswith("classifier_"):
+        elif "classifier_" in key:
             real = "0.5"
-            field = key.removeprefix("classifier_")
+            test, field = key.split("_", 1) if key.startswith("framed_") else ("", key)
+            test = f"{test}_classifier" if test else "classifier"
+            field = field.removeprefix("classifier_")
             cells = [
-                f"{_fmt(result['calibrations'][c]['classifier'][field], spec)} "
-                f"({_fmt(dists[c], spec)})"
+                f"{_fmt(result['calibrations'][c][test][field], spec)} ({_fmt(dists[c], spec)})"
                 for c in cals
             ]
         else:
@@ -447,12 +474,18 @@ def markdown(result: dict[str, Any]) -> str:
         if len(known) > 1 and len(set(np.round(list(known.values()), 12))) == 1:
             best = "tie"
         lines.append(f"| {label} | {real} | " + " | ".join(cells) + f" | {best} |")
-    tests = ", ".join(
-        f"{c}: p = {result['calibrations'][c]['classifier']['p_value']:.2g} "
-        f"({result['calibrations'][c]['classifier']['n_test']} held out)"
+    tests = "; ".join(
+        f"{c}: p = {result['calibrations'][c]['classifier']['p_value']:.2g}, framed "
+        f"{result['calibrations'][c]['framed_classifier']['p_value']:.2g}"
         for c in cals
     )
-    lines += ["", f"Classifier two-sample test (accuracy against chance): {tests}."]
+    n_test = result["calibrations"][cals[0]]["classifier"]["n_test"]
+    lines += [
+        "",
+        f"Classifier two-sample test, p-value of the accuracy against chance ({n_test} DRR "
+        f"pairs held out): {tests}. Framed: each phantom is set to air outside a real CT's "
+        "scan mask before posing, so the field of view is no tell.",
+    ]
     if result.get("note"):
         lines += ["", f"Note: {result['note']}."]
     lines += ["", f"Wall time {result['wall_s']:.0f} s on {result['machine']}."]
