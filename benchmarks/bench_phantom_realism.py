@@ -398,6 +398,8 @@ def _nan_none(x: float) -> float | None:
 # --- table ----------------------------------------------------------------------------------
 ROWS: tuple[tuple[str, str, str], ...] = (
     # (key, label, format); a key with a real value shows it, the others are distances only.
+    # The framed DRR distances are in the JSON only (they differ from the whole ones in the
+    # third decimal where the real scans fill the field).
     ("body_wasserstein_hu", "HU in the body, W1 (HU)", ".0f"),
     *((f"{t}_wasserstein_hu", f"HU of {t}, W1 (HU)", ".0f") for t in TISSUES),
     *((f"{t}_fraction", f"{t} fraction of body", ".3f") for t in TISSUES),
@@ -410,8 +412,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("apex_mm", "lung apex below top (mm)", ".0f"),
     ("diaphragm_mm", "diaphragm level (mm)", ".0f"),
     *(
-        (f"{prefix}drr_{v}_{m}", f"DRR {v} {label}{where}", ".3f")
-        for prefix, where in (("", ""), ("framed_", ", framed"))
+        (f"drr_{v}_{m}", f"DRR {v} {label}", ".3f")
         for v in ("frontal", "lateral")
         for m, label in (
             ("wasserstein", "histogram W1"),
