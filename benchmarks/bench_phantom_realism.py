@@ -63,8 +63,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
+from xprospect.constants import DEFAULT_FOV_MM, STORED_HU_RANGE
+
 RESULTS = Path(__file__).parent / "results"
-FOV_MM = 320.0
 LUNG_HU = -400.0  # below it inside the body: air (lung, airways)
 FAT_HU = (-190.0, -30.0)
 SOFT_HU = (-30.0, 150.0)
@@ -73,7 +74,7 @@ MIN_LUNG_ML = 200.0
 POSE_DEG = 5.0
 POSE_SHIFT_MM = 10.0
 POSE_SCALE = 0.05
-AIR_HU = -1024.0
+AIR_HU = STORED_HU_RANGE[0]
 TISSUES = ("lung", "fat", "soft", "bone")
 
 
@@ -247,14 +248,16 @@ def _load_real(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, float]:
 
     raw = read_volume(path)
     ct, valid = ct_preprocessing(size=size)(raw, scan_mask(raw))
-    hu = np.clip(ct.array, -1024, 3071).astype(np.float32)
+    hu = np.clip(ct.array, *STORED_HU_RANGE).astype(np.float32)
     return hu, np.asarray(valid.array) > 0, float(ct.spacing_mm[0])
 
 
 def real_ct_paths() -> tuple[list[tuple[str, Path]], str | None]:
     """The real CTs by name (the shipped sample first) and a note when the validation folder
     holds none."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from bench_transfer import default_real_cts
 
     from xprospect.data.samples import sample_ct
@@ -302,7 +305,7 @@ def measure(
     names = list(calibrations or PHANTOM_CALIBRATIONS)
     n_poses = n_phantoms if n_poses is None else n_poses
     rng = np.random.default_rng(seed)
-    spacing = FOV_MM / size
+    spacing = DEFAULT_FOV_MM / size
 
     real: dict[str, dict[str, float]] = {}
     real_samples: dict[str, dict[str, np.ndarray]] = {}
