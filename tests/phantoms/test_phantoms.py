@@ -341,3 +341,21 @@ def test_real_ct_calibration_matches_the_measured_real_chest():
 def test_unknown_calibration_is_refused():
     with pytest.raises(ValueError, match="unknown phantom calibration 'cadaver'"):
         chest_phantom(32, seed=0, calibration="cadaver")
+
+
+def test_supersampling_is_the_block_mean_of_the_finer_phantom():
+    """Partial volume: each voxel is the mean of the 2^3 finer voxels it covers, so the mean HU
+    of the whole cube is kept, and labels are the finer grid's at each block's centre."""
+    from dataclasses import replace
+
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    cal = replace(PHANTOM_CALIBRATIONS["original"], supersample=2)
+    coarse = chest_phantom(24, seed=4, noise_hu=0.0, calibration=cal)
+    fine = chest_phantom(48, seed=4, noise_hu=0.0, spacing_mm=DEFAULT_FOV_MM / 48)
+    expected = fine.volume.array.reshape(24, 2, 24, 2, 24, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(coarse.volume.array, expected, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(coarse.volume.array.mean(), fine.volume.array.mean(), rtol=1e-5)
+    np.testing.assert_array_equal(coarse.labels.array, fine.labels.array[1::2, 1::2, 1::2])
+    assert coarse.volume.spacing_mm == pytest.approx((DEFAULT_FOV_MM / 24,) * 3)
+    assert coarse.volume.metadata["supersample"] == 2

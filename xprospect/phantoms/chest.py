@@ -327,8 +327,15 @@ class PhantomCalibration:
             2.5 mm voxels that a scanner's reconstruction averages in.
         lung_gradient_hu: HU rise of the lung from front to back (supine, gravity-dependent).
         lung_texture_hu: Standard deviation of the lung's smooth texture field.
+        lung_texture_mm: Size of that field's blobs.
+        shoulder_rise_mm: How much higher the body widens from the neck to the shoulders:
+            a CT's arms are raised, so the soft tissue of the shoulder girdle and axillae
+            reaches the level of the lung apices.
         psf_sigma_mm: Standard deviation of a Gaussian blur applied before the noise (the
             scanner's point-spread function and slice profile); 0 keeps edges sharp.
+        supersample: Build the phantom this many times finer per axis and average it down,
+            so every voxel holds the mean HU of its volume (partial volume) as in a real CT
+            resampled to the cube; 1 samples each voxel at its centre.
     """
 
     name: str
@@ -341,7 +348,10 @@ class PhantomCalibration:
     cortical_bone_scale: float = 1.0
     lung_gradient_hu: float = 60.0
     lung_texture_hu: float = 22.0
+    lung_texture_mm: float = 8.0
+    shoulder_rise_mm: float = 0.0
     psf_sigma_mm: float = 0.0
+    supersample: int = 1
 
 
 PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
@@ -354,7 +364,9 @@ PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
         # fat 36 % of the body's voxels vs 23-28 %, the lungs' cross-section halving below its
         # widest level at 202 mm from the top of the field vs 257-265 mm. A second real CT
         # (RICORD, validation only) agrees but for the diaphragm: 253 mm, 320 mm, apex cut,
-        # 345 (545) HU, 297 HU, 44 %, 240 mm; so inspiration keeps a wide range.
+        # 345 (545) HU, 297 HU, 44 %, 240 mm; so inspiration keeps a wide range. DRRs of the
+        # phantoms showed sharp rib stripes and air in the top corners that real CTs' do not:
+        # hence the supersampling (partial volume) and the shoulders.
         "real_ct": PhantomCalibration(
             "real_ct",
             half_width_mm=165.0,
@@ -362,11 +374,14 @@ PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
             fat_mm=(10.0, 30.0),
             shift_z_mm=(-36.0, -12.0),
             inspiration=(0.6, 1.0),
-            lung_base_hu=-830.0,
-            cortical_bone_scale=0.68,
-            lung_gradient_hu=110.0,
-            lung_texture_hu=60.0,
+            lung_base_hu=-870.0,
+            cortical_bone_scale=0.9,
+            lung_gradient_hu=140.0,
+            lung_texture_hu=40.0,
+            lung_texture_mm=16.0,
+            shoulder_rise_mm=30.0,
             psf_sigma_mm=1.0,
+            supersample=2,
         ),
     }
 )
@@ -408,6 +423,7 @@ class _Params:
     kyphosis: float  # mm
     trachea_r: float
     gas: float  # fraction of the stomach's depth filled with gas
+    shoulder_rise: float = 0.0  # mm the neck-to-shoulder widening moves up (calibration)
 
 
 def _sample_params(rng: np.random.Generator, cal: PhantomCalibration) -> _Params:
@@ -429,6 +445,7 @@ def _sample_params(rng: np.random.Generator, cal: PhantomCalibration) -> _Params
         kyphosis=u(3.0, 10.0),
         trachea_r=u(8.0, 10.0),
         gas=u(0.15, 0.45),
+        shoulder_rise=cal.shoulder_rise_mm,
     )
 
 
@@ -461,7 +478,9 @@ class _Anatomy:
         # chest values follow the sampled size; PCHIP keeps the outline smooth and monotone.
         from scipy.interpolate import PchipInterpolator  # slow to import; only needed here
 
-        kz = [-260, -165, -150, -138, -125, -110, -95, -60, -10, 50, 120, 260]
+        r = p.shoulder_rise
+        kz = [-260, -165 - r, -150 - r, -138 - r, -125 - r, -110 - r, -95 - r, -60, -10, 50, 120]
+        kz.append(260)
         neck_hw, chest_hw = [56, 58, 66, 92, 118], [0.86, 0.89, 0.93, 0.98, 1.0, 0.99, 0.97]
         neck_hd, chest_hd = [56, 56, 57, 62, 72], [0.8, 0.86, 0.93, 0.98, 1.0, 1.0, 1.0]
         self._hw = PchipInterpolator(kz, neck_hw + [f * hw for f in chest_hw])
@@ -1512,6 +1531,8 @@ def chest_phantom(
     if not (math.isfinite(noise_hu) and noise_hu >= 0):
         raise ValueError(f"noise_hu must be >= 0, got {noise_hu}")
     seed = int(seed)
+    if cal.supersample > 1:
+        return _supersampled(shape, spacing, seed, nodules, noise_hu, cal)
     # Independent streams, so e.g. asking for nodules or another size leaves the anatomy as is.
     s_anat, s_tree, s_hu, s_tex, s_nod, s_noise = np.random.SeedSequence(seed).spawn(6)
     params = _sample_params(np.random.default_rng(s_anat), cal)
@@ -1540,7 +1561,7 @@ def chest_phantom(
             cal.lung_gradient_hu
             * np.clip((grid.coords[1] - front) / (back - front), 0.0, 1.0) ** 1.5
         )
-        cell = 8.0  # mm: size of the texture's blobs
+        cell = cal.lung_texture_mm
         low = [math.ceil(n * spacing / cell) + 3 for n in shape]
         field = ndimage.gaussian_filter(
             np.random.default_rng(s_tex).standard_normal(low).astype(np.float32), 0.8
@@ -1592,6 +1613,67 @@ def chest_phantom(
         nodules=tuple(found),
         seed=seed,
         params=MappingProxyType(info),
+    )
+
+
+def _supersampled(
+    shape: tuple[int, int, int],
+    spacing: float,
+    seed: int,
+    nodules: int,
+    noise_hu: float,
+    cal: PhantomCalibration,
+) -> ChestPhantom:
+    """The phantom built ``cal.supersample`` times finer and averaged down: each voxel holds the
+    mean HU of its volume, the partial volume a CT's reconstruction and ``prepare``'s resampling
+    give thin structures (cortices, vessels, fissures) in real scans. The noise is added at the
+    final grid, so ``noise_hu`` keeps its meaning."""
+    from dataclasses import replace
+
+    k = cal.supersample
+    fine = chest_phantom(
+        tuple(n * k for n in shape),
+        seed,
+        spacing_mm=spacing / k,
+        nodules=nodules,
+        noise_hu=0.0,
+        calibration=replace(cal, supersample=1),
+    )
+    n0, n1, n2 = shape
+
+    def blocks(a: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+        return np.asarray(a, np.float64).reshape(n0, k, n1, k, n2, k).mean(axis=(1, 3, 5))
+
+    hu = blocks(fine.volume.array).astype(np.float32)
+    if noise_hu > 0:
+        s_noise = np.random.SeedSequence(seed).spawn(6)[5]
+        hu += np.random.default_rng(s_noise).standard_normal(shape, dtype=np.float32) * np.float32(
+            noise_hu
+        )
+    np.clip(hu, -1024.0, 3071.0, out=hu)
+    meta = {**fine.volume.metadata, "supersample": k}
+    volume = Volume.from_spacing(hu, spacing, source="chest_phantom", metadata=meta)
+    centre = k // 2  # labels: the fine voxel at each block's centre
+    labels = fine.labels.array[centre::k, centre::k, centre::k]
+    lung = (blocks(fine.lung_mask.array) >= 0.5).astype(np.uint8)
+    found = []
+    for nod in fine.nodules:
+        ijk = np.asarray(nod.index) // k
+        world = volume.index_to_world(ijk.astype(np.float64))
+        found.append(
+            replace(
+                nod,
+                index=(int(ijk[0]), int(ijk[1]), int(ijk[2])),
+                center_mm=(float(world[0]), float(world[1]), float(world[2])),
+            )
+        )
+    return ChestPhantom(
+        volume=volume,
+        lung_mask=volume.replace(array=lung),
+        labels=volume.replace(array=np.ascontiguousarray(labels)),
+        nodules=tuple(found),
+        seed=seed,
+        params=fine.params,
     )
 
 
