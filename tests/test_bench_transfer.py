@@ -1,0 +1,99 @@
+"""benchmarks/bench_transfer.py without training: margins over the best baseline, the choice of
+the best variant, the target verdict and the tables, on made-up scores."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_transfer", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scores(model: tuple[float, float], mean: tuple[float, float], bp: tuple[float, float]):
+    return {
+        name: {"psnr_3d": p, "ssim_3d": s}
+        for name, (p, s) in (("model", model), ("mean_volume", mean), ("back_projection", bp))
+    }
+
+
+def _variant(real: dict[str, dict], test: dict) -> dict:
+    return {
+        "phantom_calibration": "original",
+        "upsampling": None,
+        "wall_s": 1.0,
+        "scores": {
+            "real": {k: {"scanned_fraction": 0.9, "metrics": v} for k, v in real.items()},
+            "phantom_test": {"own": test, "original": test},
+        },
+    }
+
+
+def test_margins_are_over_the_best_baseline_per_metric(bench):
+    # PSNR's best baseline is back-projection, SSIM's the mean volume.
+    m = bench.margins(_scores((16.0, 0.40), (13.0, 0.30), (14.0, 0.20)))
+    assert m["psnr_3d"] == pytest.approx(2.0)
+    assert m["ssim_3d"] == pytest.approx(0.10)
+
+
+def test_the_best_variant_has_the_largest_worst_case_margin_and_the_target_is_two_sided(bench):
+    test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
+    result = {
+        "variants": {
+            # Better on one CT, worse on the other: its worst case (+0.5 dB) decides.
+            "a": _variant(
+                {
+                    "ct1": _scores((18.0, 0.5), (14.0, 0.3), (13.0, 0.2)),
+                    "ct2": _scores((14.5, 0.4), (14.0, 0.3), (13.0, 0.2)),
+                },
+                test,
+            ),
+            "b": _variant(
+                {
+                    "ct1": _scores((17.0, 0.45), (14.0, 0.3), (13.0, 0.2)),
+                    "ct2": _scores((16.6, 0.38), (14.0, 0.3), (13.0, 0.2)),
+                },
+                test,
+            ),
+        }
+    }
+    text, best = bench.verdict(result)
+    assert best == "b"
+    # b: +3.0 / +2.6 dB, but +0.15 / +0.08 SSIM: the SSIM half of the target fails on ct2.
+    assert "**NOT met**" in text and "ct2: +2.60 dB, +0.080 SSIM" in text
+    result["variants"]["b"]["scores"]["real"]["ct2"]["metrics"]["model"]["ssim_3d"] = 0.41
+    text, best = bench.verdict(result)
+    assert best == "b" and "**MET**" in text
+    # One real CT is not "both": the target needs two.
+    del result["variants"]["a"]["scores"]["real"]["ct2"]
+    del result["variants"]["b"]["scores"]["real"]["ct2"]
+    assert "**NOT met**" in bench.verdict(result)[0]
+
+
+def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
+    test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
+    result = {
+        "command": "python benchmarks/bench_transfer.py",
+        "date": "2026-12-03",
+        "machine": "x86_64, 2 CPUs",
+        "settings": {"train_cases": 200, "size": 64},
+        "steps": 800,
+        "variants": {
+            "original": _variant({"LIDC": _scores((14.4, 0.30), (12.8, 0.23), (13.4, 0.22))}, test)
+        },
+    }
+    result["verdict"], result["best"] = bench.verdict(result)
+    text = bench.markdown(result)
+    assert "## LIDC" in text
+    assert "| original | 14.40 | 0.300 | 13.40 | 0.230 | +1.00 | +0.070 |" in text
+    assert "| original | own | 21.00 | 0.600 | 19.00 | 13.00 |" in text
+    assert "Scanned region: 90.0 % of the cube." in text
