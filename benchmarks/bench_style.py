@@ -123,7 +123,7 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
     work = Path(args.work)
     ds = work / f"phantoms{args.size}-{args.phantom_calibration}"
     if not (ds / "manifest.json").exists():
-        cfg = PrepareConfig(
+        prep = PrepareConfig(
             size=args.size,
             geometry="x2ct",
             shard_size=16,
@@ -131,7 +131,7 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
             test_fraction=0.3,
             phantom_calibration=args.phantom_calibration,
         )
-        prepare_dataset([], ds, cfg, phantoms=args.phantoms, progress=True, workers=2)
+        prepare_dataset([], ds, prep, phantoms=args.phantoms, progress=True, workers=2)
     steps = max(10, int(args.budget_s / step_s))
     out = work / "run"
     if out.exists() and not args.resume:

@@ -116,7 +116,7 @@ def score_variant(
 
     predictor = load_predictor(folder / "run")
     window = predictor.hu_window
-    baselines = {
+    baselines: dict[str, Any] = {
         "mean_volume": MeanVolumeBaseline.fit(folder / "data", window),
         "back_projection": BackProjectionBaseline.fit(
             folder / "data", tuple(predictor.views), window
