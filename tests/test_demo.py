@@ -18,13 +18,12 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
         val_cases=1,
         test_cases=1,
         steps=2,
-        phantom_calibration="real_ct",
         upsampling="resize_conv",
     )
     report = run_demo(tmp_path / "demo", settings)
     assert {p.name for p in (tmp_path / "demo").iterdir()} == set(OUTPUT_NAMES)
     text = report.read_text()
-    assert "('real_ct' calibration)" in text
+    assert "('real_ct' calibration)" in text  # the default: phantoms calibrated to real CT
     manifest = json.loads((tmp_path / "demo" / "data" / "manifest.json").read_text())
     assert manifest["config"]["phantom_calibration"] == "real_ct"
     run_config = yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from xprospect.cli.common import Subparsers
+from xprospect.phantoms import PHANTOM_CALIBRATIONS
 
 __all__ = ["SAMPLE_NAMES", "add_parser", "check_demo_folder", "run_demo"]
 
@@ -18,6 +19,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--train-cases", type=int, default=200, help="training phantoms")
     p.add_argument("--test-cases", type=int, default=20, help="test phantoms")
     p.add_argument("--steps", type=int, help="training steps (default: demo.yaml's)")
+    p.add_argument(
+        "--phantom-calibration",
+        choices=sorted(PHANTOM_CALIBRATIONS),
+        help="the phantoms' population (default: real_ct, measured against real chest CT; "
+        "see docs/phantoms.md)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -82,8 +89,9 @@ def run_demo(args: argparse.Namespace) -> int:
         [raw, volume], out / SAMPLE_NAMES[1], titles=["original", "preprocessed 128^3"]
     )
     print(f"[demo] real sample CT read and preprocessed in {time.perf_counter() - t0:.1f} s")
+    chosen = {"phantom_calibration": args.phantom_calibration} if args.phantom_calibration else {}
     settings = demo.DemoSettings(
-        train_cases=args.train_cases, test_cases=args.test_cases, steps=args.steps
+        train_cases=args.train_cases, test_cases=args.test_cases, steps=args.steps, **chosen
     )
     report = demo.run_demo(out, settings)
     print(f"report: {report.resolve()}")
