@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the committed demo model, saved_models/demo/1 (see saved_models/README.md):
-# 120 procedural chest phantoms at 64^3 (X2CT cone-beam DRRs), the shipped 'demo' experiment
-# (512-Dense, base_filters 8, mixed bfloat16) slimmed to max_filters 16 and cut to 600 steps,
+# 120 procedural chest phantoms at 64^3 calibrated to real chest CT (docs/phantoms.md; X2CT
+# cone-beam DRRs), the shipped 'demo' experiment (512-Dense, base_filters 8, mixed bfloat16)
+# slimmed to max_filters 16 and cut to 600 steps,
 # then exported with 'xprospect export'. About 10 minutes of training on 2 idle CPU cores
 # (21 minutes of wall time when it was made, on cores shared with other jobs).
 #
@@ -21,7 +22,7 @@ if [ -e "$OUT/demo/1" ]; then
 fi
 
 "$XP" prepare --phantoms 120 --size 64 --val-fraction 0.1 --test-fraction 0.1 --seed 0 \
-    --output "$WORK/data"
+    --phantom-calibration real_ct --output "$WORK/data"
 "$XP" train --config demo --data "$WORK/data" --output-dir "$WORK/run" \
     --set training.steps=600 --set training.validation_every=150 \
     --set model.overrides.max_filters=16 --no-progress
