@@ -3,27 +3,23 @@ analytic references, the poses, and one tiny end-to-end run (32^3, four phantoms
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_loader import load_benchmark
 from scipy import ndimage
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPT = BENCHMARKS / "bench_phantom_realism.py"
 SPACING = 5.0
 
 
 @pytest.fixture(scope="module")
 def bench():
     sys.path.insert(0, str(BENCHMARKS))  # it imports bench_transfer for the real-CT folder
-    spec = importlib.util.spec_from_file_location("bench_phantom_realism", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_phantom_realism")
 
 
 def _ball(shape, centre, radius):

@@ -3,7 +3,6 @@ process clock, the parsing of pip's listing and the skip path."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_loader import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_x2ct_peer.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_x2ct_peer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_x2ct_peer")
 
 
 def _run(impl, precision, step_s, rss, first, params=(41_526_707, 11_055_169)):

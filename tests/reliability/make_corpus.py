@@ -2873,6 +2873,22 @@ def _usage_cases() -> None:
         "unrecognized",
         "--whole-cube",
     )
+    _add(
+        "usage/prepare-phantom-calibration-unknown",
+        ["prepare", "--output", "o", "--phantoms", "1", "--phantom-calibration", "cadaver"],
+        None,
+        usage,
+        "invalid choice",
+        "--phantom-calibration",
+    )
+    _add(
+        "usage/demo-phantom-calibration-unknown",
+        ["demo", "--output", "o", "--phantom-calibration", "cadaver"],
+        None,
+        usage,
+        "invalid choice",
+        "--phantom-calibration",
+    )
     _add("usage/style-alone", ["style"], None, usage, "subcommand", "style")
     _add("usage/style-unknown", ["style", "paint"], None, usage, "invalid choice", "paint")
     _add("usage/train-without-config", ["train"], None, usage, "required", "--config")
