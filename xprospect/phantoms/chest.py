@@ -1490,6 +1490,12 @@ def _place_nodules(
     return out
 
 
+def _streams(seed: int) -> list[np.random.SeedSequence]:
+    """The phantom's independent random streams: anatomy, trees, HU levels, texture, nodules,
+    noise. Independent, so e.g. asking for nodules or another size leaves the anatomy as is."""
+    return np.random.SeedSequence(seed).spawn(6)
+
+
 def chest_phantom(
     size: int | Sequence[int] = 128,
     seed: int = 0,
@@ -1533,8 +1539,7 @@ def chest_phantom(
     seed = int(seed)
     if cal.supersample > 1:
         return _supersampled(shape, spacing, seed, nodules, noise_hu, cal)
-    # Independent streams, so e.g. asking for nodules or another size leaves the anatomy as is.
-    s_anat, s_tree, s_hu, s_tex, s_nod, s_noise = np.random.SeedSequence(seed).spawn(6)
+    s_anat, s_tree, s_hu, s_tex, s_nod, s_noise = _streams(seed)
     params = _sample_params(np.random.default_rng(s_anat), cal)
     anat = _Anatomy(params)
     vessels, airways = _trees(anat, np.random.default_rng(s_tree))
@@ -1646,10 +1651,8 @@ def _supersampled(
 
     hu = blocks(fine.volume.array).astype(np.float32)
     if noise_hu > 0:
-        s_noise = np.random.SeedSequence(seed).spawn(6)[5]
-        hu += np.random.default_rng(s_noise).standard_normal(shape, dtype=np.float32) * np.float32(
-            noise_hu
-        )
+        noise = np.random.default_rng(_streams(seed)[5]).standard_normal(shape, dtype=np.float32)
+        hu += noise * np.float32(noise_hu)
     np.clip(hu, -1024.0, 3071.0, out=hu)
     meta = {**fine.volume.metadata, "supersample": k}
     volume = Volume.from_spacing(hu, spacing, source="chest_phantom", metadata=meta)
