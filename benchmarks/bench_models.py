@@ -141,12 +141,7 @@ def baselines(data: Path, out: Path) -> dict:
     import numpy as np
 
     from xprospect.data.samples import sample_ct
-    from xprospect.evaluation import (
-        BackProjectionBaseline,
-        MeanVolumeBaseline,
-        evaluate_dataset,
-        real_ct_case,
-    )
+    from xprospect.evaluation import evaluate_dataset, real_ct_case
     from xprospect.metrics import evaluate_case
     from xprospect.preprocessing import resolve_hu_window, window_hu
 
@@ -156,10 +151,7 @@ def baselines(data: Path, out: Path) -> dict:
     real_ct = real_ct_case(sample_ct().ct_path, size)
     truth = np.asarray(window_hu(real_ct.hu, window))
     rows = {}
-    for name, method in (
-        ("mean_volume", MeanVolumeBaseline.fit(data, window)),
-        ("back_projection", BackProjectionBaseline.fit(data, ("frontal", "lateral"), window)),
-    ):
+    for name, method in ev.baselines.items():  # fitted once, by evaluate_dataset
         real = evaluate_case(
             truth,
             method(real_ct.case),

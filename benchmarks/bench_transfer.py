@@ -48,6 +48,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "real_ct": {"phantom_calibration": "real_ct", "upsampling": None},
     "real_ct+resize_conv": {"phantom_calibration": "real_ct", "upsampling": "resize_conv"},
     "real_ct+subpixel": {"phantom_calibration": "real_ct", "upsampling": "subpixel"},
+    "real_ct_population": {"phantom_calibration": "real_ct_population", "upsampling": None},
+    "real_ct+projinj": {
+        "phantom_calibration": "real_ct",
+        "upsampling": None,
+        "preset": "512-ProjInj",
+    },
 }
 DEFAULT_VARIANTS = ("original", "real_ct", "real_ct+resize_conv")
 TARGET_DB = 2.5
@@ -166,7 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"`{result['command']}` ({result['date']}, {result['machine']})",
         "",
-        "Each variant is `xprospect demo` (512-Dense, `demo.yaml`, "
+        "Each variant is `xprospect demo` (512-Dense unless the variant names another preset, "
+        "`demo.yaml`, "
         f"{result['settings']['train_cases']} training phantoms at "
         f"{result['settings']['size']}^3, {result['steps']} steps) with one change. Real CTs are "
         "reconstructed from their own X2CT DRRs and scored inside their validity mask; the "
@@ -216,6 +223,16 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{s['model']['ssim_3d']:.3f} | {s['mean_volume']['psnr_3d']:.2f} | "
                 f"{s['back_projection']['psnr_3d']:.2f} |"
             )
+    reused = result.get("reused", [])
+    if reused:
+        dates = ", ".join(
+            f"{n} ({result['variants'][n].get('date', 'an earlier run')})" for n in reused
+        )
+        lines += [
+            "",
+            f"Read from their records in the work folder, measured by an earlier run of this "
+            f"script with the same settings: {dates}.",
+        ]
     lines += ["", "## Verdict", "", result["verdict"], ""]
     if result.get("realism_markdown"):
         lines += [result["realism_markdown"], ""]
@@ -303,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         cached = work / name / "bench_transfer.json"
         if cached.exists():  # a finished variant: its record (a rerun rebuilds the tables)
             result["variants"][name] = json.loads(cached.read_text())
+            result.setdefault("reused", []).append(name)
             done.setdefault(settings["phantom_calibration"], work / name / "data")
             continue
         print(f"[bench_transfer] {name}: training", flush=True)
@@ -310,7 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         done.setdefault(settings["phantom_calibration"], work / name / "data")
         print(f"[bench_transfer] {name}: scoring ({wall:.0f} s)", flush=True)
         scores = score_variant(work / name, real_cts, work / "original" / "data")
-        result["variants"][name] = {**VARIANTS[name], "wall_s": wall, "scores": scores}
+        result["variants"][name] = {
+            **VARIANTS[name],
+            "date": time.strftime("%Y-%m-%d"),
+            "wall_s": wall,
+            "scores": scores,
+        }
         cached.write_text(json.dumps(result["variants"][name], indent=2) + "\n")
     result["verdict"], result["best"] = verdict(result)
     try:

@@ -71,6 +71,13 @@ def test_evaluate_writes_reports_for_model_and_baselines(dataset, run_dir, tmp_p
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())["summary"]
     for method in summary.values():
         assert np.isfinite(method["psnr_3d"]["mean"]) and -1 <= method["ssim_3d"]["mean"] <= 1
+    # The fitted baselines come back for reuse, equal to a fresh fit on the train split.
+    assert set(result.baselines) == {"mean_volume", "back_projection"}
+    fresh = MeanVolumeBaseline.fit(dataset)
+    np.testing.assert_allclose(result.baselines["mean_volume"].mean, fresh.mean, rtol=1e-6)
+    bp = BackProjectionBaseline.fit(dataset, ("frontal", "lateral"))
+    got = result.baselines["back_projection"]
+    np.testing.assert_allclose([got.scale, got.offset], [bp.scale, bp.offset], rtol=1e-6)
 
 
 def test_volume_from_output_maps_back_to_hu():

@@ -21,7 +21,7 @@ from typing import Any
 
 from xprospect.utils import atomic_path
 
-__all__ = ["OUTPUT_NAMES", "DemoSettings", "run_demo"]
+__all__ = ["OUTPUT_NAMES", "DemoSettings", "check_settings", "run_demo"]
 
 OUTPUT_NAMES = frozenset({"data", "run", "eval", "real_ct_panel.png", "report.md"})
 """What :func:`run_demo` writes in its output folder (a folder holding only these is a demo's,
@@ -41,8 +41,29 @@ class DemoSettings:
     phantom_calibration: str = "real_ct"
     """The phantoms' population (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`): the calibrated
     one, which transfers better to real CT (``benchmarks/bench_transfer.py``)."""
+    preset: str | None = None
+    """The model preset (``model.preset``); None keeps ``demo.yaml``'s (512-Dense)."""
     upsampling: str | None = None
     """The decoder's upsampling (``model.overrides.upsampling``); None keeps ``demo.yaml``'s."""
+
+
+def check_settings(settings: DemoSettings) -> None:
+    """Checks the named choices of ``settings`` before anything runs.
+
+    Raises:
+        ConfigError: An unknown preset or phantom calibration, named with what is known.
+    """
+    from xprospect.errors import ConfigError
+    from xprospect.models import canonical_preset
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    if settings.preset is not None:
+        canonical_preset(settings.preset)
+    if settings.phantom_calibration not in PHANTOM_CALIBRATIONS:
+        raise ConfigError(
+            f"phantom_calibration: unknown {settings.phantom_calibration!r}; known: "
+            f"{', '.join(sorted(PHANTOM_CALIBRATIONS))}"
+        )
 
 
 def _log(msg: str) -> None:
@@ -58,6 +79,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     from xprospect.training import train
 
     s = settings or DemoSettings()
+    check_settings(s)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -78,8 +100,9 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         phantoms=n,
         workers=2,
     )
-    _log(f"2/5 training 512-Dense ({time.perf_counter() - t0:.0f} s so far)")
     config = load_config(Path(__file__).parent / "configs" / "demo.yaml")
+    preset = s.preset or config.model.preset
+    _log(f"2/5 training {preset} ({time.perf_counter() - t0:.0f} s so far)")
     overrides: dict[str, Any] = {
         "data.dir": str(out / "data"),
         "training.output_dir": str(out / "run"),
@@ -88,6 +111,8 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     }
     if s.steps is not None:
         overrides["training.steps"] = s.steps
+    if s.preset is not None:
+        overrides["model.preset"] = s.preset
     if s.upsampling is not None:
         overrides["model.overrides.upsampling"] = s.upsampling
     result = train(config, overrides=overrides)
@@ -95,7 +120,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     predictor = load_predictor(out / "run")
     ev = evaluate_dataset(predictor, out / "data", out / "eval", split="test")
     _log(f"4/5 the real LIDC CT from its own DRRs ({time.perf_counter() - t0:.0f} s so far)")
-    real, real_fraction = _real_ct(predictor, out)
+    real, real_fraction = _real_ct(predictor, out, ev.baselines)
     _log("5/5 report")
     report = out / "report.md"
     lines = [
@@ -105,7 +130,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         f"procedural chest phantoms ({s.phantom_calibration!r} calibration) "
         f"at {s.size}^3 ({320 / s.size:.1f} mm voxels over a 320 mm field of view), X2CT "
         "cone-beam DRRs",
-        f"- model: 512-Dense preset, trained {getattr(result, 'steps', '?')} steps in bfloat16 on "
+        f"- model: {preset} preset, trained {getattr(result, 'steps', '?')} steps in bfloat16 on "
         "this machine (see `run/metrics.csv`, `run/curves.png`, TensorBoard in `run/tensorboard`)",
         f"- total time: {time.perf_counter() - t0:.0f} s",
         "",
@@ -165,14 +190,16 @@ def _verdict(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def _real_ct(predictor: Any, out: Path) -> tuple[dict[str, dict[str, float]], float]:
+def _real_ct(
+    predictor: Any, out: Path, baselines: dict[str, Any]
+) -> tuple[dict[str, dict[str, float]], float]:
     """The model and both baselines (fitted on the demo's phantom training split) on the real
     LIDC CT's own DRRs: metrics by method, all taken inside the CT's scanned region, and the
     share of the cube that region covers."""
     from xprospect.data.samples import sample_ct
     from xprospect.evaluation import save_comparison_panel, score_real_ct
 
-    scores = score_real_ct(predictor, sample_ct().ct_path, out / "data")
+    scores = score_real_ct(predictor, sample_ct().ct_path, out / "data", baselines=baselines)
     save_comparison_panel(
         scores.truth, scores.prediction, out / "real_ct_panel.png", title="real LIDC CT"
     )

@@ -201,6 +201,10 @@ class EvaluationResult:
     output_dir: Path | None = None
     scored_fraction: float | None = None
     """Mean share of the cube scored per case when the scan masks were used; None: whole cube."""
+    baselines: dict[str, Reconstructor] = field(default_factory=dict)
+    """The baselines as fitted on the dataset's train split, by name (empty when none were
+    scored): a caller scoring more volumes against them (:func:`score_real_ct`) need not fit
+    them again."""
 
     def mean(self, method: str, metric: str) -> float:
         return self.summary[method][metric]["mean"]
@@ -330,7 +334,9 @@ def evaluate_dataset(
     # Lung volumes in ml need the dataset's real voxel size (5 mm at 64^3, 2.5 mm at 128^3).
     spacing_mm = tuple(manifest["config"]["spacing_mm"])
     masked = validity_mask and proto is None and scan_fraction(manifest, split) < 1.0
-    result = EvaluationResult(output_dir=out)
+    result = EvaluationResult(
+        output_dir=out, baselines={k: v for k, v in methods.items() if k != "model"}
+    )
     fractions: list[float] = []
     cases = dataset_cases(data_dir, split, hu_window, with_scan_mask=masked)
     for i, (case, truth) in enumerate(cases):

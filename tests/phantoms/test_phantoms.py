@@ -338,6 +338,52 @@ def test_real_ct_calibration_matches_the_measured_real_chest():
         assert spread[0] < spread[1]
 
 
+def test_size_factor_sets_the_spread_of_body_sizes():
+    """``size_factor`` is the range of the stature, width and depth factors: a constant factor
+    reproduces the phantom whose draws land on it, and the population calibration spreads
+    the chest widths as wide as an adult population (coefficient of variation near 10 %)."""
+    from dataclasses import replace
+
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    pop = PHANTOM_CALIBRATIONS["real_ct_population"]
+    base = PHANTOM_CALIBRATIONS["real_ct"]
+    # Everything but the spread of sizes, framing, fat and breathing is real_ct's.
+    assert (
+        replace(
+            pop,
+            name="real_ct",
+            size_factor=base.size_factor,
+            fat_mm=base.fat_mm,
+            shift_z_mm=base.shift_z_mm,
+            inspiration=base.inspiration,
+        )
+        == base
+    )
+    widths = np.array(
+        [
+            chest_phantom(16, seed=s, calibration=replace(pop, supersample=1)).params[
+                "chest_width_mm"
+            ]
+            for s in range(40)
+        ]
+    )
+    narrow = np.array(
+        [
+            chest_phantom(16, seed=s, calibration=replace(base, supersample=1)).params[
+                "chest_width_mm"
+            ]
+            for s in range(40)
+        ]
+    )
+    # chest_width_mm = 2 * half_width * width factor * stature: two draws from size_factor.
+    factors = widths / (2 * pop.half_width_mm)
+    assert factors.min() >= 0.88**2 - 1e-3 and factors.max() <= 1.12**2 + 1e-3
+    # Two independent uniform +-12 % factors: CV 9.8 %; two +-5 %: 4.1 %.
+    assert 0.07 < np.std(factors) / np.mean(factors) < 0.13
+    assert np.std(narrow) / np.mean(narrow) < 0.055
+
+
 def test_unknown_calibration_is_refused():
     with pytest.raises(ValueError, match="unknown phantom calibration 'cadaver'"):
         chest_phantom(32, seed=0, calibration="cadaver")

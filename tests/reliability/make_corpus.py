@@ -2889,6 +2889,14 @@ def _usage_cases() -> None:
         "invalid choice",
         "--phantom-calibration",
     )
+    _add(
+        "config/demo-preset-unknown",
+        ["demo", "--output", "o", "--preset", "512-Densest"],
+        None,
+        "config",
+        "unknown preset",
+        "512-Densest",
+    )
     _add("usage/style-alone", ["style"], None, usage, "subcommand", "style")
     _add("usage/style-unknown", ["style", "paint"], None, usage, "invalid choice", "paint")
     _add("usage/train-without-config", ["train"], None, usage, "required", "--config")

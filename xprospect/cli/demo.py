@@ -26,6 +26,10 @@ def add_parser(sub: Subparsers) -> None:
         "see docs/phantoms.md)",
     )
     p.add_argument(
+        "--preset",
+        help="the model preset to train (default: demo.yaml's; 'xprospect models' lists them)",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="write into an output folder that holds other files (a demo's own folder is "
@@ -79,6 +83,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from xprospect.preprocessing import ct_preprocessing
     from xprospect.viz import save_orthogonal_slices
 
+    chosen = {
+        k: v
+        for k, v in (("phantom_calibration", args.phantom_calibration), ("preset", args.preset))
+        if v
+    }
+    settings = demo.DemoSettings(
+        train_cases=args.train_cases, test_cases=args.test_cases, steps=args.steps, **chosen
+    )
+    demo.check_settings(settings)
     out = check_demo_folder(args.output, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -89,10 +102,6 @@ def run_demo(args: argparse.Namespace) -> int:
         [raw, volume], out / SAMPLE_NAMES[1], titles=["original", "preprocessed 128^3"]
     )
     print(f"[demo] real sample CT read and preprocessed in {time.perf_counter() - t0:.1f} s")
-    chosen = {"phantom_calibration": args.phantom_calibration} if args.phantom_calibration else {}
-    settings = demo.DemoSettings(
-        train_cases=args.train_cases, test_cases=args.test_cases, steps=args.steps, **chosen
-    )
     report = demo.run_demo(out, settings)
     print(f"report: {report.resolve()}")
     return 0
