@@ -54,6 +54,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "upsampling": None,
         "preset": "512-ProjInj",
     },
+    "real_ct_population+projinj": {
+        "phantom_calibration": "real_ct_population",
+        "upsampling": None,
+        "preset": "512-ProjInj",
+    },
+    "real_ct_population+projinj+resize_conv": {
+        "phantom_calibration": "real_ct_population",
+        "upsampling": "resize_conv",
+        "preset": "512-ProjInj",
+    },
+    "real_ct+projinj+slim": {
+        "phantom_calibration": "real_ct",
+        "upsampling": None,
+        "preset": "512-ProjInj",
+        "model_overrides": {"max_filters": 16},
+    },
 }
 DEFAULT_VARIANTS = ("original", "real_ct", "real_ct+resize_conv")
 TARGET_DB = 2.5
@@ -81,7 +97,8 @@ def share_dataset(work: Path, variant: str, calibration: str, done: dict[str, Pa
     so ``prepare`` finds it complete instead of building it again."""
     src = done.get(calibration)
     dst = work / variant / "data"
-    if src is None or dst.exists():
+    # A variant read from its record may have had its data folder removed.
+    if src is None or not src.is_dir() or dst.exists():
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, dst, copy_function=os.link)

@@ -186,6 +186,25 @@ def test_exports_of_every_model_family_are_accepted(preset, tmp_path):
     assert check_saved_model(folder)["views"] == [v for v in VIEWS if v in model.input]
 
 
+def test_back_projection_exports_are_accepted_and_predict_as_the_model(tmp_path):
+    """The back-projection layer's sampling tables are captured constants of the export's
+    object graph: data, accepted as plain Const nodes."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from xprospect.models import build_model
+
+    model = build_model("512-ProjInj", size=SIZE, base_filters=4, dense_units=64, geometry="x2ct")
+    folder = export_model(model, "m", version=1, output_dir=tmp_path, warmup=False)
+    meta = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
+    kinds = [n.WhichOneof("kind") for n in meta.meta_graphs[0].object_graph_def.nodes]
+    assert "constant" in kinds
+    assert check_saved_model(folder)["views"] == list(VIEWS)
+    rng = np.random.default_rng(0)
+    x = {v: rng.random((1, SIZE, SIZE, 1)).astype(np.float32) for v in VIEWS}
+    expected = np.asarray(model(x))[..., 0]
+    np.testing.assert_allclose(load_predictor(folder).predict(x), expected, atol=1e-5)
+
+
 def test_allow_list_covers_what_the_exports_contain_and_nothing_dangerous(exports):
     for folder in (DEMO, *exports.values()):
         (ops,) = graph_ops(folder)
@@ -408,6 +427,10 @@ def test_ops_hidden_in_the_proto_are_found(exports, tmp_path):
     def custom_object(mg):
         mg.object_graph_def.nodes[0].user_object.identifier = "_tf_keras_layer"
 
+    def constant_backed_by_an_op(mg):
+        mg.graph_def.node.add(name="not_data", op="Identity")
+        mg.object_graph_def.nodes.add().constant.operation = "not_data"
+
     cases = {
         call_an_op_as_a_function: "calls 'WriteFile', which is not a function",
         nested_call: "calls 'ReadFile', which is not a function",
@@ -418,6 +441,7 @@ def test_ops_hidden_in_the_proto_are_found(exports, tmp_path):
         save_in_the_restore_function: r"function __inference__traced_restore_\d+ uses op SaveV2",
         graph_level_op: "the graph uses op WriteFile",
         custom_object: "'_tf_keras_layer', revived by Python code",
+        constant_backed_by_an_op: "a constant backed by a 'Identity' node, not a Const",
     }
     for i, (change, message) in enumerate(cases.items()):
         folder = _edit(src, tmp_path / str(i), change)

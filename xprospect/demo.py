@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ class DemoSettings:
     """The model preset (``model.preset``); None keeps ``demo.yaml``'s (512-Dense)."""
     upsampling: str | None = None
     """The decoder's upsampling (``model.overrides.upsampling``); None keeps ``demo.yaml``'s."""
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """More ``model.overrides`` (``build_model`` arguments, e.g. ``{"max_filters": 16}``)."""
 
 
 def check_settings(settings: DemoSettings) -> None:
@@ -115,6 +118,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         overrides["model.preset"] = s.preset
     if s.upsampling is not None:
         overrides["model.overrides.upsampling"] = s.upsampling
+    overrides.update({f"model.overrides.{k}": v for k, v in s.model_overrides.items()})
     result = train(config, overrides=overrides)
     _log(f"3/5 evaluation on the test split ({time.perf_counter() - t0:.0f} s so far)")
     predictor = load_predictor(out / "run")

@@ -465,8 +465,20 @@ def _graph_problem(meta_graph: Any) -> str | None:
 
 
 def _object_problem(meta_graph: Any) -> str | None:
+    graph_ops = {n.name: n.op for n in meta_graph.graph_def.node}
     for i, node in enumerate(meta_graph.object_graph_def.nodes):
         kind = node.WhichOneof("kind")
+        if kind == "constant":
+            # A tensor a layer converted once and its traced calls capture (the
+            # back-projection layer's sampling tables): data, allowed only as a plain Const
+            # node of the graph, whose value the loader reads and runs nothing for.
+            op = graph_ops.get(_node_name(node.constant.operation))
+            if op != "Const":
+                return (
+                    f"object {i} of its object graph is a constant backed by "
+                    f"{'no node' if op is None else f'a {op!r} node'}, not a Const"
+                )
+            continue
         if kind not in _OBJECT_KINDS:
             return f"object {i} of its object graph is a {kind!r}, which exports never hold"
         if node.registered_name or node.registered_saver:
