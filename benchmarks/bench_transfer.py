@@ -1,12 +1,16 @@
 """Issue 17: how far phantom training transfers to real patients' CT, variant by variant.
 
-Each variant is the demo (``xprospect demo``: 512-Dense, ``demo.yaml``, the same phantom counts,
-split, seeds and step budget) with one change:
+Each variant is the demo (``xprospect demo``: ``demo.yaml``, the same phantom counts, split,
+seeds and step budget) with its phantoms, preset and decoder named:
 
-- ``original``: the phantoms as first built (``--phantom-calibration original``);
-- ``real_ct``: phantoms calibrated to real chest CT (``PHANTOM_CALIBRATIONS["real_ct"]``);
+- ``original``: 512-Dense on the phantoms as first built (``--phantom-calibration original``);
+- ``real_ct``: 512-Dense on phantoms calibrated to real chest CT (``PHANTOM_CALIBRATIONS``);
 - ``real_ct+resize_conv``: the same with resize-convolution upsampling in the decoder (and
-  ``real_ct+subpixel`` on request), the checkerboard fix.
+  ``real_ct+subpixel`` on request), the checkerboard fix;
+- ``real_ct+projinj``: the 512-ProjInj preset (back-projected X-rays injected at every fusion
+  scale, MAE + Nadam), ``+slim`` with ``max_filters`` 16 as ``saved_models/demo/1``;
+- ``real_ct_population``: 512-Dense on the calibrated phantoms with an adult population's spread
+  (``real_ct_population``), and ``real_ct_population+projinj`` (``+resize_conv``).
 
 Each variant runs :func:`xprospect.demo.run_demo` in its own process (its folder under
 ``--work`` is a complete demo output; re-running resumes, and a scored variant's record,
@@ -44,11 +48,24 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS: dict[str, dict[str, Any]] = {
-    "original": {"phantom_calibration": "original", "upsampling": None},
-    "real_ct": {"phantom_calibration": "real_ct", "upsampling": None},
-    "real_ct+resize_conv": {"phantom_calibration": "real_ct", "upsampling": "resize_conv"},
-    "real_ct+subpixel": {"phantom_calibration": "real_ct", "upsampling": "subpixel"},
-    "real_ct_population": {"phantom_calibration": "real_ct_population", "upsampling": None},
+    # The first variants train 512-Dense (demo.yaml's preset when they were defined).
+    "original": {"phantom_calibration": "original", "upsampling": None, "preset": "512-Dense"},
+    "real_ct": {"phantom_calibration": "real_ct", "upsampling": None, "preset": "512-Dense"},
+    "real_ct+resize_conv": {
+        "phantom_calibration": "real_ct",
+        "upsampling": "resize_conv",
+        "preset": "512-Dense",
+    },
+    "real_ct+subpixel": {
+        "phantom_calibration": "real_ct",
+        "upsampling": "subpixel",
+        "preset": "512-Dense",
+    },
+    "real_ct_population": {
+        "phantom_calibration": "real_ct_population",
+        "upsampling": None,
+        "preset": "512-Dense",
+    },
     "real_ct+projinj": {
         "phantom_calibration": "real_ct",
         "upsampling": None,
@@ -71,7 +88,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "model_overrides": {"max_filters": 16},
     },
 }
-DEFAULT_VARIANTS = ("original", "real_ct", "real_ct+resize_conv")
+DEFAULT_VARIANTS = (
+    "original",
+    "real_ct",
+    "real_ct+resize_conv",
+    "real_ct+projinj",
+    "real_ct+projinj+slim",
+    "real_ct_population",
+    "real_ct_population+projinj",
+    "real_ct_population+projinj+resize_conv",
+)
 TARGET_DB = 2.5
 TARGET_SSIM = 0.10
 

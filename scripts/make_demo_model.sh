@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the committed demo model, saved_models/demo/1 (see saved_models/README.md):
 # 120 procedural chest phantoms at 64^3 calibrated to real chest CT (docs/phantoms.md; X2CT
-# cone-beam DRRs), the shipped 'demo' experiment (512-Dense, base_filters 8, mixed bfloat16)
+# cone-beam DRRs), the shipped 'demo' experiment (512-ProjInj, base_filters 8, mixed bfloat16)
 # slimmed to max_filters 16 and cut to 600 steps,
 # then exported with 'xprospect export'. About 10 minutes of training on 2 idle CPU cores
 # (21 minutes of wall time when it was made, on cores shared with other jobs).

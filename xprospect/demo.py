@@ -2,7 +2,8 @@
 
 1. Build a phantom dataset (procedural chest CTs calibrated to real chest CT, ``docs/phantoms.md``,
    with X2CT-geometry DRRs) at 64^3.
-2. Train the ``512-Dense`` preset in bfloat16 for a fixed budget (the shipped ``demo.yaml``).
+2. Train the ``512-ProjInj`` preset in bfloat16 for a fixed budget (the shipped ``demo.yaml``;
+   of the variants ``benchmarks/bench_transfer.py`` compares, it transferred best to real CT).
 3. Evaluate it on the test split against the two baselines (mean training volume, calibrated
    unfiltered back-projection).
 4. Reconstruct the real LIDC chest CT from its own DRRs and score it inside its scanned region.
@@ -43,7 +44,7 @@ class DemoSettings:
     """The phantoms' population (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`): the calibrated
     one, which transfers better to real CT (``benchmarks/bench_transfer.py``)."""
     preset: str | None = None
-    """The model preset (``model.preset``); None keeps ``demo.yaml``'s (512-Dense)."""
+    """The model preset (``model.preset``); None keeps ``demo.yaml``'s (512-ProjInj)."""
     upsampling: str | None = None
     """The decoder's upsampling (``model.overrides.upsampling``); None keeps ``demo.yaml``'s."""
     model_overrides: Mapping[str, Any] = field(default_factory=dict)

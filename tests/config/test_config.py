@@ -160,7 +160,7 @@ def test_shipped_configs_load_by_name(name):
     else:
         assert cfg.model.size == 64
     if name == "demo":
-        assert cfg.model.preset == "512-Dense"
+        assert cfg.model.preset == "512-ProjInj"  # bench_transfer: transfers best to real CT
         assert cfg.training.mixed_precision == "mixed_bfloat16"
         assert cfg.model.overrides["base_filters"] == 8
 
