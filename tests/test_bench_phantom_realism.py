@@ -140,8 +140,10 @@ def test_measure_and_markdown_tiny(bench):
         real_cts=[("LIDC", Path(sample_ct().ct_path))],
     )
     json.dumps(result, allow_nan=False)
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
     cals = result["calibrations"]
-    assert set(cals) == {"original", "real_ct"}
+    assert set(cals) == set(PHANTOM_CALIBRATIONS)  # every shipped population
     for record in cals.values():
         for prefix in ("", "framed_"):
             test = record[prefix + "classifier"]
@@ -154,6 +156,6 @@ def test_measure_and_markdown_tiny(bench):
             abs(record["mean"]["ap_mm"] - result["real"]["LIDC"]["ap_mm"]),
         )
     table = bench.markdown(result)
-    assert "| metric | real | original | real_ct | closer |" in table
+    assert f"| metric | real | {' | '.join(cals)} | closer |" in table
     assert "| body AP diameter (mm) |" in table
     assert "| classifier AUC, framed | 0.5 |" in table
