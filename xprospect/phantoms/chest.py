@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -357,6 +357,23 @@ class PhantomCalibration:
     supersample: int = 1
 
 
+_REAL_CT = PhantomCalibration(
+    "real_ct",
+    half_width_mm=165.0,
+    half_depth_mm=126.0,
+    fat_mm=(10.0, 30.0),
+    shift_z_mm=(-36.0, -12.0),
+    inspiration=(0.6, 1.0),
+    lung_base_hu=-870.0,
+    cortical_bone_scale=0.9,
+    lung_gradient_hu=140.0,
+    lung_texture_hu=40.0,
+    lung_texture_mm=16.0,
+    shoulder_rise_mm=30.0,
+    psf_sigma_mm=1.0,
+    supersample=2,
+)
+
 PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
     {
         "original": PhantomCalibration("original"),
@@ -370,22 +387,7 @@ PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
         # 345 (545) HU, 297 HU, 44 %, 240 mm; so inspiration keeps a wide range. DRRs of the
         # phantoms showed sharp rib stripes and air in the top corners that real CTs' do not:
         # hence the supersampling (partial volume) and the shoulders.
-        "real_ct": PhantomCalibration(
-            "real_ct",
-            half_width_mm=165.0,
-            half_depth_mm=126.0,
-            fat_mm=(10.0, 30.0),
-            shift_z_mm=(-36.0, -12.0),
-            inspiration=(0.6, 1.0),
-            lung_base_hu=-870.0,
-            cortical_bone_scale=0.9,
-            lung_gradient_hu=140.0,
-            lung_texture_hu=40.0,
-            lung_texture_mm=16.0,
-            shoulder_rise_mm=30.0,
-            psf_sigma_mm=1.0,
-            supersample=2,
-        ),
+        "real_ct": _REAL_CT,
         # The real_ct means with the spread of an adult population instead of +-5 %: adult
         # chest diameters vary with a coefficient of variation near 10 % (the product of two
         # +-12 % uniform draws, stature and width, has that), and real CTs are framed and
@@ -393,22 +395,13 @@ PHANTOM_CALIBRATIONS: Mapping[str, PhantomCalibration] = MappingProxyType(
         # answers with that population's anatomy whatever the radiograph shows; a wide one
         # must read it from the radiograph (domain randomisation), which
         # benchmarks/bench_transfer.py measures on real CT.
-        "real_ct_population": PhantomCalibration(
-            "real_ct_population",
-            half_width_mm=165.0,
-            half_depth_mm=126.0,
+        "real_ct_population": replace(
+            _REAL_CT,
+            name="real_ct_population",
             size_factor=(0.88, 1.12),
             fat_mm=(5.0, 35.0),
             shift_z_mm=(-50.0, 0.0),
             inspiration=(0.35, 1.0),
-            lung_base_hu=-870.0,
-            cortical_bone_scale=0.9,
-            lung_gradient_hu=140.0,
-            lung_texture_hu=40.0,
-            lung_texture_mm=16.0,
-            shoulder_rise_mm=30.0,
-            psf_sigma_mm=1.0,
-            supersample=2,
         ),
     }
 )
