@@ -384,6 +384,38 @@ def test_ssim3d_metric_matches_skimage(batch) -> None:
     )
 
 
+def _scan_masks(shape: tuple[int, ...]) -> np.ndarray:
+    """Per case a different scanned slab in z (a partly scanned CT); the last case is empty."""
+    m = np.zeros(shape[:4], np.float32)
+    m[0, 2:10] = 1.0
+    m[1, 0:7] = 1.0
+    return m
+
+
+def test_keras_metrics_with_a_voxel_mask_score_inside_it(batch) -> None:
+    t, p = batch
+    p = p.copy()
+    p[0, 10:] = 1.0 - t[0, 10:]  # outside case 0's scan: large errors the mask must ignore
+    m = _scan_masks(t.shape)
+    scored = [0, 1]  # case 2's mask is empty: it is left out, not averaged in as NaN
+    psnr_ref = [psnr_3d(t[i, ..., 0], p[i, ..., 0], mask=m[i]) for i in scored]
+    ssim_ref = [ssim_3d(t[i, ..., 0], p[i, ..., 0], mask=m[i]) for i in scored]
+    for mask in (m, m[..., None]):  # with or without the channel axis
+        metric = PSNR3D()
+        metric.update_state(t, p, sample_weight=mask)
+        np.testing.assert_allclose(float(metric.result()), np.mean(psnr_ref), rtol=1e-5)
+        metric = SSIM3D()
+        metric.update_state(t, p, sample_weight=mask)
+        np.testing.assert_allclose(float(metric.result()), np.mean(ssim_ref), rtol=1e-4)
+    # Masked != unmasked here (the error differs between slabs), and a full mask is unmasked.
+    assert np.mean(psnr_ref) > np.mean([psnr_3d(t[i, ..., 0], p[i, ..., 0]) for i in scored]) + 1.0
+    for cls in (PSNR3D, SSIM3D):
+        full, plain = cls(), cls()
+        full.update_state(t, p, sample_weight=np.ones(t.shape, np.float32))
+        plain.update_state(t, p)
+        np.testing.assert_allclose(float(full.result()), float(plain.result()), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("metric", "init_kwargs"),
     [

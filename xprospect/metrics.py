@@ -854,20 +854,39 @@ def evaluate_case(
 # ---------------------------------------------------------------------------------------------
 # Keras metrics
 # ---------------------------------------------------------------------------------------------
-def _per_case_mse(y_true: Any, y_pred: Any) -> Any:
+def _per_case_mse(y_true: Any, y_pred: Any, mask: Any = None) -> Any:
     diff = ops.cast(y_pred, "float32") - ops.cast(y_true, "float32")
-    return ops.mean(ops.reshape(ops.square(diff), (ops.shape(diff)[0], -1)), axis=1)
+    batch = ops.shape(diff)[0]
+    square = ops.reshape(ops.square(diff), (batch, -1))
+    if mask is None:
+        return ops.mean(square, axis=1)
+    m = ops.reshape(ops.broadcast_to(mask, ops.shape(diff)), (batch, -1))
+    return ops.divide_no_nan(ops.sum(square * m, axis=1), ops.sum(m, axis=1))
+
+
+def _voxel_mask(sample_weight: Any, y_true: Any) -> Any:
+    """``sample_weight`` as a float32 voxel mask shaped like ``y_true`` (nonzero = scored)."""
+    m = ops.cast(ops.cast(sample_weight, "float32") != 0, "float32")
+    if len(ops.shape(m)) == len(ops.shape(y_true)) - 1:
+        m = ops.expand_dims(m, -1)
+    return ops.broadcast_to(m, ops.shape(y_true))
 
 
 class _MeanOverCases(keras.metrics.Metric):
-    """Weighted mean of a per-case value over every case seen."""
+    """Weighted mean of a per-case value over every case seen.
+
+    ``sample_weight`` is either per case, ``(B,)``, or a voxel mask shaped like the volumes
+    (``(B, D, H, W)`` or ``(B, D, H, W, 1)``), e.g. the scan masks of partly scanned real CTs
+    (:func:`xprospect.preprocessing.scan_mask`): each case is then scored inside its mask only,
+    as the NumPy functions' ``mask=`` do, and a case with an empty mask is left out.
+    """
 
     def __init__(self, name: str | None, dtype: Any) -> None:
         super().__init__(name=name, dtype=dtype)
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
-    def per_case(self, y_true: Any, y_pred: Any) -> Any:
+    def per_case(self, y_true: Any, y_pred: Any, mask: Any = None) -> Any:
         raise NotImplementedError
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
@@ -876,16 +895,29 @@ class _MeanOverCases(keras.metrics.Metric):
         Args:
             y_true: Tensor ``(B, D, H, W, 1)`` (or ``(B, D, H, W)``), window-normalised.
             y_pred: Tensor of the same shape (any float dtype; computed in float32).
-            sample_weight: Optional per-case weights ``(B,)``.
+            sample_weight: Optional per-case weights ``(B,)``, or a voxel mask shaped like
+                ``y_true`` (with or without its channel axis): nonzero voxels are scored.
         """
-        values = ops.cast(self.per_case(y_true, y_pred), "float32")
-        if sample_weight is None:
+        if sample_weight is not None and len(ops.shape(sample_weight)) >= 4:
+            mask = _voxel_mask(sample_weight, y_true)
+            values = ops.cast(self.per_case(y_true, y_pred, mask), "float32")
+            scored = self.scored_voxels(mask)
+            weights = ops.cast(scored > 0, "float32")
+            # An empty mask gives 0/0: its case is left out, not averaged in as NaN.
+            values = ops.where(scored > 0, values, ops.zeros_like(values))
+        elif sample_weight is None:
+            values = ops.cast(self.per_case(y_true, y_pred), "float32")
             weights = ops.ones_like(values)
         else:
+            values = ops.cast(self.per_case(y_true, y_pred), "float32")
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
             weights = ops.broadcast_to(weights, ops.shape(values))
         self.total.assign(self.total + ops.cast(ops.sum(values * weights), self.total.dtype))
         self.count.assign(self.count + ops.cast(ops.sum(weights), self.count.dtype))
+
+    def scored_voxels(self, mask: Any) -> Any:
+        """Per case, how many voxels of ``mask`` the value is taken over."""
+        return ops.sum(ops.reshape(mask, (ops.shape(mask)[0], -1)), axis=1)
 
     def result(self) -> Any:
         """Mean of the per-case values (0 before any update)."""
@@ -919,9 +951,9 @@ class PSNR3D(_MeanOverCases):
         self.data_range = _check_range(data_range)
         self.max_db = float(max_db)
 
-    def per_case(self, y_true: Any, y_pred: Any) -> Any:
+    def per_case(self, y_true: Any, y_pred: Any, mask: Any = None) -> Any:
         floor = self.data_range**2 * 10.0 ** (-self.max_db / 10.0)
-        mse_values = ops.maximum(_per_case_mse(y_true, y_pred), floor)
+        mse_values = ops.maximum(_per_case_mse(y_true, y_pred, mask), floor)
         return 10.0 * ops.log10(self.data_range**2 / mse_values)
 
     def get_config(self) -> dict[str, Any]:
@@ -981,7 +1013,20 @@ class SSIM3D(_MeanOverCases):
             x = ops.conv(x, kernel, strides=1, padding="valid", data_format="channels_last")
         return x
 
-    def per_case(self, y_true: Any, y_pred: Any) -> Any:
+    def _interior(self, mask: Any) -> Any:
+        """The part of a ``(B, D, H, W, C)`` mask the valid convolutions leave: voxels at
+        least the window radius from every face (where :func:`ssim_3d` averages)."""
+        r = int(self._taps.size) // 2
+        if len(ops.shape(mask)) == 4:
+            mask = ops.expand_dims(mask, -1)
+        return mask[
+            :, r : ops.shape(mask)[1] - r, r : ops.shape(mask)[2] - r, r : ops.shape(mask)[3] - r, :
+        ]
+
+    def scored_voxels(self, mask: Any) -> Any:
+        return super().scored_voxels(self._interior(mask))
+
+    def per_case(self, y_true: Any, y_pred: Any, mask: Any = None) -> Any:
         t = ops.cast(y_true, "float32")
         p = ops.cast(y_pred, "float32")
         if len(ops.shape(t)) == 4:
@@ -997,7 +1042,12 @@ class SSIM3D(_MeanOverCases):
         c2 = (self.k2 * self.data_range) ** 2
         s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
         batch = ops.shape(y_true)[0]
-        return ops.mean(ops.reshape(s, (batch, -1)), axis=1)
+        if mask is None:
+            return ops.mean(ops.reshape(s, (batch, -1)), axis=1)
+        m = self._interior(ops.cast(mask, "float32"))
+        m = ops.reshape(ops.moveaxis(m, -1, 1), (-1, *ops.shape(m)[1:4], 1))
+        s_flat, m_flat = ops.reshape(s * m, (batch, -1)), ops.reshape(m, (batch, -1))
+        return ops.divide_no_nan(ops.sum(s_flat, axis=1), ops.sum(m_flat, axis=1))
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
