@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from faults import run_script, subprocess_env
+from partial_scans import partly_scanned_copy
 
 from xprospect.cli.train import add_train_arguments, run_train
 from xprospect.config import (
@@ -480,47 +481,6 @@ def test_multiworker_two_local_workers_resume_with_equal_weights(dataset, tmp_pa
 # === The scanned region (data.validity_mask) ===
 
 
-def _rewrite_dataset(src: Path, dst: Path, *, masked: bool, garbage: bool = False) -> Path:
-    """A copy of ``src`` whose cases are scanned only in their lower half (``masked``), with
-    random HU outside the scan (``garbage``), or written without masks at all (an old dataset).
-    The stored DRRs are kept, so the inputs are the same in every copy."""
-    import shutil
-
-    from xprospect.data import encode_case, parse_case
-
-    shutil.copytree(src, dst)
-    rng = np.random.default_rng(0)
-    for shard in sorted(dst.glob("*.tfrecord")):
-        cases = [parse_case(r) for r in tf.data.TFRecordDataset(str(shard))]
-        with tf.io.TFRecordWriter(str(shard)) as writer:
-            for c in cases:
-                volume = c["volume"].numpy()
-                mask = None
-                if masked:
-                    mask = np.zeros(volume.shape, np.uint8)
-                    mask[volume.shape[0] // 2 :] = 1
-                    if garbage:
-                        noise = rng.uniform(-1000, 1000, volume.shape)
-                        volume = np.where(mask > 0, volume, noise)
-                writer.write(
-                    encode_case(
-                        c["case_id"].numpy().decode(),
-                        volume,
-                        c["spacing_mm"].numpy(),
-                        c["frontal"].numpy(),
-                        c["lateral"].numpy(),
-                        scan_mask=mask,
-                    )
-                )
-    manifest = json.loads((dst / "manifest.json").read_text())
-    for case in manifest["cases"].values():
-        case.pop("scan_fraction", None)
-        if masked:
-            case["scan_fraction"] = 0.5
-    (dst / "manifest.json").write_text(json.dumps(manifest))
-    return dst
-
-
 def _masked_run(data: Path, out: Path, **overrides) -> tuple[list[np.ndarray], list[dict]]:
     cfg = tiny_config(
         data,
@@ -540,9 +500,9 @@ def _masked_run(data: Path, out: Path, **overrides) -> tuple[list[np.ndarray], l
 
 
 def test_losses_ignore_voxels_outside_the_scan_and_old_datasets_still_train(dataset, tmp_path):
-    clean = _rewrite_dataset(dataset, tmp_path / "clean", masked=True)
-    noisy = _rewrite_dataset(dataset, tmp_path / "noisy", masked=True, garbage=True)
-    old = _rewrite_dataset(dataset, tmp_path / "old", masked=False)
+    clean = partly_scanned_copy(dataset, tmp_path / "clean", masked=True)
+    noisy = partly_scanned_copy(dataset, tmp_path / "noisy", masked=True, garbage=True)
+    old = partly_scanned_copy(dataset, tmp_path / "old", masked=False)
     w_clean, rows_clean = _masked_run(clean, tmp_path / "run-clean")
     w_noisy, rows_noisy = _masked_run(noisy, tmp_path / "run-noisy")
     # What lies outside the scanned region changes neither the updates nor the validation.

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from partial_scans import partly_scanned_copy
 
 from xprospect.config import config_from_dict
 from xprospect.data.prepare import PrepareConfig, prepare_dataset
@@ -259,6 +260,66 @@ def test_export_serves_the_pipeline_as_keras_samples_it(
 
 
 @pytest.mark.parametrize("every", [0, 1])
+def _three_stages(data: Path, root: Path, **over: Any) -> tuple[list[list[np.ndarray]], list]:
+    """Trains the three stages on ``data``: each stage's weights and logged rows."""
+    weights, rows, previous = [], [], None
+    for stage in ("vqgan", "encoder", "ldm"):
+        trainer = Trainer(stage_config(data, root / stage, stage, previous, **over), progress=False)
+        assert trainer.fit().ok
+        weights.append([np.asarray(w) for w in trainer.logic.model.get_weights()])
+        rows.append(read_metrics(root / stage / "metrics.csv"))
+        previous = root / stage
+    return weights, rows
+
+
+def test_every_stage_ignores_what_lies_outside_the_scan(dataset: Path, tmp_path: Path) -> None:
+    # Each case scanned in its lower half only; "noisy" holds random HU above it, "clean" the
+    # phantom's own values. Inside the scan the two are the same CT.
+    clean = partly_scanned_copy(dataset, tmp_path / "clean", masked=True)
+    noisy = partly_scanned_copy(dataset, tmp_path / "noisy", masked=True, garbage=True)
+    w_clean, rows_clean = _three_stages(clean, tmp_path / "run-clean")
+    w_noisy, rows_noisy = _three_stages(noisy, tmp_path / "run-noisy")
+    for stage, a, b in zip(("vqgan", "encoder", "ldm"), w_clean, w_noisy, strict=True):
+        for wa, wb in zip(a, b, strict=True):
+            np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6, err_msg=stage)
+    for ra, rb in zip(rows_clean, rows_noisy, strict=True):
+        for key in ("loss", "val_psnr_3d", "val_mae"):
+            got = [float(r[key]) for r in rb if r.get(key)]
+            want = [float(r[key]) for r in ra if r.get(key)]
+            assert got, key
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+    # With the option off the random HU are targets: the VQ-GAN learns something else.
+    w_off, _ = _three_stages(noisy, tmp_path / "run-off", **{"data.validity_mask": False})
+    assert any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(w_noisy[0], w_off[0], strict=True))
+
+
+def test_masked_diffusion_loss_is_the_mean_over_the_masked_cells() -> None:
+    from xprospect.models.xctdiff import NoiseSchedule, diffusion_loss_per_example
+
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((2, 4, 4, 4, 3)).astype(np.float32)
+    noise = rng.standard_normal(x0.shape).astype(np.float32)
+    t = np.array([3, 7], np.int32)
+    sched = NoiseSchedule(timesteps=10)
+    guess = rng.standard_normal(x0.shape).astype(np.float32)
+
+    def eps_fn(x_t: Any, tt: Any) -> Any:
+        return keras.ops.convert_to_tensor(guess)
+
+    mask = np.zeros((2, 4, 4, 4, 1), np.float32)
+    mask[0, :2] = 1.0
+    mask[1, :, 1:3] = 1.0
+    got = keras.ops.convert_to_numpy(
+        diffusion_loss_per_example(eps_fn, sched, x0, t, noise, mask=mask)
+    )
+    sq = (noise - guess) ** 2
+    want = [sq[0, :2].mean(), sq[1, :, 1:3].mean()]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    full = diffusion_loss_per_example(eps_fn, sched, x0, t, noise, mask=np.ones_like(mask))
+    plain = diffusion_loss_per_example(eps_fn, sched, x0, t, noise)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(full), plain, rtol=1e-6)
+
+
 def test_dead_code_restarts_reset_unused_entries_to_encoder_vectors(
     dataset: Path, tmp_path: Path, every: int
 ) -> None:

@@ -34,6 +34,13 @@ replace the replica step.
   ``xctdiff.val_sampling_steps`` DDIM steps under them. ``model.keras`` is the whole
   :class:`XctDiff` pipeline, what ``xprospect predict`` runs.
 
+On a dataset with partly scanned cases (real CT, ``data.validity_mask`` on: see
+``docs/conventions.md``) every stage works inside the scanned region: the CT fed to the VQ-GAN
+encoder holds air outside it (what ``prepare`` pads with, so arbitrary values stored there change
+nothing), the L1 term is the mean inside the mask, the latent and diffusion terms are the means
+over the latent cells whose whole footprint was scanned, and validation scores inside the mask.
+The perceptual and adversarial terms see the whole (air-filled) volume.
+
 Gradient accumulation is not supported by these stages (``training.grad_accum_steps`` must be
 1); the paper's batch sizes (1, 16, 8) are ``data.batch_size``.
 """
@@ -157,6 +164,34 @@ class _StageLogic(StepLogic):
         self.needs_mask = False
         self.plain_loss = None
         self.pipeline: Any = None
+        from xprospect.constants import STORED_HU_RANGE
+        from xprospect.preprocessing import resolve_hu_window
+
+        low, high = resolve_hu_window(target_window(cfg))
+        # The padding value of prepare (-1024 HU) in the targets' window.
+        self.air = float(np.clip((STORED_HU_RANGE[0] - low) / (high - low), 0.0, 1.0))
+
+    def split_scan_mask(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
+        """``(inputs without "scan_mask", the CT with air outside the scan, mask or None)``."""
+        import tensorflow as tf
+
+        y = tf.cast(y, tf.float32)
+        if not (isinstance(x, dict) and "scan_mask" in x):
+            return x, y, None
+        x = dict(x)
+        valid = tf.cast(x.pop("scan_mask"), tf.float32)
+        return x, valid * y + (1.0 - valid) * self.air, valid
+
+    @staticmethod
+    def latent_mask(valid: Any, latent: Any) -> Any:
+        """The latent cells of ``latent`` ``(B, d, h, w, C)`` whose whole block of voxels lies
+        in the scan mask ``valid`` ``(B, D, H, W, 1)``: a min-pool, ``(B, d, h, w, 1)``."""
+        import tensorflow as tf
+
+        if valid is None:
+            return None
+        factor = int(valid.shape[1]) // int(latent.shape[1])
+        return 1.0 - tf.nn.max_pool3d(1.0 - valid, factor, factor, "VALID")
 
     @property
     def adversarial(self) -> bool:
@@ -314,16 +349,22 @@ class VQGANLogic(_StageLogic):
             # The slice terms of one volume are averaged over its k slices.
             return tf.reduce_mean(tf.reshape(values, [-1, k]), axis=1)
 
+        from xprospect.losses import mae_per_example, within_scan_mask
+
+        masked_l1 = within_scan_mask(mae_per_example)
+
         def replica_step(batch: Any) -> dict[str, Any]:
-            _, y = batch
-            y = tf.cast(y, tf.float32)
+            _, y, valid = self.split_scan_mask(*batch)
             g_vars = ae.trainable_variables
             d_vars = (d3.trainable_variables + d2.trainable_variables) if self.gan else []
             with tf.GradientTape(persistent=self.gan) as tape:
                 z = ae.encoder(y, training=True)
                 zq, idx = ae.quantizer(z)
                 rec = tf.cast(ae.decoder(zq, training=True), tf.float32)
-                l1 = tf.reduce_mean(tf.abs(y - rec), axis=[1, 2, 3, 4])
+                if valid is None:
+                    l1 = tf.reduce_mean(tf.abs(y - rec), axis=[1, 2, 3, 4])
+                else:
+                    l1 = masked_l1(y, rec, valid)
                 vq = ae.quantizer.codebook_loss(z, idx)
                 total = w.get("mae", 0.0) * l1 + w.get("vq", 0.0) * vq
                 if self.perceptual is not None:
@@ -406,12 +447,20 @@ class PriorEncoderLogic(_StageLogic):
         pe, ae, opt, w = self.model, self.autoencoder, self.optimizer, self.weights
 
         def replica_step(batch: Any) -> dict[str, Any]:
-            x, y = batch
-            target = tf.stop_gradient(zscore(ae.encoder(tf.cast(y, tf.float32), training=False)))
+            x, y, valid = self.split_scan_mask(*batch)
+            target = tf.stop_gradient(zscore(ae.encoder(y, training=False)))
+            cells = self.latent_mask(valid, target)
             g_vars = pe.trainable_variables
             with tf.GradientTape() as tape:
                 z = pe.features(x, training=True)
-                latent = tf.reduce_mean(tf.square(zscore(z) - target), axis=[1, 2, 3, 4])
+                square = tf.square(zscore(z) - target)
+                if cells is None:
+                    latent = tf.reduce_mean(square, axis=[1, 2, 3, 4])
+                else:
+                    scored = tf.reduce_sum(cells, axis=[1, 2, 3, 4]) * float(square.shape[-1])
+                    latent = tf.reduce_sum(square * cells, axis=[1, 2, 3, 4]) / tf.maximum(
+                        scored, 1.0
+                    )
                 vq = pe.quantizer.codebook_loss(z, pe.quantizer.nearest(z))
                 total = w.get("latent", 0.0) * latent + w.get("vq", 0.0) * vq
                 loss = self._average(total)
@@ -456,15 +505,14 @@ class DiffusionLogic(_StageLogic):
         weight = self.weights.get("diffusion", 1.0)
 
         def replica_step(batch: Any) -> dict[str, Any]:
-            x, y = batch
+            x, y, valid = self.split_scan_mask(*batch)
             ctx = tf.distribute.get_replica_context()
             replica = tf.cast(ctx.replica_id_in_sync_group if ctx else 0, tf.int64)
             step = tf.cast(opt.iterations, tf.int64)
             prior = pipe.prior_encoder(x, training=False)
-            x0, _ = pipe.autoencoder.quantizer(
-                pipe.autoencoder.encoder(tf.cast(y, tf.float32), training=False)
-            )
+            x0, _ = pipe.autoencoder.quantizer(pipe.autoencoder.encoder(y, training=False))
             x0 = tf.stop_gradient(tf.cast(x0, tf.float32))
+            cells = self.latent_mask(valid, x0)
             n = tf.shape(x0)[0]
             key = tf.stack([tf.constant(seed, tf.int64) * 1000 + replica, step])
             t = tf.random.stateless_uniform([n], key, 0, sched.timesteps, dtype=tf.int32)
@@ -476,7 +524,7 @@ class DiffusionLogic(_StageLogic):
                 def eps_fn(x_t: Any, tt: Any) -> Any:
                     return unet({"latent": x_t, "timestep": tt, "prior": prior}, training=True)
 
-                per = diffusion_loss_per_example(eps_fn, sched, x0, t, noise)
+                per = diffusion_loss_per_example(eps_fn, sched, x0, t, noise, mask=cells)
                 loss = self._average(weight * per)
                 scaled = opt.scale_loss(loss)
             opt.apply(tape.gradient(scaled, g_vars), g_vars)
@@ -529,25 +577,30 @@ class XctDiffRun(TrainingRun):
             xray_mapping=cfg.data.xray_mapping,
             shuffle=False,
             with_case_id=True,
+            with_scan_mask=self.scan_masked,
         )
         fn = self.logic.volume_fn()
         seen = 0
-        for x, y in ds:
-            ids = [c.decode() for c in x.pop("case_id").numpy()]
+        for x_in, y_in in ds:
+            ids = [c.decode() for c in x_in.pop("case_id").numpy()]
+            x, y, valid = self.logic.split_scan_mask(x_in, y_in)
             pred = np.asarray(fn(x, y), dtype=np.float32)
+            masks = None if valid is None else valid.numpy()[..., 0] > 0
             for i, case in enumerate(ids):
                 if limit is not None and seen >= limit:
                     return
                 seen += 1
-                yield case, x, y.numpy()[i, ..., 0], pred[i, ..., 0]
+                m = None if masks is None else masks[i]
+                yield case, m, y.numpy()[i, ..., 0], pred[i, ..., 0]
 
     def _validate(self) -> dict[str, float]:
         psnrs, maes, indices = [], [], []
         self.sample = None
         vq = stage_of(self.cfg) == "vqgan"
-        for case, _, truth, pred in self._volumes("val", self.cfg.data.val_cases):
-            psnrs.append(self.psnr(truth, pred))
-            maes.append(float(np.mean(np.abs(truth - pred))))
+        for case, mask, truth, pred in self._volumes("val", self.cfg.data.val_cases):
+            psnrs.append(self.psnr(truth, pred, mask))
+            err = np.abs(truth - pred)
+            maes.append(float(np.mean(err if mask is None else err[mask])))
             if vq:
                 ae = self.logic.model
                 _, idx = ae.quantizer(ae.encoder(truth[None, ..., None], training=False))

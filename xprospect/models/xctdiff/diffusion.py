@@ -97,14 +97,19 @@ def q_sample(schedule: NoiseSchedule, x0: Any, t: Any, noise: Any) -> Any:
 
 
 def diffusion_loss_per_example(
-    eps_fn: EpsFn, schedule: NoiseSchedule, x0: Any, t: Any, noise: Any
+    eps_fn: EpsFn, schedule: NoiseSchedule, x0: Any, t: Any, noise: Any, mask: Any = None
 ) -> Any:
     """Eq. 7 per example ``(B,)``: the mean squared error between ``noise`` and the predicted
-    noise at ``x_t = q_sample(x0, t, noise)``."""
+    noise at ``x_t = q_sample(x0, t, noise)``; with ``mask`` (0/1, ``(B, d, h, w, 1)``, e.g.
+    the latent cells of a scanned region) the mean over its cells only (0 for an empty one)."""
     x_t = q_sample(schedule, x0, t, noise)
     pred = ops.cast(eps_fn(x_t, ops.cast(t, "float32")), "float32")
     axes = tuple(range(1, len(x_t.shape)))
-    return ops.mean(ops.square(ops.cast(noise, "float32") - pred), axis=axes)
+    square = ops.square(ops.cast(noise, "float32") - pred)
+    if mask is None:
+        return ops.mean(square, axis=axes)
+    m = ops.broadcast_to(ops.cast(mask, "float32"), ops.shape(square))
+    return ops.sum(square * m, axis=axes) / ops.maximum(ops.sum(m, axis=axes), 1.0)
 
 
 def ddim_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
