@@ -407,6 +407,36 @@ def test_scan_mask_is_stored_for_a_short_scan_and_all_ones_for_phantoms(tmp_path
     assert manifest["cases"]["phantom-00000"]["scan_fraction"] == 1.0
 
 
+def test_a_changed_calibration_of_the_same_name_is_not_resumed(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import xprospect.phantoms as phantoms
+    from xprospect.data.prepare import CALIBRATION_VALUES_KEY, JOURNAL_NAME
+
+    out = tmp_path / "ds"
+    args = ["prepare", "--phantoms", "2", "--size", "16", "--geometry", "parallel"]
+    args += ["--val-fraction", "0", "--test-fraction", "0", "--output", str(out)]
+    args += ["--phantom-calibration", "real_ct"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = manifest["config"][CALIBRATION_VALUES_KEY]
+    assert recorded["name"] == "real_ct"
+    assert recorded["fat_mm"] == list(phantoms.PHANTOM_CALIBRATIONS["real_ct"].fat_mm)
+    assert main(args) == 0  # the same values: resumed (nothing to do)
+    # A package whose 'real_ct' differs refuses to mix its phantoms into this dataset.
+    changed = dict(phantoms.PHANTOM_CALIBRATIONS)
+    changed["real_ct"] = dataclasses.replace(changed["real_ct"], fat_mm=(1.0, 2.0))
+    monkeypatch.setattr(phantoms, "PHANTOM_CALIBRATIONS", changed)
+    capsys.readouterr()
+    assert main(args) != 0
+    assert "built with another config" in capsys.readouterr().err
+    # A dataset made before the values were recorded resumes as before (compared by name).
+    journal = json.loads((out / JOURNAL_NAME).read_text())
+    del journal["config"][CALIBRATION_VALUES_KEY]
+    (out / JOURNAL_NAME).write_text(json.dumps(journal))
+    assert main(args) == 0
+
+
 def test_phantom_calibration_builds_its_phantoms_and_is_recorded(tmp_path, capsys):
     args = ["prepare", "--phantoms", "2", "--size", "16", "--geometry", "parallel"]
     args += ["--val-fraction", "0", "--test-fraction", "0", "--output", str(tmp_path / "ds")]

@@ -151,7 +151,24 @@ class PrepareConfig:
             del d["real_augment"], d["augment_seed"]
         if self.phantom_calibration == "original":  # likewise for datasets made before it
             del d["phantom_calibration"]
+        else:
+            # The values, not only the name: a package whose calibration of that name changed
+            # must not resume (and mix into) a dataset drawn from the old one.
+            d[CALIBRATION_VALUES_KEY] = calibration_values(self.phantom_calibration)
         return d
+
+
+CALIBRATION_VALUES_KEY = "phantom_calibration_values"
+"""Key of the dataset identity holding the named calibration's values (datasets made before it
+was recorded lack it, and resume as before)."""
+
+
+def calibration_values(name: str) -> dict[str, Any]:
+    """The fields of the phantom calibration ``name`` as JSON holds them (tuples as lists)."""
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    values: dict[str, Any] = json.loads(json.dumps(asdict(PHANTOM_CALIBRATIONS[name])))
+    return values
 
 
 @dataclass
@@ -754,10 +771,11 @@ def _read_journal(out: Path) -> dict[str, Any] | None:
 def _open_journal(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     journal = _read_journal(out)
     if journal is not None:
-        same = (
-            journal.get("config") == identity["config"]
-            and journal.get("case_ids") == identity["case_ids"]
-        )
+        config = identity["config"]
+        if CALIBRATION_VALUES_KEY not in journal.get("config", {}):
+            # Made before calibration values were recorded: compared by name, as then.
+            config = {k: v for k, v in config.items() if k != CALIBRATION_VALUES_KEY}
+        same = journal.get("config") == config and journal.get("case_ids") == identity["case_ids"]
         if same:
             _write_json(out / JOURNAL_NAME, journal)
             return journal
