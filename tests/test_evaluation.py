@@ -258,3 +258,32 @@ def test_a_partly_scanned_split_is_scored_inside_its_scan(dataset, tmp_path):
     assert "whole cube" in (tmp_path / "ev-whole" / "summary.md").read_text()
     whole_rows = [r for r in whole.rows if r["method"] == "mean_volume"]
     np.testing.assert_allclose(whole_rows[0]["mae"], np.abs(pred - targets[0]).mean(), rtol=1e-5)
+
+
+def test_real_ct_case_removes_the_couch_from_the_truth_and_the_drrs(tmp_path) -> None:
+    from xprospect.evaluation import real_ct_case
+    from xprospect.io import write_volume
+    from xprospect.phantoms import asymmetric_phantom
+    from xprospect.preprocessing import body_mask
+
+    vol = asymmetric_phantom((40, 64, 64)).volume
+    a = vol.array.astype(np.float32).copy()
+    a[:, 61:63, 8:56] = 300.0  # a couch apart from the body
+    path = write_volume(vol.replace(array=a), tmp_path / "ct.nii.gz")
+    kept = real_ct_case(path, 32, "parallel", remove_couch=False)
+    gone = real_ct_case(path, 32, "parallel")
+    # Reference: the same CT with the couch (everything off the body) set to air by hand.
+    by_hand = np.where(body_mask(a), a, -1000.0).astype(np.float32)
+    ref = real_ct_case(
+        write_volume(vol.replace(array=by_hand), tmp_path / "by_hand.nii.gz"),
+        32,
+        "parallel",
+        remove_couch=False,
+    )
+    np.testing.assert_allclose(gone.hu, ref.hu, rtol=0, atol=1e-3)
+    assert (kept.hu != gone.hu).any()
+    np.testing.assert_array_equal(kept.mask, gone.mask)
+    # The couch's attenuation leaves the line integrals of both views.
+    for view in ("frontal", "lateral"):
+        np.testing.assert_allclose(gone.case[f"{view}_line"], ref.case[f"{view}_line"], atol=1e-4)
+        assert gone.case[f"{view}_line"].sum() < kept.case[f"{view}_line"].sum()

@@ -41,6 +41,7 @@ from xprospect.preprocessing import (
     pad_to_square,
     percentile_window,
     radiograph_preprocessing,
+    remove_couch,
     reorient,
     resample,
     resize,
@@ -332,6 +333,26 @@ def test_body_mask_is_the_analytic_ellipse():
     iou = (got & ellipse).sum() / (got | ellipse).sum()
     np.testing.assert_allclose(iou, 1.0, rtol=0, atol=0.02)
     assert got.dtype == bool and got.shape == shape
+
+
+def test_remove_couch_sets_the_table_to_air_and_keeps_the_patient_and_the_padding():
+    shape = (40, 64, 64)
+    vol = asymmetric_phantom(shape).volume
+    a = vol.array.astype(np.float32).copy()
+    a[:, 61:63, 8:56] = 300.0  # the couch, apart from the body
+    a[:, :3, :3] = -2048.0  # the scanner's padding outside its reconstruction circle
+    body = body_mask(a)
+    out = remove_couch(vol.replace(array=a))
+    assert isinstance(out, Volume) and np.array_equal(out.affine, vol.affine)
+    b = out.array
+    np.testing.assert_array_equal(b[body], a[body])  # the patient, bit for bit
+    np.testing.assert_array_equal(b[:, 61:63, 8:56], -1000.0)
+    np.testing.assert_array_equal(b[:, :3, :3], -2048.0)
+    np.testing.assert_array_equal(scan_mask(b), scan_mask(a))
+    outside = ~body & (a >= -1024.0)
+    np.testing.assert_array_equal(b[outside], -1000.0)
+    with pytest.raises(GeometryError, match="3D"):
+        remove_couch(a[0])
 
 
 def _bbox_centre(mask: np.ndarray) -> np.ndarray:

@@ -523,15 +523,28 @@ class RealCTCase:
     spacing_mm: tuple[float, ...]
 
 
-def real_ct_case(ct_path: str | os.PathLike[str], size: int, geometry: str = "x2ct") -> RealCTCase:
+def real_ct_case(
+    ct_path: str | os.PathLike[str],
+    size: int,
+    geometry: str = "x2ct",
+    *,
+    remove_couch: bool = True,
+) -> RealCTCase:
     """Reads a CT file, preprocesses it to a ``size^3`` cube over 320 mm with its validity mask
-    and renders both views' DRRs of ``geometry`` (see :class:`RealCTCase`)."""
+    and renders both views' DRRs of ``geometry`` (see :class:`RealCTCase`).
+
+    ``remove_couch`` (the default) sets what lies outside the patient to air first
+    (:func:`xprospect.preprocessing.remove_couch`), as ``prepare`` does: the radiographs a model
+    is given show no CT couch, so neither do the DRRs nor the truth."""
     from xprospect.constants import STORED_HU_RANGE
     from xprospect.io import read_volume
     from xprospect.preprocessing import ct_preprocessing, scan_mask
+    from xprospect.preprocessing import remove_couch as without_couch
     from xprospect.projection import display_unit, render_drr_batch
 
     raw = read_volume(ct_path)
+    if remove_couch:
+        raw = without_couch(raw)
     ct, valid = ct_preprocessing(size=size)(raw, scan_mask(raw))
     hu = np.clip(ct.array, *STORED_HU_RANGE).astype(np.float32)
     drrs = render_drr_batch(hu[None], ct.spacing_mm, geometry, VIEWS, size).numpy()[0]
@@ -570,6 +583,7 @@ def score_real_ct(
     *,
     geometry: str = "x2ct",
     baselines: Mapping[str, Reconstructor] | None = None,
+    remove_couch: bool = True,
 ) -> RealCTScores:
     """Scores a model and both baselines on a real CT file, reconstructed from its own DRRs.
 
@@ -587,6 +601,8 @@ def score_real_ct(
         geometry: DRR geometry preset of the inputs.
         baselines: Already fitted baselines by name (fitting takes a pass over the train split,
             so callers scoring several CTs fit them once).
+        remove_couch: Set what lies outside the patient (the couch) to air first (see
+            :func:`real_ct_case`); False scores the CT as scanned.
 
     Returns:
         The scores, the scanned share of the cube and the truth and prediction volumes.
@@ -594,7 +610,7 @@ def score_real_ct(
     from xprospect.metrics import evaluate_case
     from xprospect.preprocessing import window_hu
 
-    real = real_ct_case(ct_path, predictor.size, geometry)
+    real = real_ct_case(ct_path, predictor.size, geometry, remove_couch=remove_couch)
     case = real.case
     pred = predictor.predict({v: case[v] for v in predictor.views})[0]
     truth = np.asarray(window_hu(real.hu, predictor.hu_window))

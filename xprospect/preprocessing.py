@@ -56,6 +56,7 @@ __all__ = [
     "pad_to_square",
     "percentile_window",
     "radiograph_preprocessing",
+    "remove_couch",
     "reorient",
     "resample",
     "resize",
@@ -707,6 +708,47 @@ def scan_mask(
         out = np.ones(a.shape, dtype=np.uint8)
     else:
         out = (a >= padding_below_hu).astype(np.uint8)
+    return _same_kind(volume, out)
+
+
+AIR_HU = -1000.0
+"""Air, the value :func:`remove_couch` writes where it removes something."""
+
+
+def remove_couch(
+    volume: _VolOrArray,
+    threshold_hu: float = -500.0,
+    padding_below_hu: float | None = SCAN_PADDING_BELOW_HU,
+) -> _VolOrArray:
+    """The CT without what lies outside the patient: the couch, blankets, cables, set to air.
+
+    A chest radiograph is taken of a standing patient: it sees no CT couch. A DRR of a CT that
+    keeps its couch shows a bright band (and the couch adds attenuation along every
+    anterior-posterior ray), and a target that holds it asks a model for an object no X-ray of
+    the patient shows. Everything outside :func:`body_mask` (the largest tissue component, holes
+    filled) is set to :data:`AIR_HU`; the scanner's padding (values below ``padding_below_hu``)
+    is kept, so :func:`scan_mask` of the result equals that of the input. Limbs that do not touch
+    the trunk at ``threshold_hu`` (arms lying apart at the sides) are removed with the couch.
+
+    Args:
+        volume: A :class:`Volume` or 3D array in HU, as read from the scanner.
+        threshold_hu: Tissue threshold of :func:`body_mask`.
+        padding_below_hu: Values strictly below it are the scanner's padding and kept as they
+            are; ``None`` treats every voxel as measured.
+
+    Returns:
+        The same kind as ``volume`` (a Volume keeps its affine and metadata), float32.
+
+    Raises:
+        GeometryError: If the array is not 3D.
+    """
+    a = _array_of(volume)
+    if a.ndim != 3:
+        raise GeometryError(f"remove_couch needs a 3D array, got shape {a.shape}")
+    keep = body_mask(a, threshold_hu)
+    if padding_below_hu is not None:
+        keep |= a < padding_below_hu
+    out = np.where(keep, a, AIR_HU).astype(np.float32)
     return _same_kind(volume, out)
 
 

@@ -313,10 +313,10 @@ def test_retry_failed_reads_a_failed_case_again(tmp_path, monkeypatch):
     out = tmp_path / "ds"
     real = prepare_module.load_case
 
-    def flaky(spec, size, fov_mm, force=False):
+    def flaky(spec, size, fov_mm, **kwargs):
         if spec.case_id == "phantom-00002":
             raise MemoryError("out of memory")  # e.g. another job held the memory
-        return real(spec, size, fov_mm, force=force)
+        return real(spec, size, fov_mm, **kwargs)
 
     monkeypatch.setattr(prepare_module, "load_case", flaky)
     first = prepare_dataset([], out, CFG, phantoms=4, progress=False)
@@ -458,3 +458,36 @@ def test_phantom_calibration_builds_its_phantoms_and_is_recorded(tmp_path, capsy
     assert "phantom_calibration" not in PrepareConfig().to_json()
     with pytest.raises(ConfigError, match="unknown phantom calibration 'cadaver'"):
         PrepareConfig(phantom_calibration="cadaver")
+
+
+def test_real_cts_lose_their_couch_unless_kept_and_the_choice_is_the_datasets(tmp_path, capsys):
+    from xprospect.io import read_nifti, write_volume
+    from xprospect.phantoms import asymmetric_phantom
+    from xprospect.preprocessing import remove_couch
+
+    vol = asymmetric_phantom((40, 64, 64)).volume
+    a = vol.array.astype(np.float32).copy()
+    a[:, 61:63, 8:56] = 300.0  # a couch apart from the body
+    src = write_volume(vol.replace(array=a), tmp_path / "ct.nii.gz")
+    raw = read_nifti(src)
+    args = ["prepare", str(src), "--size", "16", "--geometry", "parallel"]
+    args += ["--val-fraction", "0", "--test-fraction", "0"]
+    volumes = {}
+    for name, extra, expected in (
+        ("gone", [], ct_preprocessing(size=16, fov_mm=320.0)(remove_couch(raw))),
+        ("kept", ["--keep-couch"], ct_preprocessing(size=16, fov_mm=320.0)(raw)),
+    ):
+        out = tmp_path / name
+        assert main([*args, *extra, "--output", str(out)]) == 0
+        rec = next(iter(_records(out / "train-00000.tfrecord")))
+        volumes[name] = rec["volume"].numpy()
+        np.testing.assert_array_equal(volumes[name], np.rint(np.clip(expected.array, -1024, 3071)))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["config"].get("remove_couch") == (name == "gone" or None)
+    assert (volumes["gone"] != volumes["kept"]).any()
+    # A dataset built one way is never resumed the other way.
+    capsys.readouterr()
+    assert main([*args, "--keep-couch", "--output", str(tmp_path / "gone")]) != 0
+    assert "built with another config" in capsys.readouterr().err
+    # Phantom-only datasets have no couch: their identity is what it was.
+    assert "remove_couch" not in PrepareConfig().to_json()

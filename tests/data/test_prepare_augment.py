@@ -22,7 +22,7 @@ from xprospect.data.prepare import (
 from xprospect.errors import ConfigError
 from xprospect.io import read_volume, write_nifti
 from xprospect.phantoms import chest_phantom
-from xprospect.preprocessing import ct_preprocessing, scan_mask
+from xprospect.preprocessing import ct_preprocessing, remove_couch, scan_mask
 from xprospect.projection import render_drr_batch
 
 
@@ -84,7 +84,7 @@ def test_cli_real_augment_writes_variants_rebuilt_from_their_recorded_seeds(tmp_
     assert sorted(manifest["cases"]) == ["chest", "chest_aug1", "chest_aug2"]
     assert "augmentation" not in manifest["cases"]["chest"]
     recs = _records(out)
-    raw = read_volume(path)
+    raw = remove_couch(read_volume(path))  # prepare's default for real CTs
     base, base_mask = ct_preprocessing(size=24, fov_mm=320.0)(raw, scan_mask(raw))
     np.testing.assert_array_equal(recs["chest"]["volume"].numpy(), np.rint(base.array))
     spacing = 320.0 / 24

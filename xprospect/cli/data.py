@@ -81,6 +81,12 @@ def add_parser(sub: Subparsers) -> None:
         "--augment-seed", type=int, default=0, help="seed of the --real-augment variants"
     )
     p.add_argument(
+        "--keep-couch",
+        action="store_true",
+        help="keep what lies outside the patient in real CTs (by default the couch is set to air: "
+        "a radiograph of a standing patient shows none)",
+    )
+    p.add_argument(
         "--force", action="store_true", help="accept implausible CTs (few slices, constant)"
     )
     p.set_defaults(handler=run_prepare)
@@ -178,6 +184,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         real_augment=args.real_augment,
         augment_seed=args.augment_seed,
         phantom_calibration=args.phantom_calibration,
+        remove_couch=not args.keep_couch,
     )
     result = prepare_dataset(
         args.inputs,

@@ -120,6 +120,10 @@ class PrepareConfig:
     augment_seed: int = 0
     phantom_calibration: str = "original"
     """Population the phantoms are drawn from (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`)."""
+    remove_couch: bool = True
+    """Set what lies outside the patient in a real CT (the couch) to air
+    (:func:`xprospect.preprocessing.remove_couch`); phantoms have none. Recorded in the identity
+    of a dataset with real CT only when on, so datasets made before it (couch kept) stay apart."""
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -155,6 +159,7 @@ class PrepareConfig:
             # The values, not only the name: a package whose calibration of that name changed
             # must not resume (and mix into) a dataset drawn from the old one.
             d[CALIBRATION_VALUES_KEY] = calibration_values(self.phantom_calibration)
+        del d["remove_couch"]  # recorded by prepare_dataset, where it knows the real CTs
         return d
 
 
@@ -420,7 +425,9 @@ def _source_files(spec: CaseSpec, series_cache: dict[str, Any] | None = None) ->
     return [src]
 
 
-def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) -> dict[str, Any]:
+def load_case(
+    spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False, remove_couch: bool = True
+) -> dict[str, Any]:
     """Reads and preprocesses one case to a canonical ``size^3`` HU cube (NumPy, no TF).
 
     A CT that is not plausible (:func:`xprospect.io.check_ct`: few slices, constant values)
@@ -454,6 +461,10 @@ def load_case(spec: CaseSpec, size: int, fov_mm: float, *, force: bool = False) 
         kwargs = {"series_uid": spec.series_uid} if spec.kind == "dicom" else {}
         volume = check_ct(read_volume(spec.source, **kwargs), force=force)
         digest = sha256_paths(_source_files(spec))
+        if remove_couch:
+            from xprospect.preprocessing import remove_couch as without_couch
+
+            volume = without_couch(volume)
     pipeline = ct_preprocessing(size=size, fov_mm=fov_mm)
     extra: dict[str, Any] = {}
     if spec.kind == "phantom":
@@ -514,12 +525,13 @@ def _try_sha256(files: Sequence[Path] | None) -> str | None:
 
 
 def _load_case_safe(
-    spec: CaseSpec, size: int, fov_mm: float, force: bool = False
+    spec: CaseSpec, size: int, fov_mm: float, force: bool = False, remove_couch: bool = True
 ) -> dict[str, Any]:
     # The stats are taken before reading: a file changed during the read looks changed next time.
     files, stat = _source_state(spec)
     try:
-        return {"ok": True, **load_case(spec, size, fov_mm, force=force), "stat": stat}
+        case = load_case(spec, size, fov_mm, force=force, remove_couch=remove_couch)
+        return {"ok": True, **case, "stat": stat}
     except XprospectError as exc:
         error = str(exc)
     except Exception as exc:  # a bad case must not stop the other cases
@@ -617,7 +629,9 @@ def prepare_dataset(
         split_file=split_file,
     )
     plan = _plan_shards(cases, splits, cfg.shard_size)
-    identity = {"config": cfg.to_json(), "case_ids": sorted(splits)}
+    identity: dict[str, Any] = {"config": cfg.to_json(), "case_ids": sorted(splits)}
+    if cfg.remove_couch and any(c.kind != "phantom" for c in found):
+        identity["config"]["remove_couch"] = True
     _refuse_foreign(out, overwrite)
     with folder_lock(out), _terminate_as_interrupt():
         journal = _open_journal(out, identity, overwrite)
@@ -902,8 +916,11 @@ def _load_all(
     force: bool = False,
 ) -> list[dict[str, Any]]:
     if pool is None:
-        return [_load_case_safe(s, cfg.size, cfg.fov_mm, force) for s in specs]
-    futures = [pool.submit(_load_case_safe, s, cfg.size, cfg.fov_mm, force) for s in specs]
+        return [_load_case_safe(s, cfg.size, cfg.fov_mm, force, cfg.remove_couch) for s in specs]
+    futures = [
+        pool.submit(_load_case_safe, s, cfg.size, cfg.fov_mm, force, cfg.remove_couch)
+        for s in specs
+    ]
     return [f.result() for f in futures]
 
 
