@@ -19,11 +19,12 @@ def _scores(model: tuple[float, float], mean: tuple[float, float], bp: tuple[flo
     }
 
 
-def _variant(real: dict[str, dict], test: dict) -> dict:
+def _variant(real: dict[str, dict], test: dict, scoring: str | None = "couch removed") -> dict:
     return {
         "phantom_calibration": "original",
         "upsampling": None,
         "wall_s": 1.0,
+        "real_scoring": scoring,
         "scores": {
             "real": {k: {"scanned_fraction": 0.9, "metrics": v} for k, v in real.items()},
             "phantom_test": {"own": test, "original": test},
@@ -90,3 +91,29 @@ def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
     assert "| original | 14.40 | 0.300 | 13.40 | 0.230 | +1.00 | +0.070 |" in text
     assert "| original | own | 21.00 | 0.600 | 19.00 | 13.00 |" in text
     assert "Scanned region: 90.0 % of the cube." in text
+
+
+def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench, tmp_path):
+    assert bench.REAL_SCORING == "couch removed"
+    test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
+    result = {
+        "command": "python benchmarks/bench_transfer.py",
+        "date": "2026-12-04",
+        "machine": "x86_64, 2 CPUs",
+        "settings": {"train_cases": 200, "size": 64},
+        "steps": 800,
+        "variants": {
+            # The larger margin, but scored another way: not comparable, so not the best.
+            "old": _variant({"LIDC": _scores((18.0, 0.5), (13.0, 0.2), (13.0, 0.2))}, test, None),
+            "new": _variant({"LIDC": _scores((15.0, 0.4), (13.0, 0.2), (13.0, 0.2))}, test),
+        },
+    }
+    result["verdict"], result["best"] = bench.verdict(result)
+    assert result["best"] == "new"
+    text = bench.markdown(result)
+    assert "| old (couch kept) | 18.00 |" in text and "| new | 15.00 |" in text
+    assert "Real-CT rows marked (couch kept): old" in text
+    # A stale record without its run folder cannot be rescored and is left as it was.
+    record = _variant({"LIDC": _scores((18.0, 0.5), (13.0, 0.2), (13.0, 0.2))}, test, None)
+    assert not bench.rescore_if_stale(tmp_path / "old", record, [("LIDC", tmp_path / "ct.nii")])
+    assert record["real_scoring"] is None
