@@ -259,7 +259,6 @@ def test_export_serves_the_pipeline_as_keras_samples_it(
     np.testing.assert_allclose(a, keras_pipeline.predict({"frontal": xray}), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("every", [0, 1])
 def _three_stages(data: Path, root: Path, **over: Any) -> tuple[list[list[np.ndarray]], list]:
     """Trains the three stages on ``data``: each stage's weights and logged rows."""
     weights, rows, previous = [], [], None
@@ -320,6 +319,7 @@ def test_masked_diffusion_loss_is_the_mean_over_the_masked_cells() -> None:
     np.testing.assert_allclose(keras.ops.convert_to_numpy(full), plain, rtol=1e-6)
 
 
+@pytest.mark.parametrize("every", [0, 1])
 def test_dead_code_restarts_reset_unused_entries_to_encoder_vectors(
     dataset: Path, tmp_path: Path, every: int
 ) -> None:
