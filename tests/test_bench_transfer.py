@@ -32,6 +32,17 @@ def _variant(real: dict[str, dict], test: dict, scoring: str | None = "couch rem
     }
 
 
+def _result(variants: dict, date: str = "2026-12-03") -> dict:
+    return {
+        "command": "python benchmarks/bench_transfer.py",
+        "date": date,
+        "machine": "x86_64, 2 CPUs",
+        "settings": {"train_cases": 200, "size": 64},
+        "steps": 800,
+        "variants": variants,
+    }
+
+
 def test_margins_are_over_the_best_baseline_per_metric(bench):
     # PSNR's best baseline is back-projection, SSIM's the mean volume.
     m = bench.margins(_scores((16.0, 0.40), (13.0, 0.30), (14.0, 0.20)))
@@ -75,16 +86,9 @@ def test_the_best_variant_has_the_largest_worst_case_margin_and_the_target_is_tw
 
 def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
     test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
-    result = {
-        "command": "python benchmarks/bench_transfer.py",
-        "date": "2026-12-03",
-        "machine": "x86_64, 2 CPUs",
-        "settings": {"train_cases": 200, "size": 64},
-        "steps": 800,
-        "variants": {
-            "original": _variant({"LIDC": _scores((14.4, 0.30), (12.8, 0.23), (13.4, 0.22))}, test)
-        },
-    }
+    result = _result(
+        {"original": _variant({"LIDC": _scores((14.4, 0.30), (12.8, 0.23), (13.4, 0.22))}, test)}
+    )
     result["verdict"], result["best"] = bench.verdict(result)
     text = bench.markdown(result)
     assert "## LIDC" in text
@@ -96,18 +100,14 @@ def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
 def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench, tmp_path):
     assert bench.REAL_SCORING == "couch removed"
     test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
-    result = {
-        "command": "python benchmarks/bench_transfer.py",
-        "date": "2026-12-04",
-        "machine": "x86_64, 2 CPUs",
-        "settings": {"train_cases": 200, "size": 64},
-        "steps": 800,
-        "variants": {
+    result = _result(
+        {
             # The larger margin, but scored another way: not comparable, so not the best.
             "old": _variant({"LIDC": _scores((18.0, 0.5), (13.0, 0.2), (13.0, 0.2))}, test, None),
             "new": _variant({"LIDC": _scores((15.0, 0.4), (13.0, 0.2), (13.0, 0.2))}, test),
         },
-    }
+        date="2026-12-04",
+    )
     result["verdict"], result["best"] = bench.verdict(result)
     assert result["best"] == "new"
     text = bench.markdown(result)

@@ -165,11 +165,10 @@ class _StageLogic(StepLogic):
         self.plain_loss = None
         self.pipeline: Any = None
         from xprospect.constants import STORED_HU_RANGE
-        from xprospect.preprocessing import resolve_hu_window
+        from xprospect.preprocessing import window_hu
 
-        low, high = resolve_hu_window(target_window(cfg))
         # The padding value of prepare (-1024 HU) in the targets' window.
-        self.air = float(np.clip((STORED_HU_RANGE[0] - low) / (high - low), 0.0, 1.0))
+        self.air = float(window_hu(np.array([STORED_HU_RANGE[0]]), target_window(cfg))[0])
 
     def split_scan_mask(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
         """``(inputs without "scan_mask", the CT with air outside the scan, mask or None)``."""
