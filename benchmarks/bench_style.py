@@ -134,7 +134,7 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
         prepare_dataset([], ds, prep, phantoms=args.phantoms, progress=True, workers=2)
     steps = max(10, int(args.budget_s / step_s))
     out = work / "run"
-    if out.exists() and not args.resume:
+    if out.exists() and not (args.resume or args.evaluate_only):
         shutil.rmtree(out)
     every = max(1, steps // 4)
     data: dict[str, Any] = {
@@ -158,10 +158,15 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
             },
         }
     )
-    t0 = time.perf_counter()
-    result = train_style(cfg, progress=True)
-    train_s = time.perf_counter() - t0
-    ev = evaluate_style(out, work / "eval", split="test")
+    if args.evaluate_only:
+        # The finished run of an earlier call, scored again (e.g. after evaluation changed).
+        done = json.loads(Path(args.output).read_text())["run"]
+        steps_done, train_s = int(done["steps"]), float(done["train_wall_s"])
+    else:
+        t0 = time.perf_counter()
+        steps_done = train_style(cfg, progress=True).steps
+        train_s = time.perf_counter() - t0
+    ev = evaluate_style(out, work / "eval", split="test", c2st_repeats=args.c2st_repeats)
     figures = RESULTS / "style"
     figures.mkdir(parents=True, exist_ok=True)
     for name in ("grid.png", "spectra.png", "histograms.png"):
@@ -169,14 +174,53 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
     shutil.copy2(out / "curves.png", figures / "curves.png")
     film = cfg.data.film_augmentation
     return {
-        "steps": result.steps,
+        "steps": steps_done,
         "train_wall_s": train_s,
+        "evaluated": time.strftime("%Y-%m-%d"),
         "precision": args.precision,
         "film_augmentation": None if film is None else dataclasses.asdict(film),
         "real_dir": str(real),
         "evaluation": ev.to_dict(),
         "table": ev.table(),
     }
+
+
+TARGET_AUC = 0.80
+REFERENCE_CYCLE = {"drr_to_real_to_drr": 0.0266, "real_to_drr_to_real": 0.0429}
+"""Cycle errors of this benchmark's run when issue 17 was filed (2026-11-22, commit ded7bed:
+no film augmentation, 'original' phantoms, transposed convolutions): "no worse" is read
+against these."""
+
+
+def verdict(evaluation: dict[str, Any]) -> str:
+    """Issue 17's target in one paragraph: the translated DRRs' median C2ST AUC <= 0.80 over
+    the seeded splits (the single split's AUC without repeats) and cycle errors no worse than
+    :data:`REFERENCE_CYCLE`."""
+    reps = evaluation.get("c2st_repeats")
+    aucs = reps["auc"] if reps else [evaluation["after"]["c2st_auc"]]
+    auc = float(np.median(aucs))
+    cycle = evaluation["cycle"]
+    worse = {k: v for k, v in cycle.items() if v > REFERENCE_CYCLE[k]}
+    lines = [
+        f"Target (issue 17): C2ST AUC <= {TARGET_AUC:.2f} (median over {len(aucs)} splits: "
+        f"{auc:.3f}): **{'met' if auc <= TARGET_AUC else 'NOT met'}**; cycle errors no worse "
+        "than the run when the issue was filed ("
+        + ", ".join(f"{k} {REFERENCE_CYCLE[k]:.4f}" for k in REFERENCE_CYCLE)
+        + "): "
+        + (
+            "**met**."
+            if not worse
+            else "**NOT met** ("
+            + ", ".join(f"{k} {v:.4f}, {v / REFERENCE_CYCLE[k] - 1:+.0%}" for k, v in worse.items())
+            + ")."
+        )
+    ]
+    if evaluation.get("film") is not None:
+        lines.append(
+            "The DRR->real->DRR cycle starts from the film-augmented DRRs (the run's domain A), "
+            "the reference's from clean DRRs."
+        )
+    return " ".join(lines)
 
 
 def main() -> int:
@@ -190,6 +234,18 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/bench_style")
     parser.add_argument("--skip-run", action="store_true", help="throughput only")
     parser.add_argument("--resume", action="store_true", help="keep an existing run folder")
+    parser.add_argument(
+        "--c2st-repeats",
+        type=int,
+        default=5,
+        help="seeded splits of the translated DRRs' classifier test (the verdict's median)",
+    )
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="score the finished run in --work again; throughput and training figures are "
+        "read from --output (the earlier call's JSON)",
+    )
     parser.add_argument(
         "--film-augmentation",
         action="store_true",
@@ -209,9 +265,13 @@ def main() -> int:
     parser.add_argument("--output", default=str(RESULTS / "bench_style.json"))
     args = parser.parse_args()
 
-    rows = [
-        throughput(args.size, args.repeats, p, args.upsampling) for p in ("none", "mixed_bfloat16")
-    ]
+    if args.evaluate_only:
+        rows = json.loads(Path(args.output).read_text())["throughput"]
+    else:
+        rows = [
+            throughput(args.size, args.repeats, p, args.upsampling)
+            for p in ("none", "mixed_bfloat16")
+        ]
     print(f"\nCycleGAN-{args.size} throughput on this machine (medians of {args.repeats})")
     print(f"{'precision':<16}{'train step s':>14}{'train img/s':>13}{'apply img/s':>13}")
     for r in rows:
@@ -256,6 +316,7 @@ def main() -> int:
             "",
         ]
         md.append(run["table"])
+        md += ["", verdict(run["evaluation"])]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

@@ -346,6 +346,58 @@ def test_apply_is_deterministic_and_the_stylized_dataset_trains(domains, trained
     assert Trainer(cfg, progress=False).fit().ok
 
 
+def test_a_run_trained_on_film_like_drrs_translates_film_like_drrs(domains, trained, tmp_path):
+    import dataclasses
+    import json
+    import shutil
+    import zlib
+
+    from xprospect.data import load_dataset
+    from xprospect.projection.physics import display_unit
+    from xprospect.style.apply import StyleModel, stylize_dataset
+    from xprospect.style.evaluate import evaluate_style
+    from xprospect.style.film import FilmAugmentation, FilmAugmentationConfig, film_seed
+    from xprospect.style.training import STYLE_FILE
+
+    ds, _ = domains
+    run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]
+    x = np.random.default_rng(3).random((3, SIZE, SIZE)).astype("float32")
+    np.testing.assert_array_equal(StyleModel(run).film(x, seed=4), x)  # trained without film
+    filmed = tmp_path / "film_run"
+    shutil.copytree(run, filmed)
+    meta = json.loads((filmed / STYLE_FILE).read_text())
+    meta["film_augmentation"] = dataclasses.asdict(FilmAugmentationConfig())
+    (filmed / STYLE_FILE).write_text(json.dumps(meta))
+    model = StyleModel(filmed)
+    pct = tuple(meta["percentiles"])
+    want = [
+        FilmAugmentation(FilmAugmentationConfig(), film_seed(4, i), pct)(x[i]) for i in range(3)
+    ]
+    got = model.film(x, seed=4)
+    np.testing.assert_array_equal(got, np.stack(want))
+    assert np.abs(got - x).mean() > 0.01
+    # stylize_dataset films each case with a seed of its id before translating it.
+    out = stylize_dataset(ds, [filmed], tmp_path / "stylized", progress=False)
+    src = load_dataset(
+        ds,
+        "train",
+        shuffle=False,
+        views=("frontal",),
+        xray_mapping="line_integral",
+        with_case_id=True,
+    )
+    for (x_src, _), (x_new, _) in zip(src, load_dataset(out, "train", shuffle=False), strict=True):
+        for i, case_id in enumerate(x_src["case_id"].numpy()):
+            drr = display_unit(x_src["frontal"].numpy()[i, ..., 0])
+            expected = model.translate(model.film(drr[None], zlib.crc32(case_id))[0], "drr2real")
+            np.testing.assert_allclose(x_new["frontal"].numpy()[i, ..., 0], expected, atol=1e-3)
+    ev = evaluate_style(filmed, tmp_path / "eval", dataset_dir=ds, split="train")
+    assert np.isfinite(ev.cycle["drr_to_real_to_drr"])
+    assert ev.film is not None and ev.film != ev.before  # the film DRRs scored on their own
+    assert "| film DRR |" in ev.table()
+    assert evaluate_style(run, tmp_path / "eval_plain", dataset_dir=ds, split="train").film is None
+
+
 def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
     import json
 
@@ -354,8 +406,19 @@ def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
 
     run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]
     result = evaluate_style(
-        run, tmp_path / "ev", split="train", c2st_kwargs={"epochs": 2, "image_size": 16}
+        run,
+        tmp_path / "ev",
+        split="train",
+        c2st_kwargs={"epochs": 2, "image_size": 16},
+        c2st_repeats=3,
     )
+    # The repeats' first seed is the table's own test; the others differ in split and weights.
+    reps = result.c2st_repeats
+    assert reps is not None and len(reps["auc"]) == len(reps["accuracy"]) == 3
+    np.testing.assert_allclose(reps["auc"][0], result.after["c2st_auc"])
+    np.testing.assert_allclose(reps["accuracy"][0], result.after["c2st_accuracy"])
+    assert all(0.0 <= v <= 1.0 for v in reps["auc"] + reps["accuracy"])
+    assert "C2ST over 3 seeded splits: AUC median" in result.table()
     for part in (result.before, result.after):
         assert 0.0 <= part["c2st_accuracy"] <= 1.0 and 0.0 <= part["c2st_auc"] <= 1.0
         assert part["hist_wasserstein"] >= 0 and np.isfinite(part["spectrum_log10_l1"])
@@ -373,6 +436,12 @@ def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
     code = main(["style", "apply", "--model", str(run), "--output", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(err) == 1 and "--data" in err[0]  # a config error
+    code = main(
+        ["style", "evaluate", "--model", str(run), "--c2st-repeats", "0",
+         "--output", str(tmp_path / "ev0")]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "c2st_repeats" in err[0]
 
 
 def _predict_args(trained, tmp_path: Path) -> list[str]:

@@ -71,6 +71,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--real", help="real X-ray folder (default: the run's)")
     p.add_argument("--max-images", type=int, help="at most N images per set")
     p.add_argument("--seed", type=int, default=0, help="seed of the classifier test")
+    p.add_argument(
+        "--c2st-repeats",
+        type=int,
+        default=1,
+        help="repeat the translated DRRs' classifier test with N seeds (median and range)",
+    )
     p.add_argument("--output", help="report folder (default RUN/style_eval_SPLIT)")
     p.add_argument(
         "--overwrite", action="store_true", help="write into a report folder that is not empty"
@@ -171,6 +177,7 @@ def run_style_evaluate(args: argparse.Namespace) -> int:
         real_dir=args.real,
         max_images=args.max_images,
         seed=args.seed,
+        c2st_repeats=args.c2st_repeats,
     )
     print(result.table())
     print(f"report: {result.output_dir}")

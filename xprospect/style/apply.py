@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -110,6 +111,29 @@ class StyleModel:
         y = translate_images(self.generator(direction), x, batch_size)
         y = resize_batch(y, shape[0])
         return y[0] if single else y
+
+    def film(self, images: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Domain-A images ``(N, S, S)`` as the generators learned them: through the run's film
+        augmentation (:mod:`xprospect.style.film`, the ``i``-th image with seed
+        ``film_seed(seed, i)``) when it was trained with one; unchanged otherwise.
+
+        A run trained on film-like DRRs never saw a clean one, so clean DRRs are outside its
+        domain A: evaluation and :func:`stylize_dataset` pass them through this first.
+        """
+        a = np.asarray(images, dtype=np.float32)
+        config = self.meta.get("film_augmentation")
+        if config is None:
+            return a
+        from xprospect.style.film import FilmAugmentation, FilmAugmentationConfig, film_seed
+
+        try:
+            cfg = FilmAugmentationConfig(**config)
+        except TypeError as exc:
+            raise ConfigError(f"style metadata: film_augmentation: {exc}", self.folder) from None
+        low, high = self.meta.get("percentiles", list(XRAY_WINDOW_PERCENTILES))
+        pct = (float(low), float(high))
+        out = [FilmAugmentation(cfg, film_seed(seed, i), pct)(x) for i, x in enumerate(a)]
+        return np.stack(out) if out else a
 
     def prepare_real(self, image: Radiograph | np.ndarray) -> np.ndarray:
         """A real radiograph preprocessed as in training: ``(size, size)`` float32 in [0, 1]."""
@@ -274,7 +298,10 @@ def _write_stylized(
 
                     xrays[view] = np.asarray(display_unit(line), np.float32)
                 else:
-                    xrays[view] = model.translate(model.domain_a(volume, line), direction)
+                    # The film draw is seeded by the case id: the same case, the same film.
+                    seed = zlib.crc32(case["case_id"].numpy())
+                    image = model.film(model.domain_a(volume, line)[None], seed)[0]
+                    xrays[view] = model.translate(image, direction)
             records.append(
                 encode_case(
                     case["case_id"].numpy().decode(),

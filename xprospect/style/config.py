@@ -90,7 +90,9 @@ class StyleDataConfig:
     max_images: int | None = None
     film_augmentation: FilmAugmentationConfig | None = None
     """Film-like augmentation of domain A's training images (:mod:`xprospect.style.film`);
-    None: off, as before issue 17. Never applied to validation or evaluation images."""
+    None: off, as before issue 17. A run trained with it also applies it (seeded) to the DRRs it
+    translates afterwards (``evaluate_style``, ``stylize_dataset``: ``StyleModel.film``), since
+    its generators never saw a clean DRR; validation during training sees clean DRRs."""
 
 
 @dataclass

@@ -10,8 +10,11 @@ their ``drr2real`` translations ("after"):
 - the mean absolute difference of log10 radial power spectra (decades);
 
 and the cycle reconstruction errors ``|F(G(a)) - a|`` and ``|G(F(b)) - b|`` (mean absolute, on
-the [0, 1] scale). The report folder gets ``style_eval.json``, ``style_eval.md``,
-``grid.png`` (DRR | translated | cycled | real), ``spectra.png`` and ``histograms.png``.
+the [0, 1] scale). A run trained on film-like DRRs (``data.film_augmentation``) translates the
+DRRs after the same seeded film augmentation (its domain A, :meth:`StyleModel.film`), the cycle
+is taken against those, and a third column scores the film DRRs alone. The report folder gets
+``style_eval.json``, ``style_eval.md``, ``grid.png`` (DRR | translated | cycled | real),
+``spectra.png`` and ``histograms.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from xprospect.errors import ConfigError
 from xprospect.style.apply import StyleModel, load_style_model
 
 __all__ = ["StyleEvaluation", "evaluate_style"]
@@ -43,13 +47,22 @@ class StyleEvaluation:
     output_dir: Path
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
+    film: dict[str, float] | None = None
+    """The film-augmented DRRs alone against the real X-rays (runs trained with film
+    augmentation): how much of "after" the film gives before the generator."""
+    c2st_repeats: dict[str, list[float]] | None = None
+    """The translated DRRs' C2ST repeated with seeds ``seed, seed + 1, ...`` (``auc``,
+    ``accuracy``; ``c2st_repeats > 1``): with a few dozen held-out images one split's AUC
+    moves by about 0.1, so a verdict reads the median and range."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "before": self.before,
+            "film": self.film,
             "after": self.after,
             "cycle": self.cycle,
             "counts": self.counts,
+            "c2st_repeats": self.c2st_repeats,
             "seconds": self.seconds,
         }
 
@@ -62,9 +75,20 @@ class StyleEvaluation:
             "hist_js": "histogram Jensen-Shannon distance",
             "spectrum_log10_l1": "radial spectrum |log10| difference (decades)",
         }
-        lines = ["| vs held-out real | DRR (before) | translated (after) |", "|---|---|---|"]
+        film = self.film
+        head = "| vs held-out real | DRR (before) |" + (" film DRR |" if film else "")
+        lines = [head + " translated (after) |", "|---|---|---|" + ("---|" if film else "")]
         for key, label in names.items():
-            lines.append(f"| {label} | {self.before[key]:.3f} | {self.after[key]:.3f} |")
+            mid = f" {film[key]:.3f} |" if film else ""
+            lines.append(f"| {label} | {self.before[key]:.3f} |{mid} {self.after[key]:.3f} |")
+        if self.c2st_repeats:
+            auc, acc = self.c2st_repeats["auc"], self.c2st_repeats["accuracy"]
+            lines.append("")
+            lines.append(
+                f"Translated DRRs' C2ST over {len(auc)} seeded splits: AUC median "
+                f"{np.median(auc):.3f} ({min(auc):.3f}-{max(auc):.3f}), accuracy median "
+                f"{np.median(acc):.3f} ({min(acc):.3f}-{max(acc):.3f})."
+            )
         lines.append("")
         lines.append("| cycle error (mean absolute, [0, 1] scale) | value |")
         lines.append("|---|---|")
@@ -83,6 +107,7 @@ def evaluate_style(
     max_images: int | None = None,
     seed: int = 0,
     c2st_kwargs: dict[str, Any] | None = None,
+    c2st_repeats: int = 1,
 ) -> StyleEvaluation:
     """Scores a style model's ``drr2real`` direction against held-out real X-rays.
 
@@ -98,12 +123,15 @@ def evaluate_style(
         seed: Seed of the C2ST.
         c2st_kwargs: Extra arguments of
             :func:`~xprospect.style.metrics.classifier_two_sample_test`.
+        c2st_repeats: Repeat the translated DRRs' C2ST with this many seeds (``seed`` and up:
+            other splits and initial weights) and record each AUC and accuracy; 1: once.
 
     Returns:
         The scores; the report files are in ``output_dir``.
     """
     from xprospect.style.config import load_style_config
     from xprospect.style.metrics import (
+        classifier_two_sample_test,
         radial_power_spectrum,
         save_histogram_plot,
         save_spectrum_plot,
@@ -114,6 +142,8 @@ def evaluate_style(
     from xprospect.training.checkpoints import write_json
     from xprospect.utils import atomic_path
 
+    if c2st_repeats < 1:
+        raise ConfigError(f"c2st_repeats: must be >= 1, got {c2st_repeats}")
     t0 = time.perf_counter()
     m = load_style_model(model)
     out = Path(output_dir)
@@ -124,13 +154,25 @@ def evaluate_style(
     data = Path(dataset_dir) if dataset_dir is not None else Path(m.meta["dataset"])
     drr = domain_a_images(data, split, m.view, m.size, source=m.source, limit=max_images)
     real = domain_b_images(cfg, "val", limit=max_images)
-    translated = m.translate(drr, "drr2real")
+    # The generators' own domain A: film-like when the run was trained so (StyleModel.film).
+    drr_in = m.film(drr, seed)
+    translated = m.translate(drr_in, "drr2real")
     cycled = m.translate(translated, "real2drr")
     real_cycled = m.translate(m.translate(real, "real2drr"), "drr2real")
     before = style_scores(drr, real, seed=seed, c2st_kwargs=c2st_kwargs)
+    film = None
+    if m.meta.get("film_augmentation") is not None:
+        film = style_scores(drr_in, real, seed=seed, c2st_kwargs=c2st_kwargs)
     after = style_scores(translated, real, seed=seed, c2st_kwargs=c2st_kwargs)
+    repeats = None
+    if c2st_repeats > 1:
+        runs = [
+            classifier_two_sample_test(translated, real, seed=seed + k, **(c2st_kwargs or {}))
+            for k in range(c2st_repeats)
+        ]
+        repeats = {"auc": [r.auc for r in runs], "accuracy": [r.accuracy for r in runs]}
     cycle = {
-        "drr_to_real_to_drr": float(np.mean(np.abs(cycled - drr))),
+        "drr_to_real_to_drr": float(np.mean(np.abs(cycled - drr_in))),
         "real_to_drr_to_real": float(np.mean(np.abs(real_cycled - real))),
     }
     result = StyleEvaluation(
@@ -139,10 +181,17 @@ def evaluate_style(
         cycle=cycle,
         counts={"drr": len(drr), "real": len(real)},
         output_dir=out,
+        film=film,
+        c2st_repeats=repeats,
     )
     files = [
         save_style_grid(
-            {"DRR": drr, "translated": translated, "cycled": cycled, "real (held out)": real},
+            {
+                "DRR (film)" if m.meta.get("film_augmentation") else "DRR": drr_in,
+                "translated": translated,
+                "cycled": cycled,
+                "real (held out)": real,
+            },
             out / "grid.png",
             title=f"{m.view}: {m.folder.name}",
         ),
