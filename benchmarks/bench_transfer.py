@@ -89,6 +89,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "preset": "512-ProjInj",
         "model_overrides": {"max_filters": 16},
     },
+    # MSE in place of the preset's MAE: the XprospeCT paper's 512-Dense loss. MAE's sharper
+    # boundaries cost squared error where phantom anatomy misplaces real lungs.
+    "real_ct+projinj+mse": {
+        "phantom_calibration": "real_ct",
+        "upsampling": None,
+        "preset": "512-ProjInj",
+        "loss": {"mse": 1.0},
+    },
 }
 DEFAULT_VARIANTS = (
     "original",
@@ -99,6 +107,7 @@ DEFAULT_VARIANTS = (
     "real_ct_population",
     "real_ct_population+projinj",
     "real_ct_population+projinj+resize_conv",
+    "real_ct+projinj+mse",
 )
 TARGET_DB = 2.5
 TARGET_SSIM = 0.10

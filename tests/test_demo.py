@@ -19,6 +19,7 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
         test_cases=1,
         steps=2,
         upsampling="resize_conv",
+        loss={"mse": 1.0},
     )
     report = run_demo(tmp_path / "demo", settings)
     assert {p.name for p in (tmp_path / "demo").iterdir()} == set(OUTPUT_NAMES)
@@ -28,6 +29,7 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
     assert manifest["config"]["phantom_calibration"] == "real_ct"
     run_config = yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())
     assert run_config["model"]["overrides"]["upsampling"] == "resize_conv"
+    assert run_config["loss"] == {"mse": 1.0}
     section = text.split("### The real LIDC chest CT", 1)[1].split("## Figures", 1)[0]
     assert "| metric | model | mean volume | back-projection |" in section
     rows = {

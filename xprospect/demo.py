@@ -49,6 +49,9 @@ class DemoSettings:
     """The decoder's upsampling (``model.overrides.upsampling``); None keeps ``demo.yaml``'s."""
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     """More ``model.overrides`` (``build_model`` arguments, e.g. ``{"max_filters": 16}``)."""
+    loss: Mapping[str, float] | None = None
+    """Loss weights by term (the config's ``loss``, e.g. ``{"mse": 1.0}``); None keeps
+    ``demo.yaml``'s (the preset's default)."""
 
 
 def check_settings(settings: DemoSettings) -> None:
@@ -120,6 +123,8 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     if s.upsampling is not None:
         overrides["model.overrides.upsampling"] = s.upsampling
     overrides.update({f"model.overrides.{k}": v for k, v in s.model_overrides.items()})
+    if s.loss is not None:
+        overrides["loss"] = dict(s.loss)
     result = train(config, overrides=overrides)
     _log(f"3/5 evaluation on the test split ({time.perf_counter() - t0:.0f} s so far)")
     predictor = load_predictor(out / "run")
