@@ -2897,6 +2897,14 @@ def _usage_cases() -> None:
         "unknown preset",
         "512-Densest",
     )
+    _add(
+        "config/style-evaluate-c2st-repeats-zero",
+        ["style", "evaluate", "--model", "{case}/absent", "--c2st-repeats", "0"],
+        None,
+        "config",
+        "must be >= 1",
+        "--c2st-repeats",
+    )
     _add("usage/style-alone", ["style"], None, usage, "subcommand", "style")
     _add("usage/style-unknown", ["style", "paint"], None, usage, "invalid choice", "paint")
     _add("usage/train-without-config", ["train"], None, usage, "required", "--config")

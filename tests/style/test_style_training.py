@@ -441,7 +441,7 @@ def test_evaluate_and_cli(domains, trained, tmp_path, capsys) -> None:
          "--output", str(tmp_path / "ev0")]
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 5 and len(err) == 1 and "c2st_repeats" in err[0]
+    assert code == 5 and len(err) == 1 and "--c2st-repeats" in err[0]
 
 
 def _predict_args(trained, tmp_path: Path) -> list[str]:

@@ -163,9 +163,12 @@ def run_style_apply(args: argparse.Namespace) -> int:
 def run_style_evaluate(args: argparse.Namespace) -> int:
     """Runs ``xprospect style evaluate``: prints the score table and the report folder, which must
     be new or empty (checked first) unless ``--overwrite``."""
+    from xprospect.errors import ConfigError
     from xprospect.style.evaluate import evaluate_style
     from xprospect.utils import check_output
 
+    if args.c2st_repeats < 1:  # before the model loads: the mistake is in the command line
+        raise ConfigError(f"--c2st-repeats: must be >= 1, got {args.c2st_repeats}")
     out = args.output or str(Path(args.model) / f"style_eval_{args.split}")
     check_output(out, args.overwrite, folder=True)
     model = load_style_model_for(args.model, "drr2real", "real2drr", trust=args.trust_model)
