@@ -19,8 +19,13 @@ The parameter columns: the trained generator + discriminator at ``--size``; the 
 built at 128^3, the papers' size; and the count the paper (or, for X2CT, its official code)
 states (:data:`PAPER_PARAMS`; most papers give none).
 
+Each run is validated :data:`VALIDATIONS` times (5 validation phantoms) and scored with the
+weights of its best validation PSNR-3D: early stopping by selection, the same rule for every
+preset. A finished preset's record (``WORKDIR/runs/PRESET/result.json``) is reused by a later
+call with the same budget and dataset, so a long budget can be run in parts (``--presets``).
+
 Run: ``.venv/bin/python benchmarks/bench_models.py [--budget-s 120] [--presets ...]``. Prints a
-table and writes ``benchmarks/results/bench_models.json`` and ``bench_models.md``.
+table and writes ``benchmarks/results/bench_models.json`` and ``bench_models.md`` (``--output``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +74,7 @@ from pathlib import Path
 import numpy as np
 preset, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 budget, views = float(sys.argv[4]), sys.argv[5].split(",")
+VALIDATIONS = int(sys.argv[6])
 from xprospect.config import config_from_dict
 from xprospect.training import Trainer
 
@@ -88,8 +95,11 @@ calib = Trainer(config(5, out / "calibration", 1000), step_hook=hook, progress=F
 calib.fit()
 step_s = statistics.median(np.diff(times[:-1]) if len(times) > 3 else np.diff(times))
 steps = max(5, int(budget / step_s))
+# Validation VALIDATIONS times in the run: the weights with the best validation PSNR-3D are the
+# ones scored (early stopping by selection; validation time is outside the step budget).
+every = max(1, steps // VALIDATIONS)
 t0 = time.perf_counter()
-trainer = Trainer(config(steps, out / "run", steps), progress=False)
+trainer = Trainer(config(steps, out / "run", every), progress=False)
 result = trainer.fit()
 train_s = time.perf_counter() - t0
 params_g = int(trainer.model.count_params())
@@ -100,11 +110,17 @@ from xprospect.inference import load_predictor
 from xprospect.data.samples import sample_ct
 from xprospect.evaluation import score_real_ct
 predictor = load_predictor(out / "run")
+best = out / "run" / "best.weights.h5"
+best_step = None
+if best.exists():
+    predictor.model.load_weights(best)
+    best_step = json.loads((out / "run" / "best.json").read_text()).get("step")
 ev = evaluate_dataset(predictor, data, out / "eval", split="test", baselines=False, panels=2)
 # Inside the real CT's validity mask; the baselines' rows come from the parent (fitted once).
 real = score_real_ct(predictor, sample_ct().ct_path, data, baselines={}).metrics["model"]
 print("RESULT " + json.dumps({
-    "status": result.status, "steps": steps, "step_s": step_s, "train_s": train_s,
+    "status": result.status, "steps": steps, "best_step": best_step, "step_s": step_s,
+    "train_s": train_s,
     "params_generator": params_g, "params_discriminator": params_d,
     "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
     "test": {k: v for k, v in ev.summary["model"].items()},
@@ -166,9 +182,24 @@ def baselines(data: Path, out: Path) -> dict:
     return rows
 
 
+VALIDATIONS = 6
+"""Validations per run; the best of them (validation PSNR-3D) is the model scored."""
+
+
 def run_preset(preset: str, data: Path, out: Path, budget_s: float) -> dict:
+    """Trains and scores one preset in a fresh process; a finished preset's record in
+    ``out/PRESET/result.json`` is reused when its budget and dataset match (a long benchmark
+    can be run in parts)."""
     from xprospect.models import PRESETS
 
+    record = out / preset / "result.json"
+    key = {"budget_s": budget_s, "data": str(data), "validations": VALIDATIONS}
+    if record.exists():
+        cached = json.loads(record.read_text())
+        if cached.get("key") == key and "error" not in cached["result"]:
+            print(f"{preset}: reusing {record}", flush=True)
+            return dict(cached["result"], reused=True)
+    shutil.rmtree(out / preset, ignore_errors=True)  # a run of other settings, or unfinished
     views = ",".join(PRESETS[preset]["views"][0])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
@@ -181,6 +212,7 @@ def run_preset(preset: str, data: Path, out: Path, budget_s: float) -> dict:
             str(out / preset),
             str(budget_s),
             views,
+            str(VALIDATIONS),
         ],
         capture_output=True,
         text=True,
@@ -189,7 +221,10 @@ def run_preset(preset: str, data: Path, out: Path, budget_s: float) -> dict:
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            result = json.loads(line[len("RESULT ") :])
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+            return result
     lines = (proc.stderr or proc.stdout).strip().splitlines()
     return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
 
@@ -235,6 +270,8 @@ def table(rows: dict, at_128: dict[str, str] | None = None) -> str:
             else "-"
         )
         steps = r.get("steps", "-")
+        if r.get("best_step") is not None:
+            steps = f"{steps} (best {r['best_step']})"
         step_s = f"{r['step_s']:.2f}" if "step_s" in r else "-"
         rss = f"{r['peak_rss_gib']:.2f}" if "peak_rss_gib" in r else "-"
         cells = [f"{_mean(test, m):.4f}" for m in METRICS]
@@ -255,6 +292,11 @@ def main() -> None:
     parser.add_argument("--test-cases", type=int, default=10)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--workdir", default="/tmp/xprospect_bench_models")
+    parser.add_argument(
+        "--output",
+        default=str(RESULTS / "bench_models.json"),
+        help="JSON path (the Markdown table beside it)",
+    )
     args = parser.parse_args()
 
     work = Path(args.workdir)
@@ -284,9 +326,12 @@ def main() -> None:
         f"python benchmarks/bench_models.py --size {args.size} --budget-s {args.budget_s:g} "
         f"--train-cases {args.train_cases} --val-cases {args.val_cases} "
         f"--test-cases {args.test_cases}"
+        + (f" --presets {' '.join(args.presets)}" if list(args.presets) != list(PRESETS) else "")
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_models.json").write_text(
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in PRESETS if p not in args.presets]
+    out.write_text(
         json.dumps(
             {
                 "command": command,
@@ -295,18 +340,23 @@ def main() -> None:
                 "paper_params": PAPER_PARAMS,
                 "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
                 "total_s": time.perf_counter() - t0,
+                "validations": VALIDATIONS,
+                "not_run": missing,
             },
             indent=2,
         )
         + "\n"
     )
-    (RESULTS / "bench_models.md").write_text(
+    out.with_suffix(".md").write_text(
         f"# Model families side by side ({args.size}^3 phantoms, {args.budget_s:g} s of CPU "
         f"training each)\n\nCommand: `{command}`\n\n{text}\n\nReal CT columns: the LIDC chest "
         "CT reconstructed from its own X2CT DRRs, every row (model or baseline) scored inside "
-        "its validity mask (`xprospect.evaluation.real_ct_case`).\n"
+        "its validity mask (`xprospect.evaluation.real_ct_case`). Each model is validated "
+        f"{VALIDATIONS} times in its run and scored with the weights of its best validation "
+        "PSNR-3D (steps: run (best)).\n"
+        + (f"\nNot run with this budget yet: {', '.join(missing)}.\n" if missing else "")
     )
-    print(f"wrote {RESULTS / 'bench_models.json'} and bench_models.md")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
