@@ -244,9 +244,11 @@ def _drr_scores(
 
 def _load_real(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, float]:
     from xprospect.io import read_volume
-    from xprospect.preprocessing import ct_preprocessing, scan_mask
+    from xprospect.preprocessing import ct_preprocessing, remove_couch, scan_mask
 
-    raw = read_volume(path)
+    # As ``prepare`` and ``score_real_ct`` see a real CT: no couch (a standing patient's
+    # radiograph shows none, and the phantoms have none).
+    raw = remove_couch(read_volume(path))
     ct, valid = ct_preprocessing(size=size)(raw, scan_mask(raw))
     hu = np.clip(ct.array, *STORED_HU_RANGE).astype(np.float32)
     return hu, np.asarray(valid.array) > 0, float(ct.spacing_mm[0])
