@@ -65,6 +65,7 @@ def throughput(
 
     from xprospect.style.config import style_config_from_dict
     from xprospect.style.training import CycleGANStepLogic, translate_images
+    from xprospect.training.distribute import graph_rewrites
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32" if precision == "none" else precision)
@@ -87,7 +88,9 @@ def throughput(
         b = rng.random((1, size, size, 1), "float32")
         it = iter(tf.data.Dataset.from_tensors((a, b)).repeat())
         step = logic.make_train_step()
-        train = _time(lambda: {k: float(v) for k, v in step(it).items()}, repeats)
+        # Grappler's settings as the trainer has them (no "remapper failed" on the padded Ds).
+        with graph_rewrites([logic.d_a, logic.d_b]):
+            train = _time(lambda: {k: float(v) for k, v in step(it).items()}, repeats)
         images = rng.random((8, size, size), "float32")
         apply = _time(lambda: translate_images(logic.g_ab, images, batch_size=8), repeats)
         params = {
