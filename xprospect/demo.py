@@ -60,17 +60,12 @@ def check_settings(settings: DemoSettings) -> None:
     Raises:
         ConfigError: An unknown preset or phantom calibration, named with what is known.
     """
-    from xprospect.errors import ConfigError
     from xprospect.models import canonical_preset
-    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+    from xprospect.phantoms import phantom_calibration
 
     if settings.preset is not None:
         canonical_preset(settings.preset)
-    if settings.phantom_calibration not in PHANTOM_CALIBRATIONS:
-        raise ConfigError(
-            f"phantom_calibration: unknown {settings.phantom_calibration!r}; known: "
-            f"{', '.join(sorted(PHANTOM_CALIBRATIONS))}"
-        )
+    phantom_calibration(settings.phantom_calibration)
 
 
 def _log(msg: str) -> None:

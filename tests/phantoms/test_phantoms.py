@@ -385,8 +385,16 @@ def test_size_factor_sets_the_spread_of_body_sizes():
 
 
 def test_unknown_calibration_is_refused():
-    with pytest.raises(ValueError, match="unknown phantom calibration 'cadaver'"):
+    from xprospect.demo import DemoSettings, check_settings
+    from xprospect.errors import ConfigError
+
+    # The phantom generator and the demo share one check (phantom_calibration).
+    with pytest.raises(
+        ConfigError, match=r"unknown phantom calibration 'cadaver'; known: .*real_ct"
+    ):
         chest_phantom(32, seed=0, calibration="cadaver")
+    with pytest.raises(ConfigError, match="unknown phantom calibration 'cadaver'"):
+        check_settings(DemoSettings(phantom_calibration="cadaver"))
 
 
 def test_supersampling_is_the_block_mean_of_the_finer_phantom():

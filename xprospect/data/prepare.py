@@ -135,13 +135,9 @@ class PrepareConfig:
         for key in ("real_augment", "augment_seed"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        from xprospect.phantoms import PHANTOM_CALIBRATIONS
+        from xprospect.phantoms import phantom_calibration
 
-        if self.phantom_calibration not in PHANTOM_CALIBRATIONS:
-            raise ConfigError(
-                f"unknown phantom calibration {self.phantom_calibration!r}; "
-                f"known: {', '.join(sorted(PHANTOM_CALIBRATIONS))}"
-            )
+        phantom_calibration(self.phantom_calibration)
 
     @property
     def spacing_mm(self) -> float:

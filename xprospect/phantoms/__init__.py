@@ -13,6 +13,7 @@ from xprospect.phantoms.chest import (
     PhantomCalibration,
     chest_phantom,
     chest_phantoms,
+    phantom_calibration,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "asymmetric_phantom",
     "chest_phantom",
     "chest_phantoms",
+    "phantom_calibration",
 ]

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xprospect.constants import DEFAULT_FOV_MM
+from xprospect.errors import ConfigError
 from xprospect.image import Volume
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "PhantomCalibration",
     "chest_phantom",
     "chest_phantoms",
+    "phantom_calibration",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -417,12 +419,19 @@ _CORTICAL_TISSUES = (
 )
 
 
-def _calibration(calibration: str | PhantomCalibration) -> PhantomCalibration:
+def phantom_calibration(calibration: str | PhantomCalibration) -> PhantomCalibration:
+    """The population named ``calibration`` in :data:`PHANTOM_CALIBRATIONS` (an instance is
+    returned as it is): the one check of a calibration name every entry point shares.
+
+    Raises:
+        ConfigError: An unknown name, with the known ones.
+    """
     if isinstance(calibration, PhantomCalibration):
         return calibration
     if calibration not in PHANTOM_CALIBRATIONS:
-        raise ValueError(
-            f"unknown phantom calibration {calibration!r}; known: {sorted(PHANTOM_CALIBRATIONS)}"
+        raise ConfigError(
+            f"unknown phantom calibration {calibration!r}; "
+            f"known: {', '.join(sorted(PHANTOM_CALIBRATIONS))}"
         )
     return PHANTOM_CALIBRATIONS[calibration]
 
@@ -1547,7 +1556,7 @@ def chest_phantom(
         ValueError: On a shape under 16 voxels, a non-positive spacing, negative counts/noise
             or an unknown calibration.
     """
-    cal = _calibration(calibration)
+    cal = phantom_calibration(calibration)
     shape = _shape_of(size)
     spacing = DEFAULT_FOV_MM / max(shape) if spacing_mm is None else float(spacing_mm)
     if not (math.isfinite(spacing) and spacing > 0):
