@@ -12,10 +12,11 @@
    The step count is ``--budget-s`` divided by the measured step time. ``xprospect style
    evaluate`` then scores the DRRs of the phantom test split (never seen in training) before and
    after translation against the held-out real X-rays: C2ST accuracy/AUC, histogram distances,
-   radial-spectrum distance and cycle errors. The figures are copied to
-   ``benchmarks/results/style/``. ``--film-augmentation`` trains with the film-like
-   augmentation of the DRRs (``data.film_augmentation: {}``, :mod:`xprospect.style.film`'s
-   defaults; issue 17); the evaluation DRRs stay unaugmented.
+   radial-spectrum distance and cycle errors. The figures are copied beside the JSON
+   (:func:`figures_dir`: ``benchmarks/results/style/`` for the default ``--output``).
+   ``--film-augmentation`` trains with the film-like augmentation of the DRRs
+   (``data.film_augmentation: {}``, :mod:`xprospect.style.film`'s defaults; issue 17); the
+   evaluation then films the test DRRs the same way (seeded), the run's own domain A.
 
 A CPU budget of minutes is far below CycleGAN's usual 200 epochs on a GPU: the numbers show what
 the stage does after that budget, not what it can reach.
@@ -112,7 +113,15 @@ def throughput(
     }
 
 
-def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | None:
+def figures_dir(output: Path) -> Path:
+    """Where a run's figures go: ``style/`` beside the default ``bench_style.json``,
+    ``<stem>_figures/`` beside any other ``--output`` (so a variant never overwrites them)."""
+    return output.parent / ("style" if output.stem == "bench_style" else f"{output.stem}_figures")
+
+
+def budgeted_run(
+    args: argparse.Namespace, step_s: float, earlier: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     from xprospect.data.prepare import PrepareConfig, prepare_dataset
     from xprospect.style.config import style_config_from_dict
     from xprospect.style.evaluate import evaluate_style
@@ -161,16 +170,16 @@ def budgeted_run(args: argparse.Namespace, step_s: float) -> dict[str, Any] | No
             },
         }
     )
-    if args.evaluate_only:
+    if earlier is not None:
         # The finished run of an earlier call, scored again (e.g. after evaluation changed).
-        done = json.loads(Path(args.output).read_text())["run"]
+        done = earlier["run"]
         steps_done, train_s = int(done["steps"]), float(done["train_wall_s"])
     else:
         t0 = time.perf_counter()
         steps_done = train_style(cfg, progress=True).steps
         train_s = time.perf_counter() - t0
     ev = evaluate_style(out, work / "eval", split="test", c2st_repeats=args.c2st_repeats)
-    figures = RESULTS / "style"
+    figures = figures_dir(Path(args.output))
     figures.mkdir(parents=True, exist_ok=True)
     for name in ("grid.png", "spectra.png", "histograms.png"):
         shutil.copy2(work / "eval" / name, figures / name)
@@ -268,8 +277,9 @@ def main() -> int:
     parser.add_argument("--output", default=str(RESULTS / "bench_style.json"))
     args = parser.parse_args()
 
-    if args.evaluate_only:
-        rows = json.loads(Path(args.output).read_text())["throughput"]
+    earlier = json.loads(Path(args.output).read_text()) if args.evaluate_only else None
+    if earlier is not None:
+        rows = earlier["throughput"]
     else:
         rows = [
             throughput(args.size, args.repeats, p, args.upsampling)
@@ -284,7 +294,7 @@ def main() -> int:
         )
     by_precision = {r["precision"]: r for r in rows}
     step_s = by_precision.get(args.precision, rows[0])["train_step_s"]
-    run = None if args.skip_run else budgeted_run(args, step_s)
+    run = None if args.skip_run else budgeted_run(args, step_s, earlier)
     if run is not None:
         print(f"\n{run['steps']} steps in {run['train_wall_s']:.0f} s\n{run['table']}")
     report = {

@@ -376,6 +376,12 @@ def test_a_run_trained_on_film_like_drrs_translates_film_like_drrs(domains, trai
     got = model.film(x, seed=4)
     np.testing.assert_array_equal(got, np.stack(want))
     assert np.abs(got - x).mean() > 0.01
+    # A film_augmentation block this version cannot read is a ConfigError naming style.json.
+    broken = tmp_path / "broken_film_run"
+    shutil.copytree(filmed, broken)
+    (broken / STYLE_FILE).write_text(json.dumps({**meta, "film_augmentation": {"bogus": 1}}))
+    with pytest.raises(ConfigError, match=rf"{STYLE_FILE}: film_augmentation: .*bogus"):
+        StyleModel(broken).film(x)
     # stylize_dataset films each case with a seed of its id before translating it.
     out = stylize_dataset(ds, [filmed], tmp_path / "stylized", progress=False)
     src = load_dataset(

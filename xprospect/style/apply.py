@@ -57,6 +57,7 @@ class StyleModel:
         size: The image edge it was trained at.
         source: What domain A was: ``drr`` or ``mean_ct``.
         meta: The whole ``style.json``.
+        meta_path: That file.
     """
 
     def __init__(self, folder: str | os.PathLike[str], *, trust: bool = False) -> None:
@@ -64,7 +65,7 @@ class StyleModel:
 
         self.folder = Path(folder)
         self.trust = trust
-        meta_path = self.folder / STYLE_FILE
+        meta_path = self.meta_path = self.folder / STYLE_FILE
         if not meta_path.exists():
             raise MissingDataError(
                 f"no {STYLE_FILE}: not a finished 'xprospect style train' run", self.folder
@@ -129,7 +130,7 @@ class StyleModel:
         try:
             cfg = FilmAugmentationConfig(**config)
         except TypeError as exc:
-            raise ConfigError(f"style metadata: film_augmentation: {exc}", self.folder) from None
+            raise ConfigError(f"film_augmentation: {exc}", self.meta_path) from None
         low, high = self.meta.get("percentiles", list(XRAY_WINDOW_PERCENTILES))
         pct = (float(low), float(high))
         out = [FilmAugmentation(cfg, film_seed(seed, i), pct)(x) for i, x in enumerate(a)]
