@@ -297,6 +297,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"Scanned region: {100 * first['scanned_fraction']:.1f} % of the cube.",
                 "",
             ]
+    lines += lung_markdown(result, reals)
     lines += [
         "## Phantom test splits",
         "",
@@ -333,6 +334,40 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("realism_markdown"):
         lines += [result["realism_markdown"], ""]
     return "\n".join(lines)
+
+
+def lung_markdown(result: dict[str, Any], reals: list[str]) -> list[str]:
+    """The lungs of each variant's reconstruction on every real CT against its own phantom test
+    split: Dice of the lung masks (< -400 HU inside the body, :mod:`xprospect.metrics`) and
+    predicted / true lung volume. Where PSNR-3D says how far off a model is, this says how: a
+    model that sees phantom-like lungs in every input keeps its lungs on phantoms and loses them
+    on real DRRs."""
+
+    def cell(m: dict[str, float] | None) -> str:
+        if not m or "lung_dice" not in m:  # a record scored before lungs were measured
+            return "-"
+        ratio = m["lung_volume_ml_pred"] / max(m["lung_volume_ml_truth"], 1e-9)
+        return f"{m['lung_dice']:.2f} / {ratio:.2f}"
+
+    lines = [
+        "## Lungs",
+        "",
+        "Lung Dice / predicted over true lung volume of the model (the mean volume's in "
+        "brackets), on each real CT and on the variant's own phantom test split (means over "
+        "its cases).",
+        "",
+        "| variant | " + " | ".join(reals) + " | phantom test (own) |",
+        "|---|" + "---|" * (len(reals) + 1),
+    ]
+    for name, v in result["variants"].items():
+        row = [name]
+        for real in reals:
+            r = v["scores"]["real"].get(real)
+            m = r["metrics"] if r else None
+            row.append("-" if m is None else f"{cell(m['model'])} ({cell(m.get('mean_volume'))})")
+        row.append(cell(v["scores"]["phantom_test"].get("own", {}).get("model")))
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
 
 
 def verdict(result: dict[str, Any]) -> tuple[str, str | None]:

@@ -95,6 +95,18 @@ def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
     assert "| original | 14.40 | 0.300 | 13.40 | 0.230 | +1.00 | +0.070 |" in text
     assert "| original | own | 21.00 | 0.600 | 19.00 | 13.00 |" in text
     assert "Scanned region: 90.0 % of the cube." in text
+    # Without lung metrics (an older record) the lung table says so rather than failing.
+    assert "| original | - (-) | - |" in text
+    # Lung Dice / volume ratio: 1200 / 3000 ml = 0.40 on the real CT, 3900 / 4000 on phantoms.
+    lungs = {"lung_dice": 0.55, "lung_volume_ml_pred": 1200.0, "lung_volume_ml_truth": 3000.0}
+    real = result["variants"]["original"]["scores"]["real"]["LIDC"]["metrics"]
+    real["model"].update(lungs)
+    real["mean_volume"].update(
+        lung_dice=0.6, lung_volume_ml_pred=3300.0, lung_volume_ml_truth=3000.0
+    )
+    own = result["variants"]["original"]["scores"]["phantom_test"]["own"]["model"]
+    own.update(lung_dice=0.93, lung_volume_ml_pred=3900.0, lung_volume_ml_truth=4000.0)
+    assert "| original | 0.55 / 0.40 (0.60 / 1.10) | 0.93 / 0.97 |" in bench.markdown(result)
 
 
 def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench, tmp_path):
