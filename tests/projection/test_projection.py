@@ -482,3 +482,20 @@ def test_plastimatch_backend_agrees(view):
     assert_allclose(theirs.sum(), ours.sum(), rtol=0.02)  # same units: ∫ mu dl
     raw = plastimatch_drr(ph.volume.array, ph.volume.spacing_mm, geom, hu_conversion="plastimatch")
     assert np.corrcoef(raw.ravel(), theirs.ravel())[0, 1] > 0.95
+
+
+def test_changing_batch_sizes_reuse_one_trace_without_a_retracing_warning(caplog):
+    from xprospect.projection.renderers import get_projector
+
+    geom = geometry_preset("x2ct", "frontal", 12)
+    proj = get_projector(geom, (12, 12, 12), 25.0)
+    rng = np.random.default_rng(0)
+    vols = rng.uniform(-1000, 1000, (7, 12, 12, 12)).astype(np.float32)
+    singles = [render_drr_batch(v[None], 25.0, [geom]).numpy()[0] for v in vols]
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for b in range(1, 8):  # a new batch size each call, as shards and single CTs give
+            got = render_drr_batch(vols[:b], 25.0, [geom]).numpy()
+            assert_allclose(got, np.stack(singles[:b]), rtol=1e-5, atol=1e-4)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    # The first shape, then one relaxed trace for every other batch size.
+    assert proj._forward.experimental_get_tracing_count() <= 2

@@ -75,13 +75,16 @@ def hu_to_mu(hu: T, mu_water_per_mm: float = MU_WATER_PER_MM) -> T:
 
 @functools.cache
 def _compiled_hu_to_mu() -> Any:
-    """One fused XLA pass (eagerly, multiply, add and clip would each stream the whole batch)."""
+    """One fused XLA pass (eagerly, multiply, add and clip would each stream the whole batch).
+
+    Elementwise, so one trace of any shape serves all (``reduce_retracing``): volumes of many
+    sizes pass through it without retracing or TensorFlow's retracing warning."""
     import tensorflow as tf
 
     def convert(x: Any, mu_water: Any) -> Any:
         return tf.nn.relu(x * (mu_water / 1000.0) + mu_water)
 
-    return tf.function(convert, jit_compile=True, autograph=False)
+    return tf.function(convert, jit_compile=True, autograph=False, reduce_retracing=True)
 
 
 def intensity(line_integral: T) -> T:

@@ -277,8 +277,16 @@ class Projector:
         def backward(y: tf.Tensor) -> Any:
             return adjoint(y), lambda dx: forward(dx)
 
-        self._forward = tf.function(forward, jit_compile=jit_compile, autograph=False)
-        self._adjoint = tf.function(backward, jit_compile=jit_compile, autograph=False)
+        # reduce_retracing: one trace serves every batch size (the kernels read the batch
+        # dimension at run time), so callers with changing batches (a dataset's last shard, one
+        # real CT after a batch of phantoms) neither retrace nor draw TensorFlow's warning.
+        fn_args: dict[str, Any] = {
+            "jit_compile": jit_compile,
+            "autograph": False,
+            "reduce_retracing": True,
+        }
+        self._forward = tf.function(forward, **fn_args)
+        self._adjoint = tf.function(backward, **fn_args)
 
     # -- public --------------------------------------------------------------------------------
     def __call__(self, volumes: Any) -> tf.Tensor:
