@@ -180,20 +180,40 @@ def test_parser_builds_without_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
-def test_tensorflow_imports_without_scikit_learn_outside_tune():
-    # Keras imports scikit-learn with TensorFlow where installed (1 s, 60 MB); only `tune` uses it.
+def test_tensorflow_imports_without_scikit_learn_and_jax_outside_tune():
+    # Keras imports scikit-learn and TensorFlow Lite imports JAX with TensorFlow where installed
+    # (about 1.4 s and 200 MB); no command but `tune` (scikit-learn) uses either.
     code = (
         "import sys\n"
         "from xprospect.cli.main import OPTIONAL_AT_TENSORFLOW_IMPORT, _QuietTensorFlowImport\n"
         "_QuietTensorFlowImport.install_unless_imported(hidden=OPTIONAL_AT_TENSORFLOW_IMPORT)\n"
         "import tensorflow\n"
-        "print('sklearn' in sys.modules)\n"
-        "import sklearn\n"  # later imports work as usual
-        "print(sklearn.__name__)\n"
+        "print('sklearn' in sys.modules, 'jax' in sys.modules)\n"
+        "import sklearn, jax\n"  # later imports work as usual
+        "print(sklearn.__name__, jax.__name__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["False", "sklearn"]
+    assert proc.stdout.split() == ["False", "False", "sklearn", "jax"]
+
+
+def test_jax_is_hidden_only_where_keras_runs_on_another_backend(monkeypatch, tmp_path):
+    from xprospect.cli import predict, tune
+    from xprospect.cli.main import hidden_at_tensorflow_import, keras_backend_setting
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert keras_backend_setting() == "tensorflow"  # no keras.json: Keras' default
+    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn", "jax")
+    assert hidden_at_tensorflow_import(tune.__name__) == ()
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}', encoding="utf-8")
+    assert keras_backend_setting() == "jax"
+    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn",)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # the variable overrides keras.json
+    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn", "jax")
+    (tmp_path / "keras.json").write_text("not json", encoding="utf-8")
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert keras_backend_setting() == "tensorflow"
 
 
 def test_every_command_group_adds_its_commands_and_only_the_cli_uses_argparse():

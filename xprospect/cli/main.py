@@ -17,6 +17,7 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import logging
 import os
 import platform
@@ -49,14 +50,19 @@ __all__ = [
     "COMMAND_GROUPS",
     "OPTIONAL_AT_TENSORFLOW_IMPORT",
     "build_parser",
+    "hidden_at_tensorflow_import",
+    "keras_backend_setting",
     "main",
     "quiet_tensorflow_start_up",
     "without_tensorflow_noise",
 ]
 
-OPTIONAL_AT_TENSORFLOW_IMPORT = ("sklearn",)
-"""Modules Keras imports with TensorFlow only where installed, that no command but ``tune``
-uses: hidden during that import (:func:`main`)."""
+OPTIONAL_AT_TENSORFLOW_IMPORT = ("sklearn", "jax")
+"""Modules TensorFlow imports with itself only where installed, that the commands do not use:
+hidden during that import (:func:`hidden_at_tensorflow_import`). Keras' scikit-learn wrappers
+import scikit-learn (used by ``tune``'s Bayesian search only); TensorFlow Lite's converter
+imports JAX (installed with the dev extras for the JAX-backend tests; the CLI runs Keras on
+TensorFlow)."""
 
 COMMAND_GROUPS = (data, models, evaluate, predict, style, export, train, tune, demo)
 """The command modules in the order ``xprospect --help`` lists their commands."""
@@ -105,9 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error("give a command (listed above)")
         return EXIT_USAGE
     _configure_logging(debug=args.debug, verbose=args.verbose)
-    # scikit-learn is for KerasTuner's Bayesian search only; Keras imports it with TensorFlow when
-    # it is installed (its scikit-learn wrappers): about 1 s and 60 MB of every other command.
-    hidden = () if handler.__module__ == tune.__name__ else OPTIONAL_AT_TENSORFLOW_IMPORT
+    hidden = hidden_at_tensorflow_import(handler.__module__)
     quiet = _QuietTensorFlowImport.install_unless_imported(quiet=not args.verbose, hidden=hidden)
     try:
         return handler(args)
@@ -116,6 +120,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if quiet is not None:
             quiet.uninstall()
+
+
+def keras_backend_setting() -> str:
+    """The Keras backend Keras will choose, read as Keras reads it without importing Keras:
+    ``KERAS_BACKEND``, else the ``backend`` of ``keras.json`` in ``KERAS_HOME`` (``~/.keras``),
+    else ``"tensorflow"``."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    with (
+        contextlib.suppress(OSError, ValueError, AttributeError),
+        open(os.path.join(home, "keras.json"), encoding="utf-8") as fh,
+    ):
+        return str(json.load(fh).get("backend", "tensorflow"))
+    return "tensorflow"
+
+
+def hidden_at_tensorflow_import(command_module: str) -> tuple[str, ...]:
+    """The modules of :data:`OPTIONAL_AT_TENSORFLOW_IMPORT` hidden while TensorFlow imports for
+    the command defined in ``command_module``: none for ``tune`` (scikit-learn serves its
+    Bayesian search), and JAX only where Keras' backend is not JAX (Keras, imported with
+    TensorFlow, would need it). Together about 1.4 s and 200 MB of every other command."""
+    if command_module == tune.__name__:
+        return ()
+    jax_backend = keras_backend_setting() == "jax"
+    return tuple(m for m in OPTIONAL_AT_TENSORFLOW_IMPORT if not (jax_backend and m == "jax"))
 
 
 def _fail(exc: BaseException, *, debug: bool, argv: Sequence[str]) -> int:
