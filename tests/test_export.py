@@ -21,7 +21,12 @@ import yaml
 from xprospect.cli import main
 from xprospect.errors import OutputExistsError
 from xprospect.export import SIGNATURES, WARMUP_FILE, export_model, next_version, prepare_images
-from xprospect.inference import prepare_xray, volume_from_output
+from xprospect.inference import (
+    load_predictor,
+    prepare_xray,
+    volume_from_output,
+    without_graph_rewrites,
+)
 from xprospect.serving import Client, ServingError, make_ndarray, make_tensor_proto
 
 SIZE = 32
@@ -207,6 +212,32 @@ def test_fresh_process_matches_keras_and_cli_lists_signatures(shared, keras_mode
 
 
 # --- signatures in process -----------------------------------------------------------------
+
+
+def test_saved_model_predictor_matches_keras_and_leaves_grappler_as_it_was(shared, keras_model):
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options()
+    predictor = load_predictor(shared["version"])
+    inputs = _xrays(3, seed=5)
+    first = predictor.predict(inputs, batch_size=2)  # instantiates the function, Grappler off
+    again = predictor.predict(inputs, batch_size=3)  # another batch size, the same function
+    expected = np.asarray(keras_model(inputs, training=False))[..., 0]
+    np.testing.assert_allclose(first, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(again, expected, rtol=0, atol=1e-5)
+    assert tf.config.optimizer.get_experimental_options() == before
+
+
+def test_without_graph_rewrites_restores_the_setting_even_on_error():
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options()
+    with without_graph_rewrites():
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"] is True
+    assert tf.config.optimizer.get_experimental_options() == before
+    with pytest.raises(RuntimeError, match="inside"), without_graph_rewrites():
+        raise RuntimeError("inside")
+    assert tf.config.optimizer.get_experimental_options() == before
 
 
 def test_predict_hu_is_int16_unwindowed_output(loaded, keras_model):

@@ -180,37 +180,42 @@ def test_parser_builds_without_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
-def test_tensorflow_imports_without_scikit_learn_and_jax_outside_tune():
+def test_tensorflow_imports_without_scikit_learn_and_jax_outside_tune_and_predict_without_keras():
     # Keras imports scikit-learn and TensorFlow Lite imports JAX with TensorFlow where installed
-    # (about 1.4 s and 200 MB); no command but `tune` (scikit-learn) uses either.
+    # (about 1.4 s and 200 MB); no command but `tune` (scikit-learn) uses either. `predict` also
+    # leaves Keras out (TensorFlow imports it for tf.keras only); Keras imports later as usual.
     code = (
-        "import sys\n"
-        "from xprospect.cli.main import OPTIONAL_AT_TENSORFLOW_IMPORT, _QuietTensorFlowImport\n"
-        "_QuietTensorFlowImport.install_unless_imported(hidden=OPTIONAL_AT_TENSORFLOW_IMPORT)\n"
+        "import os, sys\n"
+        "os.environ.pop('KERAS_BACKEND', None)\n"
+        "from xprospect.cli.main import _QuietTensorFlowImport, hidden_at_tensorflow_import\n"
+        "hidden = hidden_at_tensorflow_import('xprospect.cli.predict')\n"
+        "_QuietTensorFlowImport.install_unless_imported(hidden=hidden)\n"
         "import tensorflow\n"
-        "print('sklearn' in sys.modules, 'jax' in sys.modules)\n"
-        "import sklearn, jax\n"  # later imports work as usual
-        "print(sklearn.__name__, jax.__name__)\n"
+        "print(*(m in sys.modules for m in ('sklearn', 'jax', 'keras')))\n"
+        "import sklearn, jax, keras\n"  # later imports work as usual
+        "y = keras.layers.Dense(2, kernel_initializer='ones')(tensorflow.ones((1, 3)))\n"
+        "print(sklearn.__name__, jax.__name__, keras.backend.backend(), float(y[0, 0]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["False", "False", "sklearn", "jax"]
+    assert proc.stdout.split() == ["False", "False", "False", "sklearn", "jax", "tensorflow", "3.0"]
 
 
 def test_jax_is_hidden_only_where_keras_runs_on_another_backend(monkeypatch, tmp_path):
-    from xprospect.cli import predict, tune
+    from xprospect.cli import predict, train, tune
     from xprospect.cli.main import hidden_at_tensorflow_import, keras_backend_setting
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert keras_backend_setting() == "tensorflow"  # no keras.json: Keras' default
-    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn", "jax")
+    assert hidden_at_tensorflow_import(train.__name__) == ("sklearn", "jax")
+    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn", "jax", "keras")
     assert hidden_at_tensorflow_import(tune.__name__) == ()
     (tmp_path / "keras.json").write_text('{"backend": "jax"}', encoding="utf-8")
     assert keras_backend_setting() == "jax"
-    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn",)
+    assert hidden_at_tensorflow_import(train.__name__) == ("sklearn",)
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # the variable overrides keras.json
-    assert hidden_at_tensorflow_import(predict.__name__) == ("sklearn", "jax")
+    assert hidden_at_tensorflow_import(train.__name__) == ("sklearn", "jax")
     (tmp_path / "keras.json").write_text("not json", encoding="utf-8")
     monkeypatch.delenv("KERAS_BACKEND")
     assert keras_backend_setting() == "tensorflow"

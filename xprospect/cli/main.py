@@ -138,14 +138,18 @@ def keras_backend_setting() -> str:
 
 
 def hidden_at_tensorflow_import(command_module: str) -> tuple[str, ...]:
-    """The modules of :data:`OPTIONAL_AT_TENSORFLOW_IMPORT` hidden while TensorFlow imports for
-    the command defined in ``command_module``: none for ``tune`` (scikit-learn serves its
-    Bayesian search), and JAX only where Keras' backend is not JAX (Keras, imported with
-    TensorFlow, would need it). Together about 1.4 s and 200 MB of every other command."""
+    """The modules hidden while TensorFlow imports for the command defined in
+    ``command_module``: those of :data:`OPTIONAL_AT_TENSORFLOW_IMPORT` for every command but
+    ``tune`` (scikit-learn serves its Bayesian search), JAX only where Keras' backend is not JAX
+    (Keras, imported with TensorFlow, would need it); together about 1.4 s and 200 MB here. For
+    ``predict`` Keras too: TensorFlow imports it only for its ``tf.keras`` alias, which nothing
+    here uses, and a SavedModel runs on TensorFlow alone (a ``.keras`` model imports Keras after
+    TensorFlow, as usual): 0.7 s and 50 MB of the one-pair prediction's peak."""
     if command_module == tune.__name__:
         return ()
     jax_backend = keras_backend_setting() == "jax"
-    return tuple(m for m in OPTIONAL_AT_TENSORFLOW_IMPORT if not (jax_backend and m == "jax"))
+    hidden = tuple(m for m in OPTIONAL_AT_TENSORFLOW_IMPORT if not (jax_backend and m == "jax"))
+    return (*hidden, "keras") if command_module == predict.__name__ else hidden
 
 
 def _fail(exc: BaseException, *, debug: bool, argv: Sequence[str]) -> int:
