@@ -144,7 +144,7 @@ def hidden_at_tensorflow_import(command_module: str) -> tuple[str, ...]:
     (Keras, imported with TensorFlow, would need it); together about 1.4 s and 200 MB here. For
     ``predict`` Keras too: TensorFlow imports it only for its ``tf.keras`` alias, which nothing
     here uses, and a SavedModel runs on TensorFlow alone (a ``.keras`` model imports Keras after
-    TensorFlow, as usual): 0.7 s and 50 MB of the one-pair prediction's peak."""
+    TensorFlow, as usual): 0.7 s and about 25 MB of the one-pair prediction's peak."""
     if command_module == tune.__name__:
         return ()
     jax_backend = keras_backend_setting() == "jax"
