@@ -246,10 +246,12 @@ def load_predictor(path: str | os.PathLike[str], *, trust: bool = False) -> Pred
 def without_graph_rewrites() -> Iterator[None]:
     """TensorFlow's graph optimiser (Grappler) off while the block runs, as it was after.
 
-    A function is optimised once, when its first call instantiates it. For a served model's
-    forward pass the rewrites do not pay for themselves: with the demo model (64^3) the first
-    call takes 0.27 s instead of 0.48 s and 15-20 MB less memory, and later calls the same
-    (0.10 s against 0.09 s; ``benchmarks/README.md``, start-up). Training keeps them.
+    A function is optimised when a call instantiates it under options it was not instantiated
+    with. For a served model's forward pass the rewrites do not pay for themselves: with the
+    demo model (64^3) the first call takes 0.40 s instead of 0.50 s, the process's peak is about
+    20 MB lower, and later calls take 0.115 s instead of 0.102 s (``benchmarks/README.md``,
+    start-up). Training keeps them. The options are the process's: a call in another thread
+    while the block runs is instantiated without rewrites too.
     """
     import tensorflow as tf
 
@@ -276,17 +278,12 @@ def _saved_model_predictor(path: Path, *, trust: bool) -> Predictor:
     hu_window = resolve_hu_window(card.get("hu_window", "xprospect"))
     fov_mm = float(card.get("fov_mm", DEFAULT_FOV_MM))
 
-    instantiated = False
-
     def call(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        nonlocal instantiated
-        feed = {k: tf.constant(v) for k, v in inputs.items()}
-        if instantiated:
-            out = fn(**feed)
-        else:
-            with without_graph_rewrites():
-                out = fn(**feed)
-            instantiated = True
+        # Every call, not only the first: TensorFlow keys a function's instantiation by these
+        # options, so restoring them would instantiate (and optimise) it again at the next call,
+        # whose outputs would differ from the first's in the last bits.
+        with without_graph_rewrites():
+            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return next(iter(out.values())).numpy()
 
     return Predictor(
