@@ -253,15 +253,10 @@ def without_graph_rewrites() -> Iterator[None]:
     start-up). Training keeps them. The options are the process's: a call in another thread
     while the block runs is instantiated without rewrites too.
     """
-    import tensorflow as tf
+    from xprospect.utils import grappler_options
 
-    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
+    with grappler_options({"disable_meta_optimizer": True}):
         yield
-    finally:
-        # None is "TensorFlow's default" for an option never set.
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
 def _saved_model_predictor(path: Path, *, trust: bool) -> Predictor:

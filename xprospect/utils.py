@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ __all__ = [
     "atomic_path",
     "check_output",
     "folder_lock",
+    "grappler_options",
     "in_result",
     "json_depth",
     "output_error",
@@ -656,3 +657,20 @@ def folder_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             info_path.unlink()
         lock.release()
+
+
+@contextlib.contextmanager
+def grappler_options(options: Mapping[str, bool]) -> Iterator[None]:
+    """TensorFlow's graph-optimiser (Grappler) options set while the block runs, and put back as
+    they were after (also on an error). The options are the process's, read when a function is
+    instantiated (``tf.config.optimizer.set_experimental_options``)."""
+    import tensorflow as tf
+
+    current = tf.config.optimizer.get_experimental_options()
+    previous = {name: current.get(name) for name in options}
+    tf.config.optimizer.set_experimental_options(dict(options))
+    try:
+        yield
+    finally:
+        # None is "TensorFlow's default" for an option never set.
+        tf.config.optimizer.set_experimental_options(previous)

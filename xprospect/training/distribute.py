@@ -27,6 +27,7 @@ from typing import Any
 import tensorflow as tf
 
 from xprospect.errors import ConfigError
+from xprospect.utils import grappler_options
 
 __all__ = [
     "DataTracking",
@@ -96,13 +97,8 @@ def graph_rewrites(networks: Iterable[Any]) -> Iterator[None]:
     if not any(padded(net) for net in networks):
         yield
         return
-    previous = tf.config.optimizer.get_experimental_options().get("remapping")
-    tf.config.optimizer.set_experimental_options({"remapping": False})
-    try:
+    with grappler_options({"remapping": False}):
         yield
-    finally:
-        # None is "TensorFlow's default" for an option never set.
-        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 SYSTEM_ALLOCATOR_ENV = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
