@@ -357,7 +357,7 @@ def test_a_run_trained_on_film_like_drrs_translates_film_like_drrs(domains, trai
     from xprospect.style.apply import StyleModel, stylize_dataset
     from xprospect.style.evaluate import evaluate_style
     from xprospect.style.film import FilmAugmentation, FilmAugmentationConfig, film_seed
-    from xprospect.style.training import STYLE_FILE
+    from xprospect.style.training import STYLE_FILE, domain_a_images
 
     ds, _ = domains
     run = Path(trained.config.training.output_dir)  # type: ignore[attr-defined]
@@ -376,6 +376,12 @@ def test_a_run_trained_on_film_like_drrs_translates_film_like_drrs(domains, trai
     got = model.film(x, seed=4)
     np.testing.assert_array_equal(got, np.stack(want))
     assert np.abs(got - x).mean() > 0.01
+    # The noiseless twin: the same draws with zero noise (gain 0, read noise 0) instead of none.
+    silent = FilmAugmentationConfig(noise_gain_range=[0.0, 0.0], read_noise_std_range=[0.0, 0.0])
+    twin = [FilmAugmentation(silent, film_seed(4, i), pct)(x[i]) for i in range(3)]
+    quiet = model.film(x, seed=4, noise=False)
+    np.testing.assert_allclose(quiet, np.stack(twin), atol=1e-6)
+    assert 1e-4 < np.abs(got - quiet).mean() < 0.05  # only the noise differs
     # A film_augmentation block this version cannot read is a ConfigError naming style.json.
     broken = tmp_path / "broken_film_run"
     shutil.copytree(filmed, broken)
@@ -399,6 +405,10 @@ def test_a_run_trained_on_film_like_drrs_translates_film_like_drrs(domains, trai
             np.testing.assert_allclose(x_new["frontal"].numpy()[i, ..., 0], expected, atol=1e-3)
     ev = evaluate_style(filmed, tmp_path / "eval", dataset_dir=ds, split="train")
     assert np.isfinite(ev.cycle["drr_to_real_to_drr"])
+    drr_eval = domain_a_images(ds, "train", model.view, model.size)
+    noise = np.abs(model.film(drr_eval, 0) - model.film(drr_eval, 0, noise=False)).mean()
+    np.testing.assert_allclose(ev.cycle["film_noise"], noise, rtol=1e-5)
+    assert np.isfinite(ev.cycle["drr_to_real_to_drr_noiseless"])
     assert ev.film is not None and ev.film != ev.before  # the film DRRs scored on their own
     assert "| film DRR |" in ev.table()
     assert evaluate_style(run, tmp_path / "eval_plain", dataset_dir=ds, split="train").film is None

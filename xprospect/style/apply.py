@@ -19,6 +19,7 @@ Translation is deterministic: the generators run in inference mode and have no r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -113,13 +114,20 @@ class StyleModel:
         y = resize_batch(y, shape[0])
         return y[0] if single else y
 
-    def film(self, images: np.ndarray, seed: int = 0) -> np.ndarray:
+    def film(self, images: np.ndarray, seed: int = 0, *, noise: bool = True) -> np.ndarray:
         """Domain-A images ``(N, S, S)`` as the generators learned them: through the run's film
         augmentation (:mod:`xprospect.style.film`, the ``i``-th image with seed
         ``film_seed(seed, i)``) when it was trained with one; unchanged otherwise.
 
         A run trained on film-like DRRs never saw a clean one, so clean DRRs are outside its
         domain A: evaluation and :func:`stylize_dataset` pass them through this first.
+
+        Args:
+            images: DRRs ``(N, S, S)`` in [0, 1].
+            seed: Base seed of the draws.
+            noise: False: the same films without their detector noise (every other draw is
+                unchanged, see :class:`~xprospect.style.film.FilmAugmentation`), the image
+                content a cycle can give back; the noise itself is a fresh random draw.
         """
         a = np.asarray(images, dtype=np.float32)
         config = self.meta.get("film_augmentation")
@@ -131,6 +139,8 @@ class StyleModel:
             cfg = FilmAugmentationConfig(**config)
         except TypeError as exc:
             raise ConfigError(f"film_augmentation: {exc}", self.meta_path) from None
+        if not noise:
+            cfg = dataclasses.replace(cfg, noise_probability=0.0)
         low, high = self.meta.get("percentiles", list(XRAY_WINDOW_PERCENTILES))
         pct = (float(low), float(high))
         out = [FilmAugmentation(cfg, film_seed(seed, i), pct)(x) for i, x in enumerate(a)]

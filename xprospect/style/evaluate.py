@@ -12,7 +12,10 @@ their ``drr2real`` translations ("after"):
 and the cycle reconstruction errors ``|F(G(a)) - a|`` and ``|G(F(b)) - b|`` (mean absolute, on
 the [0, 1] scale). A run trained on film-like DRRs (``data.film_augmentation``) translates the
 DRRs after the same seeded film augmentation (its domain A, :meth:`StyleModel.film`), the cycle
-is taken against those, and a third column scores the film DRRs alone. The report folder gets
+is taken against those, and a third column scores the film DRRs alone. Such a run also records
+the DRR cycle against each film's noiseless twin (``drr_to_real_to_drr_noiseless``: the same
+draws without the detector noise, which is random and cannot come back through a cycle) and the
+noise's own mean absolute size (``film_noise``). The report folder gets
 ``style_eval.json``, ``style_eval.md``, ``grid.png`` (DRR | translated | cycled | real),
 ``spectra.png`` and ``histograms.png``.
 """
@@ -179,6 +182,13 @@ def evaluate_style(
         "drr_to_real_to_drr": float(np.mean(np.abs(cycled - drr_in))),
         "real_to_drr_to_real": float(np.mean(np.abs(real_cycled - real))),
     }
+    if m.meta.get("film_augmentation") is not None:
+        # The detector noise of a film DRR is a fresh random draw that no generator can give
+        # back: the same cycle against the noiseless twin of each film separates what the
+        # cycle loses from the noise, whose own size is recorded beside it.
+        noiseless = m.film(drr, seed, noise=False)
+        cycle["drr_to_real_to_drr_noiseless"] = float(np.mean(np.abs(cycled - noiseless)))
+        cycle["film_noise"] = float(np.mean(np.abs(drr_in - noiseless)))
     result = StyleEvaluation(
         before=before,
         after=after,
