@@ -83,6 +83,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "upsampling": "resize_conv",
         "preset": "512-ProjInj",
     },
+    "real_ct+projinj+resize_conv": {
+        "phantom_calibration": "real_ct",
+        "upsampling": "resize_conv",
+        "preset": "512-ProjInj",
+    },
     "real_ct+projinj+slim": {
         "phantom_calibration": "real_ct",
         "upsampling": None,
@@ -108,6 +113,7 @@ DEFAULT_VARIANTS = (
     "real_ct_population+projinj",
     "real_ct_population+projinj+resize_conv",
     "real_ct+projinj+mse",
+    "real_ct+projinj+resize_conv",
 )
 TARGET_DB = 2.5
 TARGET_SSIM = 0.10
