@@ -217,12 +217,19 @@ def exponents(
     batch: int | None = None,
 ) -> dict[str, float | None]:
     """Growth exponents of the measured cells along size (``batch`` fixed) or along batch
-    (``size`` fixed)."""
+    (``size`` fixed), fitted on the cells of one CPU: the one most of them were measured on (the
+    latest of those tied), since a resumed run may have moved to another machine."""
     pts = [
         (float(s if batch is not None else b), cells[f"{s}x{b}"])
         for s, b in itertools.product(sizes, batches)
         if (b == batch if batch is not None else s == size) and "missing" not in cells[f"{s}x{b}"]
     ]
+    cpus = [c.get("cpu") for _, c in pts]
+    if cpus:
+        counts = {cpu: cpus.count(cpu) for cpu in cpus}
+        best = max(counts.values())
+        cpu = [c for c in cpus if counts[c] == best][-1]
+        pts = [(x, c) for x, c in pts if c.get("cpu") == cpu]
     xs = [x for x, _ in pts]
     return {m: slope(xs, [c[m] for _, c in pts]) for m in ("step_s", "peak_rss_gib")}
 
@@ -250,6 +257,7 @@ def summarise(
                     "peak_rss_gib": res["peak_rss_gib"],
                     "first_step_s": res.get("first_step_s"),
                     "params": res.get("params"),
+                    "cpu": res.get("cpu"),
                 }
 
         table[preset] = {
@@ -313,7 +321,8 @@ def markdown(
                 if missing:
                     vals.append("n/m" if missing == "not measured" else missing.split(":")[0])
                 else:
-                    vals.append(_num(cell[metric], digits))
+                    other = cell.get("cpu") not in (None, machine.get("cpu"))
+                    vals.append(_num(cell[metric], digits) + (" *" if other else ""))
             size_k = row["size_exponent"][str(min(batches))][metric]
             at, batch_k = batch_exponent_at_largest(row, sizes, metric)
             batch_txt = f"{_num(batch_k, 2)} ({at}^3)" if at else "-"
@@ -325,6 +334,21 @@ def markdown(
         "stopped by the watchdog above the RSS limit; `over time`: above the cell's time limit "
         "(or a smaller cell of the same preset already was)."
     )
+    others = sorted(
+        {
+            str(cell["cpu"])
+            for row in table.values()
+            for cell in row["cells"].values()
+            if cell.get("cpu") not in (None, machine.get("cpu")) and "missing" not in cell
+        }
+    )
+    if others:
+        lines += [
+            "",
+            f"\\* measured on another machine ({', '.join(others)}) when the run was resumed "
+            "there; each exponent is fitted on the cells of one CPU, the one most of its cells "
+            "were measured on.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -404,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 timeout_s=args.cell_timeout_s,
             )
         result["load"] = os.getloadavg()[0]
+        # Resumed runs may span machines: each cell says which CPU it was measured on.
+        result["cpu"] = machine.get("cpu")
         done[cell] = result
         append_state(args.state, cell, result)
         _print_cell(cell, result)

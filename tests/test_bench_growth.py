@@ -75,6 +75,29 @@ def test_summary_and_markdown(bench):
     assert step_row == "| A | 2.00 | over memory | 8.00 | 16.00 | 2.00 | 1.00 (64^3) |"
 
 
+def test_exponents_use_the_cells_of_one_cpu(bench):
+    # A run resumed on another machine: 32^3 and 64^3 on "old", 128^3 on "new".
+    done = {
+        ("A", 32, 1): {"step_s": [1.0], "peak_rss_gib": 1.0, "cpu": "old"},
+        ("A", 64, 1): {"step_s": [4.0], "peak_rss_gib": 2.0, "cpu": "old"},
+        ("A", 128, 1): {"step_s": [1000.0], "peak_rss_gib": 3.0, "cpu": "new"},
+        ("A", 128, 2): {"step_s": [2000.0], "peak_rss_gib": 3.0, "cpu": "new"},
+    }
+    table = bench.summarise(done, ["A"], [32, 64, 128], [1, 2])
+    # Fitted on 32^3 and 64^3 only (two "old" cells against one "new").
+    np.testing.assert_allclose(table["A"]["size_exponent"]["1"]["step_s"], 2.0)
+    np.testing.assert_allclose(table["A"]["batch_exponent"]["128"]["step_s"], 1.0)
+    machine = {"cpu": "new", "cpu_count": 2, "memory": "1 GiB"}
+    text = bench.markdown(table, [32, 64, 128], [1, 2], machine, "cmd")
+    step_row = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
+    assert step_row.startswith("| A | 1.00 * | n/m | 4.00 * | n/m | 1000.00 | 2000.00 | 2.00 |")
+    assert "measured on another machine (old)" in text
+    # A tie goes to the CPU of the later cells.
+    tie = {k: v for k, v in done.items() if k != ("A", 32, 1)}
+    table = bench.summarise(tie, ["A"], [32, 64, 128], [1, 2])
+    assert table["A"]["size_exponent"]["1"]["step_s"] is None  # one "new" cell only
+
+
 @pytest.mark.parametrize(
     ("limits", "verdict"),
     [
