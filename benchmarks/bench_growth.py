@@ -226,9 +226,7 @@ def exponents(
     ]
     cpus = [c.get("cpu") for _, c in pts]
     if cpus:
-        counts = {cpu: cpus.count(cpu) for cpu in cpus}
-        best = max(counts.values())
-        cpu = [c for c in cpus if counts[c] == best][-1]
+        cpu = max(reversed(cpus), key=cpus.count)  # reversed: a tie goes to the later cells
         pts = [(x, c) for x, c in pts if c.get("cpu") == cpu]
     xs = [x for x, _ in pts]
     return {m: slope(xs, [c[m] for _, c in pts]) for m in ("step_s", "peak_rss_gib")}
@@ -284,6 +282,12 @@ def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _elsewhere(cell: Mapping[str, Any], machine: Mapping[str, Any]) -> bool:
+    """A measured cell from another CPU than the report's machine (cells before the CPU was
+    recorded count as this machine's)."""
+    return "missing" not in cell and cell.get("cpu") not in (None, machine.get("cpu"))
+
+
 def markdown(
     table: Mapping[str, Any],
     sizes: Sequence[int],
@@ -321,8 +325,9 @@ def markdown(
                 if missing:
                     vals.append("n/m" if missing == "not measured" else missing.split(":")[0])
                 else:
-                    other = cell.get("cpu") not in (None, machine.get("cpu"))
-                    vals.append(_num(cell[metric], digits) + (" *" if other else ""))
+                    vals.append(
+                        _num(cell[metric], digits) + (" *" if _elsewhere(cell, machine) else "")
+                    )
             size_k = row["size_exponent"][str(min(batches))][metric]
             at, batch_k = batch_exponent_at_largest(row, sizes, metric)
             batch_txt = f"{_num(batch_k, 2)} ({at}^3)" if at else "-"
@@ -339,7 +344,7 @@ def markdown(
             str(cell["cpu"])
             for row in table.values()
             for cell in row["cells"].values()
-            if cell.get("cpu") not in (None, machine.get("cpu")) and "missing" not in cell
+            if _elsewhere(cell, machine)
         }
     )
     if others:

@@ -158,13 +158,14 @@ def evaluate_style(
     drr = domain_a_images(data, split, m.view, m.size, source=m.source, limit=max_images)
     real = domain_b_images(cfg, "val", limit=max_images)
     # The generators' own domain A: film-like when the run was trained so (StyleModel.film).
+    filmed = m.meta.get("film_augmentation") is not None
     drr_in = m.film(drr, seed)
     translated = m.translate(drr_in, "drr2real")
     cycled = m.translate(translated, "real2drr")
     real_cycled = m.translate(m.translate(real, "real2drr"), "drr2real")
     before = style_scores(drr, real, seed=seed, c2st_kwargs=c2st_kwargs)
     film = None
-    if m.meta.get("film_augmentation") is not None:
+    if filmed:
         film = style_scores(drr_in, real, seed=seed, c2st_kwargs=c2st_kwargs)
     after = style_scores(translated, real, seed=seed, c2st_kwargs=c2st_kwargs)
     repeats = None
@@ -182,7 +183,7 @@ def evaluate_style(
         "drr_to_real_to_drr": float(np.mean(np.abs(cycled - drr_in))),
         "real_to_drr_to_real": float(np.mean(np.abs(real_cycled - real))),
     }
-    if m.meta.get("film_augmentation") is not None:
+    if filmed:
         # The detector noise of a film DRR is a fresh random draw that no generator can give
         # back: the same cycle against the noiseless twin of each film separates what the
         # cycle loses from the noise, whose own size is recorded beside it.
@@ -201,7 +202,7 @@ def evaluate_style(
     files = [
         save_style_grid(
             {
-                "DRR (film)" if m.meta.get("film_augmentation") else "DRR": drr_in,
+                "DRR (film)" if filmed else "DRR": drr_in,
                 "translated": translated,
                 "cycled": cycled,
                 "real (held out)": real,
