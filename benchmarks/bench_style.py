@@ -160,6 +160,7 @@ def budgeted_run(
         {
             "data": data,
             "model": {"generator": {"upsampling": args.upsampling}},
+            "loss": {} if args.cycle_weight is None else {"cycle": args.cycle_weight},
             "training": {
                 "steps": steps,
                 "validation_every": every,
@@ -190,6 +191,7 @@ def budgeted_run(
         "train_wall_s": train_s,
         "evaluated": time.strftime("%Y-%m-%d"),
         "precision": args.precision,
+        "cycle_weight": cfg.loss.cycle,
         "film_augmentation": None if film is None else dataclasses.asdict(film),
         "real_dir": str(real),
         "evaluation": ev.to_dict(),
@@ -286,6 +288,11 @@ def main() -> int:
         choices=("transpose", "resize_conv", "subpixel"),
         help="the generators' upsampling (transpose: CycleGAN's own)",
     )
+    parser.add_argument(
+        "--cycle-weight",
+        type=float,
+        help="the cycle loss weight lambda (default: the style config's, XprospeCT's 20)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "bench_style.json"))
     args = parser.parse_args()
 
@@ -337,7 +344,7 @@ def main() -> int:
             f"Budgeted run: {run['steps']} steps, {run['train_wall_s']:.0f} s, "
             f"{film} film augmentation of the DRRs, phantoms of the "
             f"'{args.phantom_calibration}' calibration, '{args.upsampling}' upsampling in the "
-            "generators.",
+            f"generators, cycle weight {run.get('cycle_weight', 20.0):g}.",
             "",
         ]
         md.append(run["table"])

@@ -129,3 +129,22 @@ def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench
     record = _variant({"LIDC": _scores((18.0, 0.5), (13.0, 0.2), (13.0, 0.2))}, test, None)
     assert not bench.rescore_if_stale(tmp_path / "old", record, [("LIDC", tmp_path / "ct.nii")])
     assert record["real_scoring"] is None
+
+
+def test_variants_share_a_dataset_only_when_every_setting_that_builds_it_agrees(bench, tmp_path):
+    base = {"size": 64, "train_cases": 200, "val_cases": 10, "test_cases": 20}
+    built = tmp_path / "a" / "data"
+    built.mkdir(parents=True)
+    (built / "manifest.json").write_text("{}")
+    done = {bench.dataset_key({**base, **bench.VARIANTS["real_ct+projinj"]}): built}
+    # Same calibration and counts: hard-linked, so prepare finds it complete.
+    same = {**base, **bench.VARIANTS["real_ct+resize_conv"]}
+    bench.share_dataset(tmp_path, "b", bench.dataset_key(same), done)
+    assert (tmp_path / "b" / "data" / "manifest.json").stat().st_ino == (
+        built / "manifest.json"
+    ).stat().st_ino
+    # Same calibration, twice the training phantoms: built on its own.
+    more = {**base, **bench.VARIANTS["real_ct+projinj+400"]}
+    assert more["train_cases"] == 400
+    bench.share_dataset(tmp_path, "c", bench.dataset_key(more), done)
+    assert not (tmp_path / "c").exists()
