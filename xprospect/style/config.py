@@ -27,7 +27,8 @@ A style file (``xprospect style train --config FILE.yaml``)::
       discriminator: {}          # PatchDiscriminator2D overrides (70x70 by default)
     loss:
       adversarial: lsgan         # lsgan | bce
-      cycle: 20.0                # lambda (XprospeCT: 20; CycleGAN: 10)
+      cycle: 20.0                # lambda (XprospeCT: 20; CycleGAN: 10; film runs: see
+                                 #   StyleLossConfig)
       identity: 0.5              # identity weight as a fraction of lambda (0: none)
     history_size: 50             # image history buffer per discriminator (0: none)
     optimizer:                   # xprospect.config.OptimizerConfig
@@ -111,7 +112,12 @@ class StyleModelConfig:
 @dataclass
 class StyleLossConfig:
     """CycleGAN's objective: adversarial + ``cycle`` * (L1 cycle A + L1 cycle B) +
-    ``identity * cycle`` * (L1 identity A + L1 identity B)."""
+    ``identity * cycle`` * (L1 identity A + L1 identity B).
+
+    ``cycle`` defaults to XprospeCT's 20. With film augmentation (domain A drawn wider) a
+    heavier cycle term is a deliberate option: ``benchmarks/bench_style.py`` measured the
+    DRR->real->DRR cycle error at 0.0297 / 0.0276 / 0.0257 for 20 / 30 / 40 at its 1500 s budget
+    (C2ST AUC 0.69 / 0.63 / 0.66), so its runs use ``--cycle-weight 40``."""
 
     adversarial: Literal["lsgan", "bce"] = "lsgan"
     cycle: float = 20.0
