@@ -102,14 +102,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "preset": "512-ProjInj",
         "loss": {"mse": 1.0},
     },
-    # Twice the training phantoms for the same 800 steps: each phantom is seen about 4 times
-    # instead of 8, so the model meets twice the anatomy of a population (domain randomisation
-    # gains from draws, not repeats); the dataset costs about a minute more to build.
+    # Two and four times the training phantoms for the same 800 steps (batch 2): each phantom is
+    # seen about 4 or 2 times instead of 8, so the model meets more of a population's anatomy
+    # (domain randomisation gains from draws, not repeats); each 200 more cost ~1 min to build.
     "real_ct+projinj+400": {
         "phantom_calibration": "real_ct",
         "upsampling": None,
         "preset": "512-ProjInj",
         "train_cases": 400,
+    },
+    "real_ct+projinj+800": {
+        "phantom_calibration": "real_ct",
+        "upsampling": None,
+        "preset": "512-ProjInj",
+        "train_cases": 800,
     },
     "real_ct_population+projinj+resize_conv+400": {
         "phantom_calibration": "real_ct_population",

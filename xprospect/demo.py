@@ -35,7 +35,10 @@ class DemoSettings:
     """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores)."""
 
     size: int = 64
-    train_cases: int = 200
+    train_cases: int = 400
+    """Training phantoms. 400 rather than 200 for the same 800 steps: of the variants
+    ``benchmarks/bench_transfer.py`` trained, it transferred best to both real CTs (each phantom
+    is seen about 4 times instead of 8); 800 did not do better (results/bench_transfer.md)."""
     val_cases: int = 10
     test_cases: int = 20
     steps: int | None = None

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from xprospect.cli.common import Subparsers
+from xprospect.demo import OUTPUT_NAMES, DemoSettings
 from xprospect.phantoms import PHANTOM_CALIBRATIONS
 
 __all__ = ["SAMPLE_NAMES", "add_parser", "check_demo_folder", "run_demo"]
@@ -16,8 +17,18 @@ def add_parser(sub: Subparsers) -> None:
     """Adds ``demo`` to the CLI's subparsers."""
     p = sub.add_parser("demo", help="run the main job on built-in data (about 15 minutes)")
     p.add_argument("--output", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--train-cases", type=int, default=200, help="training phantoms")
-    p.add_argument("--test-cases", type=int, default=20, help="test phantoms")
+    p.add_argument(
+        "--train-cases",
+        type=int,
+        default=DemoSettings.train_cases,
+        help="training phantoms (default %(default)s)",
+    )
+    p.add_argument(
+        "--test-cases",
+        type=int,
+        default=DemoSettings.test_cases,
+        help="test phantoms (default %(default)s)",
+    )
     p.add_argument("--steps", type=int, help="training steps (default: demo.yaml's)")
     p.add_argument(
         "--phantom-calibration",
@@ -50,7 +61,6 @@ def check_demo_folder(path: str | Path, overwrite: bool) -> Path:
         OutputExistsError: The folder holds anything else and ``overwrite`` is False.
         OutputError: ``path`` is a file.
     """
-    from xprospect.demo import OUTPUT_NAMES
     from xprospect.errors import OutputExistsError
     from xprospect.utils import check_output
 
