@@ -344,7 +344,7 @@ def main() -> int:
             f"Budgeted run: {run['steps']} steps, {run['train_wall_s']:.0f} s, "
             f"{film} film augmentation of the DRRs, phantoms of the "
             f"'{args.phantom_calibration}' calibration, '{args.upsampling}' upsampling in the "
-            f"generators, cycle weight {run.get('cycle_weight', 20.0):g}.",
+            f"generators, cycle weight {run['cycle_weight']:g}.",
             "",
         ]
         md.append(run["table"])

@@ -102,25 +102,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "preset": "512-ProjInj",
         "loss": {"mse": 1.0},
     },
-    # Two and four times the training phantoms for the same 800 steps (batch 2): each phantom is
-    # seen about 4 or 2 times instead of 8, so the model meets more of a population's anatomy
-    # (domain randomisation gains from draws, not repeats); each 200 more cost ~1 min to build.
-    "real_ct+projinj+400": {
-        "phantom_calibration": "real_ct",
-        "upsampling": None,
-        "preset": "512-ProjInj",
-        "train_cases": 400,
-    },
-    "real_ct+projinj+800": {
-        "phantom_calibration": "real_ct",
-        "upsampling": None,
-        "preset": "512-ProjInj",
-        "train_cases": 800,
-    },
+}
+# Two and four times the training phantoms for the same 800 steps (batch 2): each phantom is seen
+# about 4 or 2 times instead of 8, so the model meets more of a population's anatomy (domain
+# randomisation gains from draws, not repeats); each 200 more cost ~1 min to build.
+VARIANTS |= {
+    "real_ct+projinj+400": {**VARIANTS["real_ct+projinj"], "train_cases": 400},
+    "real_ct+projinj+800": {**VARIANTS["real_ct+projinj"], "train_cases": 800},
     "real_ct_population+projinj+resize_conv+400": {
-        "phantom_calibration": "real_ct_population",
-        "upsampling": "resize_conv",
-        "preset": "512-ProjInj",
+        **VARIANTS["real_ct_population+projinj+resize_conv"],
         "train_cases": 400,
     },
 }
