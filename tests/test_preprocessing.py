@@ -33,6 +33,7 @@ from xprospect.preprocessing import (
     Resize,
     ResizeImage,
     WindowHU,
+    axial_axis,
     body_mask,
     clip_hu,
     crop_or_pad,
@@ -661,3 +662,47 @@ def test_scan_mask_marks_scanner_padding() -> None:
     np.testing.assert_allclose(vol.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
     with pytest.raises(GeometryError):
         scan_mask(np.zeros((4, 4)))
+
+
+def test_remove_couch_fills_axial_slices_of_a_volume_in_scanner_order():
+    # A CT as a NIfTI stores it (L, A, S: axial slices along axis 2) whose "lungs" run out of the
+    # scan at its top and bottom slices. In every axial slice they are holes in the body and
+    # stay; in sagittal slices (axis 0 of this array) they touch the slice border, and filling
+    # those would have set the lungs to air.
+    nx, ny, nz = 48, 40, 24
+    x, y = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    body2d = ((x - 23.5) / 20) ** 2 + ((y - 19.5) / 15) ** 2 <= 1
+    lung2d = ((x - 14) / 5) ** 2 + ((y - 19.5) / 8) ** 2 <= 1
+    a = np.full((nx, ny, nz), -1000, np.int16)
+    a[body2d] = 40
+    a[lung2d] = -850
+    a[:, 37:39, :] = 300  # the couch, posterior and apart from the body
+    vol = Volume.from_spacing(a, (1.0, 1.0, 2.5), axcodes=("L", "A", "S"))
+    assert axial_axis(vol) == 2 and axial_axis(a) == 0
+    out = remove_couch(vol).array
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[lung2d], -850.0)  # every slice, the cut ends included
+    np.testing.assert_array_equal(out[body2d & ~lung2d], 40.0)
+    np.testing.assert_array_equal(out[:, 37:39, :], -1000.0)
+    # The same CT reoriented to canonical order (axial slices along axis 0), as a bare array:
+    # the same voxels come out, reoriented.
+    canon = reorient(vol)
+    np.testing.assert_array_equal(remove_couch(canon.array), reorient(vol.replace(array=out)).array)
+
+
+# Smoothed noise above -500 HU: 8-11 components with holes, and (seed 1 at -800) the three
+# largest within 25 % of each other, where counting only the largest boxes must still pick right.
+@pytest.mark.parametrize(("seed", "offset"), [(0, -700.0), (1, -700.0), (2, -700.0), (1, -800.0)])
+def test_body_mask_equals_largest_component_and_slicewise_fill_holes_of_scipy(seed, offset):
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    a = ndi.gaussian_filter(rng.normal(size=(12, 30, 40)), 1.5) * 4000.0 + offset
+    tissue = a > -500.0
+    labels, _ = ndi.label(tissue)
+    largest = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    expected = np.stack([ndi.binary_fill_holes(s) for s in largest])
+    np.testing.assert_array_equal(body_mask(a), expected)
+    # Any axis order of the same volume (a Volume says which axis is axial): the same mask.
+    vol = Volume.from_spacing(a.transpose(2, 0, 1), 1.0, axcodes=("L", "I", "P"))
+    np.testing.assert_array_equal(body_mask(vol), expected.transpose(2, 0, 1))

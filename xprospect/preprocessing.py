@@ -47,6 +47,7 @@ __all__ = [
     "Transform",
     "WindowHU",
     "area_matrix",
+    "axial_axis",
     "body_mask",
     "clip_hu",
     "crop_or_pad",
@@ -635,13 +636,24 @@ def _fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
     return mask | is_hole[background]
 
 
+def axial_axis(image: Volume | np.ndarray) -> int:
+    """The array axis along which a volume's axial slices are stacked: the one running
+    inferior-superior by a :class:`Volume`'s orientation, 0 for a bare array (taken as
+    canonical, docs/conventions.md) or an affine that names no such axis."""
+    if isinstance(image, Volume):
+        return next((i for i, code in enumerate(image.orientation) if code in ("S", "I")), 0)
+    return 0
+
+
 def body_mask(image: Volume | np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:
     """The patient's body: voxels above a HU threshold, largest component, holes filled.
 
     Keeps the largest 6-connected component of ``image > threshold_hu`` (dropping the table,
-    blankets and noise) and fills enclosed holes (lungs, airways, bowel gas) slice by slice along
-    axis 0 with 4-connected background, so the mask is solid in every axial slice of a canonical
-    volume.
+    blankets and noise) and fills enclosed holes (lungs, airways, bowel gas) slice by slice in
+    the axial plane (:func:`axial_axis`: by a :class:`Volume`'s orientation, axis 0 of a bare
+    array) with 4-connected background, so the mask is solid in every axial slice. Axial, not
+    sagittal or coronal: lungs that a scan cuts at its top or bottom slice touch the border of
+    every sagittal and coronal slice, but no axial one.
 
     Args:
         image: A :class:`Volume` or 3D array in HU, shape ``(n0, n1, n2)``.
@@ -658,14 +670,43 @@ def body_mask(image: Volume | np.ndarray, threshold_hu: float = -500.0) -> np.nd
     a = _array_of(image)
     if a.ndim != 3:
         raise GeometryError(f"body_mask needs a 3D array, got shape {a.shape}")
-    tissue = a > threshold_hu
+    # The axial axis first, the others by falling stride: a view that is C-ordered where the
+    # memory allows (a NIfTI's LAS array read as is is Fortran-ordered), which scipy's labelling
+    # walks about twice as fast as a strided one.
+    axial = axial_axis(image)
+    rest = sorted((ax for ax in range(3) if ax != axial), key=lambda ax: -a.strides[ax])
+    order = (axial, *rest)
+    back = tuple(int(i) for i in np.argsort(order))
+    tissue = a.transpose(order) > threshold_hu
     labels, n = ndi.label(tissue)
     if n == 0:
-        return tissue
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    largest = labels == int(np.argmax(counts))
-    return _fill_holes_slicewise(largest)
+        return tissue.transpose(back)
+    label, box = _largest_component(labels)
+    # Holes are filled inside the body's bounding box only: background outside it is
+    # connected to every slice's border anyway, so a hole is what does not reach the box's edge.
+    mask = np.zeros(tissue.shape, dtype=bool)
+    mask[box] = _fill_holes_slicewise(labels[box] == label)
+    return mask.transpose(back)
+
+
+def _largest_component(labels: np.ndarray) -> tuple[int, tuple[slice, ...]]:
+    """The label with the most voxels in a labelling (ties: the lowest) and its bounding box.
+
+    Counts only the components whose bounding box could hold more voxels than the largest
+    counted so far, largest box first: a CT's body fills most of its box, so this reads one or
+    two boxes instead of counting every voxel of the volume (``np.bincount``)."""
+    import scipy.ndimage as ndi
+
+    boxes = ndi.find_objects(labels)
+    volumes = [int(np.prod([s.stop - s.start for s in b])) if b else 0 for b in boxes]
+    best, best_count, best_box = 0, -1, boxes[0]
+    for i in sorted(range(len(boxes)), key=lambda j: (-volumes[j], j)):
+        if volumes[i] < best_count:
+            break
+        count = int(np.count_nonzero(labels[boxes[i]] == i + 1))
+        if count > best_count or (count == best_count and i + 1 < best):
+            best, best_count, best_box = i + 1, count, boxes[i]
+    return best, best_box
 
 
 SCAN_PADDING_BELOW_HU = -1024.0
@@ -745,10 +786,13 @@ def remove_couch(
     a = _array_of(volume)
     if a.ndim != 3:
         raise GeometryError(f"remove_couch needs a 3D array, got shape {a.shape}")
-    keep = body_mask(a, threshold_hu)
+    keep = body_mask(volume, threshold_hu)
     if padding_below_hu is not None:
         keep |= a < padding_below_hu
-    out = np.where(keep, a, AIR_HU).astype(np.float32)
+    # In the array's own dtype where it holds air exactly (a CT's int16): a quarter of the
+    # memory traffic of float64, and the same values once cast.
+    air = np.asarray(AIR_HU, dtype=_fill_dtype(a.dtype, AIR_HU))
+    out = np.where(keep, a, air).astype(np.float32)
     return _same_kind(volume, out)
 
 
