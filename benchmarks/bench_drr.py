@@ -38,7 +38,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from xprospect.constants import NUMPY_ENVIRONMENT
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As the command line runs (xprospect.cli): set before NumPy is imported, which reads it.
+os.environ.update({k: v for k, v in NUMPY_ENVIRONMENT.items() if k not in os.environ})
 
 import numpy as np
 import tensorflow as tf

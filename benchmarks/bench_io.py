@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from xprospect.constants import NUMPY_ENVIRONMENT
+
+# As the command line runs (xprospect.cli): set before NumPy is imported, which reads it.
+os.environ.update({k: v for k, v in NUMPY_ENVIRONMENT.items() if k not in os.environ})
 
 import nibabel as nib
 import numpy as np

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xprospect.constants import NUMPY_ENVIRONMENT
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REAL_XRAYS = ROOT.parent / "shared" / "data" / "real_xrays"
@@ -114,7 +116,9 @@ def _spawn(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, int
 
 
 def _env(pythonpath: str | None) -> dict[str, str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # The train worker builds the run as `xprospect train` does, so it gets the process
+    # environment the command line sets (xprospect.cli); `predict` runs the command line itself.
+    env = {**NUMPY_ENVIRONMENT, **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     return env

@@ -6,8 +6,12 @@ import os
 
 import pytest
 
+from xprospect.constants import NUMPY_ENVIRONMENT
+
 # TensorFlow's C++ start-up chatter hides test output; must be set before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The command line's NumPy setting (its tests run in this process), before NumPy is imported.
+os.environ.update({k: v for k, v in NUMPY_ENVIRONMENT.items() if k not in os.environ})
 
 from xprospect.phantoms import AsymmetricPhantom, asymmetric_phantom
 

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 __version__ = "0.2.0.dev0"
 
+from typing import TYPE_CHECKING, Any
+
 from xprospect.errors import XprospectError
-from xprospect.image import Radiograph, View, Volume
+
+if TYPE_CHECKING:
+    from xprospect.image import Radiograph, View, Volume
 
 __all__ = ["Radiograph", "View", "Volume", "XprospectError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # The image classes load on first use, not with the package: ``import xprospect.cli`` must
+    # be able to set NumPy's environment (``NUMPY_ENVIRONMENT``) before NumPy is imported.
+    if name in ("Radiograph", "View", "Volume"):
+        from xprospect import image
+
+        return getattr(image, name)
+    raise AttributeError(f"module 'xprospect' has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +41,24 @@ def test_console_script_entry_point_runs():
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("xprospect ")
+
+
+def test_the_command_line_sets_numpys_environment_before_numpy_loads_and_keeps_the_users():
+    # NumPy reads NUMPY_MADVISE_HUGEPAGE once, at import: the package itself must not import
+    # NumPy, so that the command line (xprospect.cli) sets it first (xprospect.constants).
+    code = (
+        "import sys, xprospect, xprospect.errors; assert 'numpy' not in sys.modules; "
+        "import os, xprospect.cli, numpy; print(os.environ['NUMPY_MADVISE_HUGEPAGE'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for given, expected in ((None, "0"), ("1", "1")):
+        if given is not None:
+            env["NUMPY_MADVISE_HUGEPAGE"] = given
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == expected
 
 
 def test_info_on_nifti_prints_geometry(capsys, tmp_path, phantom):

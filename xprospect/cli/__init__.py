@@ -29,6 +29,13 @@ module                        commands
 
 from __future__ import annotations
 
+import os
+
+from xprospect.constants import NUMPY_ENVIRONMENT
+
+# Before anything imports NumPy (the package's own __init__ does not): NumPy reads it at import.
+os.environ.update({k: v for k, v in NUMPY_ENVIRONMENT.items() if k not in os.environ})
+
 from xprospect.cli.main import build_parser, main
 
 __all__ = ["build_parser", "main"]
