@@ -8,6 +8,9 @@
       crop/pad to 320^3 keeping the last 320 slices, one Plastimatch ``drr`` subprocess per view
       on the 1 mm volume (X2CT's geometry and HU conversion), 8-bit PNG per view, ``zoom`` of the
       CT to 128^3 and an HDF5 ``ct_xray_data.h5``. Skipped with a note when Plastimatch is absent.
+    ``--build-repeats`` rounds, each running xprospect (couch removal on, the default), xprospect
+    with ``remove_couch`` off (as ``prepare`` ran before 2026-12-04, for comparison) and the
+    X2CT-style pipeline in turn; medians of the rounds.
     Target: xprospect >= 5x the X2CT-style cases per minute.
 (b) Input pipeline: ``load_dataset`` over the 128^3 TFRecords just built (batch 4, repeated, no
     augmentation), volumes per second after a warm-up. Target >= 30 volumes/s on 2 cores.
@@ -21,6 +24,7 @@ Prints a table and writes ``benchmarks/results/bench_data.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -29,6 +33,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from xprospect.constants import NUMPY_ENVIRONMENT
+
+# As the command line runs (xprospect.cli): set before NumPy is imported, which reads it.
+os.environ.update({k: v for k, v in NUMPY_ENVIRONMENT.items() if k not in os.environ})
 
 import h5py
 import nibabel as nib
@@ -88,6 +97,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="pipeline throughput repeats")
+    parser.add_argument("--build-repeats", type=int, default=3, help="dataset build rounds")
     parser.add_argument("--pipeline-volumes", type=int, default=200)
     args = parser.parse_args()
 
@@ -102,25 +112,42 @@ def main() -> None:
             inputs.append(dst)
 
         cfg = PrepareConfig(size=128, geometry="x2ct", val_fraction=0, test_fraction=0)
-        t0 = time.perf_counter()
-        res = prepare_dataset(inputs, work / "ours", cfg, workers=args.workers, progress=False)
-        ours_s = time.perf_counter() - t0
-        assert len(res.written) == args.cases, res.failed
-
-        peer_s = None
+        # Rounds alternate the pipelines so that a slower spell of the machine hits each alike.
+        ours: list[float] = []
+        ours_couch: list[float] = []
+        peers: list[float] = []
         per_case: list[float] = []
-        if plastimatch_available():
-            (work / "x2ct").mkdir()
-            t0 = time.perf_counter()
-            for p in inputs:
-                t1 = time.perf_counter()
-                x2ct_style_case(p, work / "x2ct")
-                per_case.append(time.perf_counter() - t1)
-            peer_s = time.perf_counter() - t0
+        for r in range(args.build_repeats):
+            for keep_couch, times in ((False, ours), (True, ours_couch)):
+                out = work / f"ours{r}{'-couch' if keep_couch else ''}"
+                t0 = time.perf_counter()
+                res = prepare_dataset(
+                    inputs,
+                    out,
+                    dataclasses.replace(cfg, remove_couch=not keep_couch),
+                    workers=args.workers,
+                    progress=False,
+                )
+                times.append(time.perf_counter() - t0)
+                assert len(res.written) == args.cases, res.failed
+                if out.name != "ours0":  # the first default build feeds (b)'s pipeline
+                    shutil.rmtree(out)
+            if plastimatch_available():
+                peer = work / f"x2ct{r}"
+                peer.mkdir()
+                t0 = time.perf_counter()
+                for p in inputs:
+                    t1 = time.perf_counter()
+                    x2ct_style_case(p, peer)
+                    per_case.append(time.perf_counter() - t1)
+                peers.append(time.perf_counter() - t0)
+                shutil.rmtree(peer)
+        ours_s = statistics.median(ours)
+        peer_s = statistics.median(peers) if peers else None
 
         rates = []
         for _ in range(args.repeats):
-            ds = load_dataset(work / "ours", "train", batch_size=4, repeat=True, shuffle=False)
+            ds = load_dataset(work / "ours0", "train", batch_size=4, repeat=True, shuffle=False)
             it = iter(ds)
             for _ in range(5):  # warm-up: graph tracing and file cache
                 next(it)
@@ -147,7 +174,12 @@ def main() -> None:
     vps = statistics.median(rates)
     print(f"(a) build {args.cases} cases at 128^3 from the real CT (workers={args.workers})")
     print(f"    {'pipeline':<12} {'total s':>8} {'cases/min':>10}")
-    print(f"    {'xprospect':<12} {ours_s:>8.1f} {ours_cpm:>10.1f}")
+    couch_s = statistics.median(ours_couch)
+    print(f"    {'xprospect':<12} {ours_s:>8.1f} {ours_cpm:>10.1f}   {[round(x, 1) for x in ours]}")
+    print(
+        f"    {'  couch kept':<12} {couch_s:>8.1f} {args.cases / couch_s * 60:>10.1f}   "
+        "(remove_couch off, as before 2026-12-04)"
+    )
     if peer_s:
         print(
             f"    {'x2ct_style':<12} {peer_s:>8.1f} {peer_cpm:>10.1f}"
@@ -174,12 +206,18 @@ def main() -> None:
         json.dumps(
             {
                 "command": f"python benchmarks/bench_data.py --cases {args.cases} --workers "
-                f"{args.workers} --repeats {args.repeats}",
+                f"{args.workers} --repeats {args.repeats} --build-repeats {args.build_repeats}",
                 "build": {
                     "cases": args.cases,
+                    "rounds": args.build_repeats,
                     "xprospect_s": ours_s,
+                    "xprospect_runs_s": ours,
                     "xprospect_cases_per_min": ours_cpm,
+                    "xprospect_couch_kept_s": couch_s,
+                    "xprospect_couch_kept_runs_s": ours_couch,
+                    "xprospect_couch_kept_cases_per_min": args.cases / couch_s * 60,
                     "x2ct_style_s": peer_s,
+                    "x2ct_style_runs_s": peers,
                     "x2ct_style_cases_per_min": peer_cpm,
                     "x2ct_style_per_case_s": per_case,
                     "speedup": speedup,

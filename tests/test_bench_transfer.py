@@ -19,7 +19,9 @@ def _scores(model: tuple[float, float], mean: tuple[float, float], bp: tuple[flo
     }
 
 
-def _variant(real: dict[str, dict], test: dict, scoring: str | None = "couch removed") -> dict:
+def _variant(
+    real: dict[str, dict], test: dict, scoring: str | None = "couch removed, axial fill"
+) -> dict:
     return {
         "phantom_calibration": "original",
         "upsampling": None,
@@ -110,7 +112,7 @@ def test_markdown_has_a_table_per_real_ct_and_the_phantom_rows(bench):
 
 
 def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench, tmp_path):
-    assert bench.REAL_SCORING == "couch removed"
+    assert bench.REAL_SCORING == "couch removed, axial fill"
     test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
     result = _result(
         {
@@ -124,7 +126,10 @@ def test_rows_scored_with_the_couch_are_marked_and_left_out_of_the_verdict(bench
     assert result["best"] == "new"
     text = bench.markdown(result)
     assert "| old (couch kept) | 18.00 |" in text and "| new | 15.00 |" in text
-    assert "Real-CT rows marked (couch kept): old" in text
+    assert "Real-CT rows scored an earlier way (marked): old" in text
+    # A record of the first couch removal (holes filled in the array's first axis) says so.
+    result["variants"]["old"]["real_scoring"] = "couch removed"
+    assert "| old (scored as 'couch removed') | 18.00 |" in bench.markdown(result)
     # A stale record without its run folder cannot be rescored and is left as it was.
     record = _variant({"LIDC": _scores((18.0, 0.5), (13.0, 0.2), (13.0, 0.2))}, test, None)
     assert not bench.rescore_if_stale(tmp_path / "old", record, [("LIDC", tmp_path / "ct.nii")])
@@ -148,3 +153,94 @@ def test_variants_share_a_dataset_only_when_every_setting_that_builds_it_agrees(
     assert more["train_cases"] == 400
     bench.share_dataset(tmp_path, "c", bench.dataset_key(more), done)
     assert not (tmp_path / "c").exists()
+
+
+def test_seed_repeats_share_the_dataset_and_the_verdict_reads_their_mean(bench):
+    assert bench.split_seed("real_ct+projinj+400@seed2") == ("real_ct+projinj+400", 2)
+    assert bench.split_seed("real_ct") == ("real_ct", None)
+    for bad in ("real_ct@seed0", "real_ct@seedx"):
+        with pytest.raises(ValueError, match="seed repeat"):
+            bench.split_seed(bad)
+    base = {"size": 64, "train_cases": 200, "val_cases": 10, "test_cases": 20}
+    repeat = bench.variant_settings("real_ct+projinj@seed1")
+    assert repeat == {**bench.VARIANTS["real_ct+projinj"], "training_seed": 1}
+    assert bench.dataset_key({**base, **repeat}) == bench.dataset_key(
+        {**base, **bench.VARIANTS["real_ct+projinj"]}
+    )
+    test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
+
+    def run(d1: float, d2: float) -> dict:
+        return _variant(
+            {
+                "ct1": _scores((14.0 + d1, 0.45), (14.0, 0.3), (13.0, 0.2)),
+                "ct2": _scores((14.0 + d2, 0.45), (14.0, 0.3), (13.0, 0.2)),
+            },
+            test,
+        )
+
+    # "a" has the best single run (+2.8 / +2.7) but a poor repeat; "b" is steadier.
+    result = _result(
+        {
+            "a": run(2.8, 2.7),
+            "a@seed1": run(1.8, 2.1),
+            "b": run(2.6, 2.6),
+            "b@seed1": run(2.5, 2.4),
+            "b@seed2": run(2.7, 2.5),
+        }
+    )
+    assert bench.seed_groups(result["variants"]) == {
+        "a": ["a", "a@seed1"],
+        "b": ["b", "b@seed1", "b@seed2"],
+    }
+    text, best = bench.verdict(result)
+    assert best == "b"
+    # b's means: ct1 (2.6 + 2.5 + 2.7) / 3 = +2.60, ct2 (2.6 + 2.4 + 2.5) / 3 = +2.50.
+    assert "**b, mean of 3 training seeds**" in text
+    assert "ct1: +2.60 dB (range +2.50 to +2.70), +0.150 SSIM" in text
+    assert "ct2: +2.50 dB (range +2.40 to +2.60)" in text and "**MET**" in text
+    result["variants"]["b@seed1"] = run(2.5, 2.2)  # ct2's mean drops to +2.43
+    assert "**NOT met**" in bench.verdict(result)[0]
+    result["verdict"], result["best"] = bench.verdict(result)
+    table = bench.markdown(result).split("## Training seeds", 1)[1]
+    assert "| a | ct1 | +2.80 / +0.150, +1.80 / +0.150 | +2.30 / +0.150 |" in table
+    assert "| b | ct2 | +2.60 / +0.150, +2.20 / +0.150, +2.50 / +0.150 | +2.43 / +0.150 |" in table
+
+
+def test_a_seed_repeat_runs_after_its_own_variant_and_original_first(bench):
+    assert bench.run_order(["real_ct@seed1", "real_ct+projinj"]) == [
+        "original",
+        "real_ct",
+        "real_ct@seed1",
+        "real_ct+projinj",
+    ]
+    assert bench.run_order(["original", "a", "a@seed2"]) == ["original", "a", "a@seed2"]
+
+
+def test_the_seed_ensemble_averages_its_runs_and_its_margins_are_tabled(bench, monkeypatch):
+    import numpy as np
+
+    import xprospect.inference as inference
+
+    def member(value: float) -> inference.Predictor:
+        def model(chunk, training=False):
+            return np.full((len(chunk["frontal"]), 4, 4, 4, 1), value, np.float32)
+
+        return inference.Predictor(model=model, size=4)
+
+    runs = {"/w/a": member(0.2), "/w/a@seed1": member(0.6)}
+    monkeypatch.setattr(inference, "load_predictor", lambda path: runs[str(path.parent)])
+    from pathlib import Path
+
+    ens = bench.seed_ensemble([Path("/w/a"), Path("/w/a@seed1")])
+    x = {v: np.zeros((2, 4, 4, 1), np.float32) for v in ("frontal", "lateral")}
+    np.testing.assert_allclose(ens.predict(x), np.full((2, 4, 4, 4), 0.4), rtol=1e-6)
+    assert ens.size == 4 and ens.source == "mean of 2 runs"
+
+    test = _scores((21.0, 0.6), (19.0, 0.5), (13.0, 0.2))
+    real = {"ct1": _scores((16.0, 0.45), (14.0, 0.3), (13.0, 0.2))}
+    result = _result({"a": _variant(real, test), "a@seed1": _variant(real, test)})
+    result["ensembles"] = {"a": {"runs": ["a", "a@seed1"], "real": {"ct1": {
+        "metrics": _scores((16.9, 0.5), (14.0, 0.3), (13.0, 0.2))}}}}  # fmt: skip
+    result["verdict"], result["best"] = bench.verdict(result)
+    table = bench.markdown(result).split("## Training seeds", 1)[1]
+    assert "| a | ct1 | +2.00 / +0.150, +2.00 / +0.150 | +2.00 / +0.150 | +2.90 / +0.200 |" in table

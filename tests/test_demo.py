@@ -20,6 +20,8 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
         steps=2,
         upsampling="resize_conv",
         loss={"mse": 1.0},
+        training_seed=3,
+        overrides={"optimizer.use_ema": True, "optimizer.ema_momentum": 0.9},
     )
     report = run_demo(tmp_path / "demo", settings)
     assert {p.name for p in (tmp_path / "demo").iterdir()} == set(OUTPUT_NAMES)
@@ -30,6 +32,11 @@ def test_demo_report_scores_the_real_ct_with_both_baselines(tmp_path, sample_ct_
     run_config = yaml.safe_load((tmp_path / "demo" / "run" / "config.yaml").read_text())
     assert run_config["model"]["overrides"]["upsampling"] == "resize_conv"
     assert run_config["loss"] == {"mse": 1.0}
+    # The training seed is its own; the split keeps DemoSettings.seed. Overrides apply last.
+    assert run_config["training"]["seed"] == 3
+    assert manifest["config"]["split_seed"] == 0
+    assert run_config["optimizer"]["use_ema"] is True
+    assert run_config["optimizer"]["ema_momentum"] == 0.9
     section = text.split("### The real LIDC chest CT", 1)[1].split("## Figures", 1)[0]
     assert "| metric | model | mean volume | back-projection |" in section
     rows = {

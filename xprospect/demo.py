@@ -43,6 +43,11 @@ class DemoSettings:
     test_cases: int = 20
     steps: int | None = None
     seed: int = 0
+    """Draws the dataset's split and, unless ``training_seed`` is given, seeds the training."""
+    training_seed: int | None = None
+    """The training run's seed (``training.seed``: initial weights, batch order, augmentation);
+    None: ``seed``. A different one on the same dataset measures how much a score owes to the
+    draw (``benchmarks/bench_transfer.py``'s seed repeats)."""
     phantom_calibration: str = "real_ct"
     """The phantoms' population (:data:`xprospect.phantoms.PHANTOM_CALIBRATIONS`): the calibrated
     one, which transfers better to real CT (``benchmarks/bench_transfer.py``)."""
@@ -55,6 +60,9 @@ class DemoSettings:
     loss: Mapping[str, float] | None = None
     """Loss weights by term (the config's ``loss``, e.g. ``{"mse": 1.0}``); None keeps
     ``demo.yaml``'s (the preset's default)."""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """More config overrides by dotted key, as ``xprospect train --set`` takes them (e.g.
+    ``{"optimizer.use_ema": True}``), applied after every other setting."""
 
 
 def check_settings(settings: DemoSettings) -> None:
@@ -112,7 +120,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
         "data.dir": str(out / "data"),
         "training.output_dir": str(out / "run"),
         "model.size": s.size,
-        "training.seed": s.seed,
+        "training.seed": s.seed if s.training_seed is None else s.training_seed,
     }
     if s.steps is not None:
         overrides["training.steps"] = s.steps
@@ -123,6 +131,7 @@ def run_demo(output: str | os.PathLike[str], settings: DemoSettings | None = Non
     overrides.update({f"model.overrides.{k}": v for k, v in s.model_overrides.items()})
     if s.loss is not None:
         overrides["loss"] = dict(s.loss)
+    overrides.update(s.overrides)
     result = train(config, overrides=overrides)
     _log(f"3/5 evaluation on the test split ({time.perf_counter() - t0:.0f} s so far)")
     predictor = load_predictor(out / "run")
