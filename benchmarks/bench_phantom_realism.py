@@ -19,7 +19,9 @@ Measured, per volume:
   as the standard deviation of its HU minus a Gaussian-smoothed copy (sigma 1 voxel), inside
   the lung eroded by one voxel;
 - geometry: the body's anterior-posterior and left-right diameters on the axial slice where the
-  lungs' cross-section is largest, the lung volume, the lung apex's distance below the top of
+  lungs' cross-section is largest, the lungs' own extents on that slice (front of the most
+  anterior to back of the most posterior lung voxel, right to left across both lungs), the
+  lung volume, the lung apex's distance below the top of
   the field, the diaphragm's level (where the lungs' cross-section falls to half its maximum
   below that slice). The heart's size is not measured: the gap between the lungs on axial
   slices, tried as a cardiothoracic ratio, was dominated by the lungs' thin anterior tips
@@ -112,13 +114,17 @@ def geometry(body: np.ndarray, lung: np.ndarray, spacing_mm: float) -> dict[str,
     area = lung.sum(axis=(1, 2)).astype(float)
     out = {"lung_ml": float(lung.sum()) * spacing_mm**3 / 1000.0}
     if area.max() == 0:
-        keys = ("ap_mm", "lr_mm", "apex_mm", "diaphragm_mm")
+        keys = ("ap_mm", "lr_mm", "lung_ap_mm", "lung_lr_mm", "apex_mm", "diaphragm_mm")
         return {**out, **dict.fromkeys(keys, nan)}
     widest = int(np.argmax(area))
     rows = np.flatnonzero(body[widest].any(axis=1))
     cols = np.flatnonzero(body[widest].any(axis=0))
     out["ap_mm"] = float(rows[-1] - rows[0] + 1) * spacing_mm if rows.size else nan
     out["lr_mm"] = float(cols[-1] - cols[0] + 1) * spacing_mm if cols.size else nan
+    rows = np.flatnonzero(lung[widest].any(axis=1))
+    cols = np.flatnonzero(lung[widest].any(axis=0))
+    out["lung_ap_mm"] = float(rows[-1] - rows[0] + 1) * spacing_mm
+    out["lung_lr_mm"] = float(cols[-1] - cols[0] + 1) * spacing_mm
     out["apex_mm"] = float(np.flatnonzero(area)[0]) * spacing_mm
     below = np.flatnonzero(area[widest:] < 0.5 * area[widest])
     out["diaphragm_mm"] = float(widest + int(below[0])) * spacing_mm if below.size else nan
@@ -413,6 +419,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("lung_texture_hu", "lung texture SD (HU)", ".0f"),
     ("ap_mm", "body AP diameter (mm)", ".0f"),
     ("lr_mm", "body LR diameter (mm)", ".0f"),
+    ("lung_ap_mm", "lung AP extent (mm)", ".0f"),
+    ("lung_lr_mm", "lung LR extent (mm)", ".0f"),
     ("lung_ml", "lung volume (ml)", ".0f"),
     ("apex_mm", "lung apex below top (mm)", ".0f"),
     ("diaphragm_mm", "diaphragm level (mm)", ".0f"),

@@ -138,6 +138,13 @@ VARIANTS |= {
 # A third of the steps (267, its own cosine schedule): with @seed1 and @seed2, three runs whose
 # ensemble costs what one demo run costs (800 steps), against the seeds' spread.
 VARIANTS |= {"real_ct+projinj+400+steps267": {**VARIANTS["real_ct+projinj+400"], "steps": 267}}
+# The demo on phantoms whose lungs have the real CTs' depth and volume (a thinner chest wall).
+VARIANTS |= {
+    "real_ct_lungs+projinj+400": {
+        **VARIANTS["real_ct+projinj+400"],
+        "phantom_calibration": "real_ct_lungs",
+    },
+}
 DEFAULT_VARIANTS = (
     "original",
     "real_ct",
@@ -468,18 +475,28 @@ def score_ensembles(
     work: Path, variants: dict[str, Any], real_cts: list[tuple[str, Path]]
 ) -> dict[str, Any]:
     """Real-CT scores of each variant's seed ensemble (:func:`seed_ensemble`), baselines fitted
-    on its own training split; panels in ``<work>/<variant>@ensemble``."""
+    on its own training split; panels and the record (``ensemble.json``) in
+    ``<work>/<variant>@ensemble``. An ensemble whose runs are gone is read from its record when
+    the record names the same runs, and left out otherwise."""
     out: dict[str, Any] = {}
     for variant, runs in seed_groups(variants).items():
-        if len(runs) < 2 or not all((work / n / "run").is_dir() for n in runs):
+        if len(runs) < 2:
             continue
         panels = work / f"{variant}@ensemble"
+        record = panels / "ensemble.json"
+        if not all((work / n / "run").is_dir() for n in runs):
+            if record.exists():
+                kept = json.loads(record.read_text())
+                if kept.get("runs") == runs:
+                    out[variant] = kept
+            continue
         panels.mkdir(exist_ok=True)
         predictor = seed_ensemble([work / n for n in runs])
         out[variant] = {
             "runs": runs,
             "real": score_real(work / variant, real_cts, predictor, panels),
         }
+        record.write_text(json.dumps(out[variant], indent=2) + "\n")
     return out
 
 

@@ -59,6 +59,9 @@ def test_geometry_of_a_box_with_two_ball_lungs(bench):
     g = bench.geometry(body, lungs, SPACING)
     np.testing.assert_allclose(g["ap_mm"], 40 * SPACING)  # rows 12..51
     np.testing.assert_allclose(g["lr_mm"], 56 * SPACING)  # columns 4..59
+    # The lungs on the widest slice (30, the balls' centre): rows 30 +- 9, columns 18 - 9 to 46 + 9.
+    np.testing.assert_allclose(g["lung_ap_mm"], 19 * SPACING)
+    np.testing.assert_allclose(g["lung_lr_mm"], 47 * SPACING)
     np.testing.assert_allclose(g["lung_ml"], lungs.sum() * SPACING**3 / 1000)
     # Two balls of radius 9 voxels: 2 * 4/3 pi r^3 within the voxelisation error.
     np.testing.assert_allclose(
@@ -73,7 +76,8 @@ def test_geometry_without_lungs_is_nan(bench):
     body = np.ones((16, 16, 16), bool)
     g = bench.geometry(body, np.zeros_like(body), SPACING)
     assert g["lung_ml"] == 0.0
-    assert all(np.isnan(g[k]) for k in ("ap_mm", "lr_mm", "apex_mm", "diaphragm_mm"))
+    keys = ("ap_mm", "lr_mm", "lung_ap_mm", "lung_lr_mm", "apex_mm", "diaphragm_mm")
+    assert all(np.isnan(g[k]) for k in keys)
 
 
 def test_volume_stats_against_numpy(bench):

@@ -244,3 +244,17 @@ def test_the_seed_ensemble_averages_its_runs_and_its_margins_are_tabled(bench, m
     result["verdict"], result["best"] = bench.verdict(result)
     table = bench.markdown(result).split("## Training seeds", 1)[1]
     assert "| a | ct1 | +2.00 / +0.150, +2.00 / +0.150 | +2.00 / +0.150 | +2.90 / +0.200 |" in table
+
+
+def test_an_ensemble_whose_runs_are_gone_is_read_from_its_record(bench, tmp_path):
+    import json
+
+    variants = {name: {} for name in ("a", "a@seed1", "b", "b@seed1", "c")}
+    kept = {"runs": ["a", "a@seed1"], "real": {"ct1": {"metrics": {}}}}
+    (tmp_path / "a@ensemble").mkdir()
+    (tmp_path / "a@ensemble" / "ensemble.json").write_text(json.dumps(kept))
+    # b's record names other runs than b's group now has: left out, not mixed in.
+    stale = {"runs": ["b", "b@seed2"], "real": {}}
+    (tmp_path / "b@ensemble").mkdir()
+    (tmp_path / "b@ensemble" / "ensemble.json").write_text(json.dumps(stale))
+    assert bench.score_ensembles(tmp_path, variants, []) == {"a": kept}

@@ -314,6 +314,41 @@ def test_calibration_knobs_do_what_they_say():
     np.testing.assert_array_equal(up.labels.array[:-4], sharp.labels.array[2:-2])
 
 
+def test_chest_wall_sets_where_the_lungs_reach():
+    """Thinning the chest wall's muscle by d mm at the front and back (each side) moves the
+    pleura out by d where the cage has its full size, a little less where it tapers towards the
+    apices: the lungs' front-to-back (left-to-right) extent around their widest level grows by
+    up to 2 d; the body stays as it was."""
+    from dataclasses import replace
+
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    orig = PHANTOM_CALIBRATIONS["original"]
+    assert orig.chest_wall_mm == (18.0, 16.0, 30.0)  # the phantom as first built
+
+    def extents(ph, widest=None):
+        lung = ph.lung_mask.array > 0
+        if widest is None:
+            widest = int(np.argmax(lung.sum(axis=(1, 2))))
+        near = lung[widest - 3 : widest + 4]
+        ap = np.mean([np.ptp(np.flatnonzero(s.any(axis=1))) for s in near])
+        lr = np.mean([np.ptp(np.flatnonzero(s.any(axis=0))) for s in near])
+        return widest, ap * ph.volume.spacing_mm[0], lr * ph.volume.spacing_mm[0]
+
+    for seed in (3, 4):
+        base = chest_phantom(64, seed=seed, noise_hu=0.0)
+        thin = chest_phantom(
+            64, seed=seed, noise_hu=0.0, calibration=replace(orig, chest_wall_mm=(8.0, 11.0, 20.0))
+        )
+        widest, ap0, lr0 = extents(base)
+        _, ap1, lr1 = extents(thin, widest)
+        half_voxel = base.volume.spacing_mm[0] / 2
+        assert 0.75 * 20.0 <= ap1 - ap0 <= 20.0 + half_voxel  # front 10 + back 10 mm
+        assert 0.75 * 10.0 <= lr1 - lr0 <= 10.0 + half_voxel  # 5 mm each side
+        np.testing.assert_array_equal(thin.labels.array > 0, base.labels.array > 0)
+        assert thin.lung_volume_ml > 1.1 * base.lung_volume_ml
+
+
 def test_real_ct_calibration_matches_the_measured_real_chest():
     """The targets measured on the LIDC CT (``PHANTOM_CALIBRATIONS`` comments): a framing from
     the lung apices, a deeper body, partial-volume bone and a wider lung HU spread."""
@@ -336,6 +371,29 @@ def test_real_ct_calibration_matches_the_measured_real_chest():
         lung = [p.volume.array[p.mask("lung")] for p in (orig, cal)]
         spread = [np.percentile(v, 90) - np.percentile(v, 10) for v in lung]
         assert spread[0] < spread[1]
+
+
+def test_real_ct_lungs_is_real_ct_with_the_real_lungs_depth_and_volume():
+    """``PHANTOM_CALIBRATIONS``' comment: lungs 165-185 mm deep at their widest level on the
+    two real CTs, against real_ct's ~155 mm, in bodies of the same size; more lung than
+    real_ct (phantoms 0 and 1: 2.9 l with real_ct's wall)."""
+    from dataclasses import replace
+
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    lungs, base = PHANTOM_CALIBRATIONS["real_ct_lungs"], PHANTOM_CALIBRATIONS["real_ct"]
+    assert replace(lungs, name="real_ct", chest_wall_mm=base.chest_wall_mm) == base
+    for seed in (0, 1):
+        deep = chest_phantom(64, seed=seed, calibration=replace(lungs, supersample=1))
+        thick = chest_phantom(64, seed=seed, calibration=replace(base, supersample=1))
+        depth = []
+        for ph in (deep, thick):
+            lung = ph.lung_mask.array > 0
+            widest = lung[int(np.argmax(lung.sum(axis=(1, 2))))]
+            depth.append((np.ptp(np.flatnonzero(widest.any(axis=1))) + 1) * 5.0)
+        assert depth[1] < 160.0 <= depth[0] <= 200.0
+        assert thick.lung_volume_ml < 3600.0 and 3300.0 <= deep.lung_volume_ml <= 5000.0
+        np.testing.assert_array_equal(deep.labels.array > 0, thick.labels.array > 0)
 
 
 def test_size_factor_sets_the_spread_of_body_sizes():
