@@ -138,7 +138,7 @@ VARIANTS |= {
 # A third of the steps (267, its own cosine schedule): with @seed1 and @seed2, three runs whose
 # ensemble costs what one demo run costs (800 steps), against the seeds' spread.
 VARIANTS |= {"real_ct+projinj+400+steps267": {**VARIANTS["real_ct+projinj+400"], "steps": 267}}
-# The demo on phantoms whose lungs have the real CTs' depth and volume (a thinner chest wall).
+# The demo on phantoms with the real CTs' lung depth (a thinner chest wall; more lung volume).
 VARIANTS |= {
     "real_ct_lungs+projinj+400": {
         **VARIANTS["real_ct+projinj+400"],

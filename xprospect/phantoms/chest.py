@@ -465,8 +465,8 @@ class _Params:
     kyphosis: float  # mm
     trachea_r: float
     gas: float  # fraction of the stomach's depth filled with gas
+    chest_wall: tuple[float, float, float]  # front, side, back (mm; calibration)
     shoulder_rise: float = 0.0  # mm the neck-to-shoulder widening moves up (calibration)
-    chest_wall: tuple[float, float, float] = (18.0, 16.0, 30.0)  # front, side, back (mm)
 
 
 def _sample_params(rng: np.random.Generator, cal: PhantomCalibration) -> _Params:
