@@ -373,6 +373,26 @@ def test_real_ct_calibration_matches_the_measured_real_chest():
         assert spread[0] < spread[1]
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"chest_wall_mm": (8.0, -1.0, 14.0)}, r"chest_wall_mm needs three thicknesses >= 0"),
+        ({"chest_wall_mm": (8.0, 14.0)}, r"chest_wall_mm needs three thicknesses"),
+        ({"chest_wall_mm": (8.0, float("nan"), 14.0)}, r"chest_wall_mm needs three"),
+        ({"chest_wall_mm": (100.0, 14.0, 100.0)}, r"leave no room for the lungs"),
+        ({"fat_mm": (30.0, 10.0)}, r"fat_mm \(30.0, 10.0\) is not a range"),
+    ],
+)
+def test_a_calibration_that_cannot_build_a_chest_is_refused(change, message):
+    from dataclasses import replace
+
+    from xprospect.errors import ConfigError
+    from xprospect.phantoms import PHANTOM_CALIBRATIONS
+
+    with pytest.raises(ConfigError, match=r"'mine': .*" + message):
+        replace(PHANTOM_CALIBRATIONS["real_ct"], name="mine", **change)
+
+
 def test_real_ct_lungs_is_real_ct_with_the_real_lungs_depth_and_volume():
     """``PHANTOM_CALIBRATIONS``' comment: lungs 165-185 mm deep at their widest level on the
     two real CTs, against real_ct's ~155 mm, in bodies of the same size; more lung than

@@ -362,6 +362,30 @@ class PhantomCalibration:
     psf_sigma_mm: float = 0.0
     supersample: int = 1
 
+    def __post_init__(self) -> None:
+        # A custom calibration is user input: a range drawn backwards or a wall that leaves no
+        # room for the lungs would otherwise build a phantom with an inside-out cage.
+        for key in ("size_factor", "fat_mm", "shift_z_mm", "inspiration"):
+            lo, hi = getattr(self, key)
+            if not lo <= hi:
+                raise ConfigError(
+                    f"phantom calibration {self.name!r}: {key} {(lo, hi)} is not a range"
+                )
+        walls = tuple(self.chest_wall_mm)
+        if len(walls) != 3 or not all(math.isfinite(w) and w >= 0.0 for w in walls):
+            raise ConfigError(
+                f"phantom calibration {self.name!r}: chest_wall_mm needs three thicknesses >= 0 "
+                f"(front, sides, back), got {self.chest_wall_mm!r}"
+            )
+        front, side, back = walls
+        fat = self.fat_mm[1]
+        if front + back + 2 * fat >= 2 * self.half_depth_mm or side + fat >= self.half_width_mm:
+            raise ConfigError(
+                f"phantom calibration {self.name!r}: chest_wall_mm {walls} and fat_mm up to {fat} "
+                f"leave no room for the lungs in a chest {2 * self.half_width_mm:g} x "
+                f"{2 * self.half_depth_mm:g} mm"
+            )
+
 
 _REAL_CT = PhantomCalibration(
     "real_ct",
