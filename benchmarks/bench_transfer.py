@@ -396,8 +396,8 @@ def markdown(result: dict[str, Any]) -> str:
             r = v["scores"]["real"].get(real)
             if r is None:
                 continue
-            if scoring_note(v):
-                name = f"{name} ({scoring_note(v)})"
+            if note := scoring_note(v):
+                name = f"{name} ({note})"
             m = r["metrics"]
             bp = max(x["psnr_3d"] for k, x in m.items() if k != "model")
             bs = max(x["ssim_3d"] for k, x in m.items() if k != "model")
